@@ -1,0 +1,34 @@
+# Every target sets up .venv itself (python3 -m venv + pip install from setup.py), then runs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_FLAGS ?=
+
+.PHONY: venv demo test test-all bench clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,jax,litert]"
+	touch $(STAMP)
+
+# Trains EfficientNetV2 with progressive learning on the bundled digits data, prints results, writes plots.
+demo: venv
+	$(PY) tools/train.py --hparams=hparams/digits_demo.yaml --model_dir=runs/demo --mode=traineval
+
+# The fast suite (CI): everything not marked slow.
+test: venv
+	$(PY) -m pytest -m "not slow" $(PYTEST_FLAGS)
+
+# Everything, including the slow tests (all seven keras.applications parity checks, ...).
+test-all: venv
+	$(PY) -m pytest $(PYTEST_FLAGS)
+
+bench: venv
+	$(PY) tools/benchmark.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,37 @@
+"""efficientnetv2-keras: EfficientNetV2 (Tan & Le, ICML 2021) for Keras 3, with progressive learning."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="efficientnetv2-keras",
+    version="0.1.0",
+    description=(
+        "EfficientNetV2 B0-B3/S/M/L/XL for Keras 3 (keras.applications-compatible), "
+        "progressive learning with adaptive regularization in one model.fit, and export."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["efficientnetv2_keras", "efficientnetv2_keras.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        # tensorflow-addons is deliberately absent: it is end-of-life and fails to
+        # import with Keras 3 ("No module named 'keras.src.engine'").
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.15,<4",
+        "tensorflow-datasets>=4.9.6,<5",
+        # tfds needs it for download_and_prepare on Python 3.11 but does not declare it.
+        "importlib_resources>=6,<8",
+        "absl-py>=2.1,<3",
+        "PyYAML>=6,<7",
+        "numpy>=1.26,<3",
+        "scikit-learn>=1.4,<2",
+        "matplotlib>=3.8,<4",
+    ],
+    extras_require={
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3"],
+        # JAX 0.10 is the newest release for Python 3.11 (0.11+ needs 3.12).
+        "jax": ["jax>=0.4.34,<0.13"],
+        # The TFLite interpreter now ships as LiteRT; conversion stays in TensorFlow.
+        "litert": ["ai-edge-litert>=2.0,<3"],
+    },
+)
