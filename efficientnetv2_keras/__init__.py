@@ -22,7 +22,8 @@ _LAZY = {
 }
 _SUBPACKAGES = ("data", "progressive", "training", "export", "nas", "hparams")
 
-__all__ = list(_model_names) + list(_LAZY) + list(_SUBPACKAGES)
+# `from efficientnetv2_keras import *` stays TensorFlow-free: only the model API.
+__all__ = list(_model_names)
 
 
 def __getattr__(name):
@@ -34,4 +35,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBPACKAGES))

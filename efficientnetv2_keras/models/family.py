@@ -1,0 +1,183 @@
+"""The EfficientNetV2 family as data.
+
+Each variant is a stage table (`StageSpec` rows, the released code's block strings, REFERENCE §3.2)
+plus scaling coefficients and training defaults (`ModelSpec`, REFERENCE §3.3). One builder
+(`builder.build_model`) turns any spec into a Keras model, so a new variant, or an architecture
+emitted by the NAS search, is a new table, not new code.
+
+The architecture is the released code's (google/automl `effnetv2_configs.py`), not the early
+Table 4 of the paper: e.g. the paper's V2-S has a 272-channel last stage and a 1792-wide head;
+the released S (21.6 M params, 8.4 B FLOPs) has 256 and 1280.
+"""
+
+import dataclasses
+import math
+
+FUSED_MBCONV = "fused_mbconv"
+MBCONV = "mbconv"
+BLOCK_TYPES = (FUSED_MBCONV, MBCONV)
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+    """One stage: `repeats` blocks of one type; the first block has `stride` and `in_filters`."""
+
+    block: str  # FUSED_MBCONV or MBCONV
+    kernel: int
+    stride: int
+    expand_ratio: int
+    in_filters: int
+    out_filters: int
+    repeats: int
+    se_ratio: float = 0.0  # 0 = no squeeze-and-excitation
+
+    def __post_init__(self):
+        if self.block not in BLOCK_TYPES:
+            raise ValueError(f"StageSpec.block must be one of {BLOCK_TYPES}, got {self.block!r}.")
+        for field in ("kernel", "stride", "expand_ratio", "in_filters", "out_filters", "repeats"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"StageSpec.{field} must be a positive integer, got {value!r}.")
+        if not 0.0 <= self.se_ratio <= 1.0:
+            raise ValueError(f"StageSpec.se_ratio must be in [0, 1], got {self.se_ratio!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A variant: its stage table, scaling coefficients and the official training defaults."""
+
+    name: str
+    stages: tuple
+    width: float = 1.0
+    depth: float = 1.0
+    head_filters: int = 1280  # before width scaling
+    train_size: int = 224  # final progressive-learning stage size (official configs)
+    eval_size: int = 224
+    dropout_rate: float = 0.2
+    randaug_magnitude: float = 0.0
+    mixup_alpha: float = 0.0  # the official configs use the same value for cutmix
+    # REFERENCE §4.2: "imagenet" = ImageNet mean/std (B0-B3, the V1 convention they were trained
+    # with); "symmetric" = (x - 128) / 128 as the official V2 pipeline (S/M/L/XL).
+    input_normalization: str = "symmetric"
+
+    def scaled_stages(self):
+        """The stage table after width/depth scaling, as the builder uses it."""
+        return tuple(
+            dataclasses.replace(
+                stage,
+                in_filters=round_filters(stage.in_filters, self.width),
+                out_filters=round_filters(stage.out_filters, self.width),
+                repeats=round_repeats(stage.repeats, self.depth),
+            )
+            for stage in self.stages
+        )
+
+    @property
+    def stem_filters(self):
+        return round_filters(self.stages[0].in_filters, self.width)
+
+    @property
+    def head_width(self):
+        return round_filters(self.head_filters, self.width)
+
+    @property
+    def num_blocks(self):
+        return sum(stage.repeats for stage in self.scaled_stages())
+
+
+def round_filters(filters, width, divisor=8):
+    """Width scaling of the released V2 code: no "keep >= 90 %" guard (unlike V1 and timm)."""
+    return max(divisor, int(filters * width + divisor / 2) // divisor * divisor)
+
+
+def round_repeats(repeats, depth):
+    return int(math.ceil(depth * repeats))
+
+
+def _stages(*rows):
+    """Rows are (block, kernel, stride, expand, in, out, repeats, se) tuples."""
+    return tuple(StageSpec(*row) for row in rows)
+
+
+F, M = FUSED_MBCONV, MBCONV
+
+# REFERENCE §3.2: block strings of effnetv2_configs.py. All kernels are 3x3; fused blocks never
+# have SE in a released config.
+BASE_STAGES = _stages(  # V2 "base", scaled by width/depth into B0-B3
+    (F, 3, 1, 1, 32, 16, 1, 0.0),
+    (F, 3, 2, 4, 16, 32, 2, 0.0),
+    (F, 3, 2, 4, 32, 48, 2, 0.0),
+    (M, 3, 2, 4, 48, 96, 3, 0.25),
+    (M, 3, 1, 6, 96, 112, 5, 0.25),
+    (M, 3, 2, 6, 112, 192, 8, 0.25),
+)
+S_STAGES = _stages(  # "about base x (width 1.4, depth 1.8)"
+    (F, 3, 1, 1, 24, 24, 2, 0.0),
+    (F, 3, 2, 4, 24, 48, 4, 0.0),
+    (F, 3, 2, 4, 48, 64, 4, 0.0),
+    (M, 3, 2, 4, 64, 128, 6, 0.25),
+    (M, 3, 1, 6, 128, 160, 9, 0.25),
+    (M, 3, 2, 6, 160, 256, 15, 0.25),
+)
+M_STAGES = _stages(  # "about base x (1.6, 2.2)"
+    (F, 3, 1, 1, 24, 24, 3, 0.0),
+    (F, 3, 2, 4, 24, 48, 5, 0.0),
+    (F, 3, 2, 4, 48, 80, 5, 0.0),
+    (M, 3, 2, 4, 80, 160, 7, 0.25),
+    (M, 3, 1, 6, 160, 176, 14, 0.25),
+    (M, 3, 2, 6, 176, 304, 18, 0.25),
+    (M, 3, 1, 6, 304, 512, 5, 0.25),
+)
+L_STAGES = _stages(  # "about base x (2.0, 3.1)"
+    (F, 3, 1, 1, 32, 32, 4, 0.0),
+    (F, 3, 2, 4, 32, 64, 7, 0.0),
+    (F, 3, 2, 4, 64, 96, 7, 0.0),
+    (M, 3, 2, 4, 96, 192, 10, 0.25),
+    (M, 3, 1, 6, 192, 224, 19, 0.25),
+    (M, 3, 2, 6, 224, 384, 25, 0.25),
+    (M, 3, 1, 6, 384, 640, 7, 0.25),
+)
+XL_STAGES = _stages(  # "only for 21k pretraining"
+    (F, 3, 1, 1, 32, 32, 4, 0.0),
+    (F, 3, 2, 4, 32, 64, 8, 0.0),
+    (F, 3, 2, 4, 64, 96, 8, 0.0),
+    (M, 3, 2, 4, 96, 192, 16, 0.25),
+    (M, 3, 1, 6, 192, 256, 24, 0.25),
+    (M, 3, 2, 6, 256, 512, 32, 0.25),
+    (M, 3, 1, 6, 512, 640, 8, 0.25),
+)
+
+# REFERENCE §3.3 (`efficientnetv2_params`): width, depth, train size, eval size, dropout,
+# RandAugment magnitude, mixup (= cutmix) alpha. B0-B3 were trained with the V1 AutoAugment
+# pipeline in the official code, hence magnitude 0 there.
+MODEL_SPECS = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("efficientnetv2-b0", BASE_STAGES, 1.0, 1.0, 1280, 192, 224, 0.2, 0, 0, "imagenet"),
+        ModelSpec("efficientnetv2-b1", BASE_STAGES, 1.0, 1.1, 1280, 192, 240, 0.2, 0, 0, "imagenet"),
+        ModelSpec("efficientnetv2-b2", BASE_STAGES, 1.1, 1.2, 1280, 208, 260, 0.3, 0, 0, "imagenet"),
+        ModelSpec("efficientnetv2-b3", BASE_STAGES, 1.2, 1.4, 1280, 240, 300, 0.3, 0, 0, "imagenet"),
+        ModelSpec("efficientnetv2-s", S_STAGES, 1.0, 1.0, 1280, 300, 384, 0.2, 10, 0),
+        ModelSpec("efficientnetv2-m", M_STAGES, 1.0, 1.0, 1280, 384, 480, 0.3, 15, 0.2),
+        ModelSpec("efficientnetv2-l", L_STAGES, 1.0, 1.0, 1280, 384, 480, 0.4, 20, 0.5),
+        ModelSpec("efficientnetv2-xl", XL_STAGES, 1.0, 1.0, 1280, 384, 512, 0.4, 20, 0.5),
+    )
+}
+VARIANTS = tuple(MODEL_SPECS)
+
+
+def get_model_spec(name):
+    """Looks up a variant by name: "efficientnetv2-s", "s", "EfficientNetV2S" all work."""
+    if isinstance(name, ModelSpec):
+        return name
+    key = str(name).strip().lower().replace("_", "-")
+    if key.startswith("efficientnetv2") and not key.startswith("efficientnetv2-"):
+        key = "efficientnetv2-" + key[len("efficientnetv2"):]
+    if not key.startswith("efficientnetv2-"):
+        key = "efficientnetv2-" + key
+    if key not in MODEL_SPECS:
+        raise ValueError(
+            f"Unknown EfficientNetV2 variant {name!r}. Valid variants: "
+            f"{', '.join(VARIANTS)} (short forms like 's' or 'b0' also work)."
+        )
+    return MODEL_SPECS[key]

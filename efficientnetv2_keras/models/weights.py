@@ -1,0 +1,259 @@
+"""Bringing weights in: keras.applications models and files, and our own weight files.
+
+The official checkpoints cannot be downloaded at run time here, and Keras hosts the ImageNet
+weights of B0-B3/S/M/L as keras.applications files. Our layer names equal keras.applications' for
+every layer that holds weights, so weights transfer by name. Every transfer is validated in full
+before anything is assigned: a failed load leaves the model as it was.
+"""
+
+import os
+import re
+
+import numpy as np
+
+import keras
+
+from efficientnetv2_keras.models.family import MODEL_SPECS, get_model_spec
+
+# Layers of keras.applications models that hold preprocessing constants, not learned weights.
+_PREPROCESSING_LAYERS = ("rescaling", "normalization")
+_HEAD = "predictions"
+# keras.applications constructors by variant (XL was never added to keras.applications).
+_KERAS_APPLICATIONS = {
+    "efficientnetv2-b0": "EfficientNetV2B0",
+    "efficientnetv2-b1": "EfficientNetV2B1",
+    "efficientnetv2-b2": "EfficientNetV2B2",
+    "efficientnetv2-b3": "EfficientNetV2B3",
+    "efficientnetv2-s": "EfficientNetV2S",
+    "efficientnetv2-m": "EfficientNetV2M",
+    "efficientnetv2-l": "EfficientNetV2L",
+}
+# Class names of our own layers, as Keras 3 writes them into .weights.h5 files.
+_OUR_LAYER_GROUPS = ("stochastic_depth", "adjustable_dropout")
+
+
+class WeightsMismatchError(ValueError):
+    """The weights do not fit the model (another variant, another class count, ...)."""
+
+
+def _arrays_by_layer_from_model(source):
+    arrays = {}
+    for layer in source._flatten_layers(include_self=False, recursive=True):
+        if layer.weights and not isinstance(layer, keras.Model):
+            arrays[layer.name] = [keras.ops.convert_to_numpy(w) for w in layer.weights]
+    return arrays
+
+
+def _decode(value):
+    return value.decode("utf8") if isinstance(value, bytes) else str(value)
+
+
+def _arrays_by_layer_from_legacy_h5(path):
+    """Reads a legacy (Keras 2 style) .h5 weights or model file: groups keyed by layer name."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        root = f["model_weights"] if "model_weights" in f else f
+        if "layer_names" not in root.attrs:
+            return None
+        arrays = {}
+        for layer_name in (_decode(n) for n in root.attrs["layer_names"]):
+            group = root[layer_name]
+            names = [_decode(n) for n in group.attrs.get("weight_names", [])]
+            if names:
+                arrays[layer_name] = [np.asarray(group[n]) for n in names]
+        return arrays
+
+
+def _keras3_weights_layout(path):
+    """For a Keras 3 .weights.h5 file: (is it ours?, head class count or None)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        groups = list(f["layers"].keys()) if "layers" in f else []
+        ours = any(g.startswith(_OUR_LAYER_GROUPS) for g in groups)
+        classes = None
+        if "dense" in groups and "vars" in f["layers/dense"] and "0" in f["layers/dense/vars"]:
+            classes = int(f["layers/dense/vars/0"].shape[-1])
+        return ours, classes
+
+
+def _guess_variant(arrays):
+    """Names the variant whose block structure matches the given weights, or None."""
+    try:
+        stem = arrays["stem_conv"][0].shape[-1]
+        head = arrays["top_conv"][0].shape[-1]
+    except (KeyError, IndexError):
+        return None
+    repeats = {}
+    for name in arrays:
+        match = re.match(r"block(\d+)([a-z]+)_project_conv$", name)
+        if match:
+            repeats[int(match.group(1))] = repeats.get(int(match.group(1)), 0) + 1
+    signature = (stem, tuple(repeats[k] for k in sorted(repeats)), head)
+    for spec in MODEL_SPECS.values():
+        stages = spec.scaled_stages()
+        if signature == (spec.stem_filters, tuple(s.repeats for s in stages), spec.head_width):
+            return spec.name
+    return None
+
+
+def _assign_by_name(model, arrays, source_desc, skip_head=False):
+    targets = {
+        layer.name: layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if layer.weights and not isinstance(layer, keras.Model)
+    }
+    arrays = {k: v for k, v in arrays.items() if k not in _PREPROCESSING_LAYERS}
+
+    def variant_error(detail):
+        guess = _guess_variant(arrays)
+        hint = f" They look like {guess} weights." if guess else ""
+        return WeightsMismatchError(
+            f"The weights in {source_desc} do not fit model {model.name!r}: {detail}.{hint} "
+            "Build the matching variant (e.g. EfficientNetV2S for efficientnetv2-s weights)."
+        )
+
+    plan = []
+    for name, layer in targets.items():
+        if name not in arrays:
+            if name == _HEAD and skip_head:
+                continue
+            if name == _HEAD:
+                raise WeightsMismatchError(
+                    f"The weights in {source_desc} have no classifier ('{_HEAD}' layer) but the "
+                    "model has one. Build the model with include_top=False, or pass skip_head=True "
+                    "to keep the model's freshly initialized head."
+                )
+            raise variant_error(f"they have no layer {name!r}")
+        source = arrays[name]
+        shapes = [tuple(w.shape) for w in layer.weights]
+        source_shapes = [tuple(a.shape) for a in source]
+        if shapes != source_shapes:
+            if name == _HEAD:
+                if skip_head:
+                    continue
+                raise WeightsMismatchError(
+                    f"The weights in {source_desc} have a classifier for "
+                    f"{source_shapes[0][-1]} classes, the model has classes={shapes[0][-1]}. Build "
+                    f"with classes={source_shapes[0][-1]}, or include_top=False for a backbone, or "
+                    "pass skip_head=True to keep a fresh head (transfer learning)."
+                )
+            raise variant_error(f"layer {name!r} has shapes {shapes}, the weights {source_shapes}")
+        plan.append((layer, source))
+    extra = sorted(set(arrays) - set(targets) - {_HEAD})
+    if extra:
+        raise variant_error(f"they have layers the model lacks: {extra[:5]}")
+    for layer, source in plan:
+        for variable, value in zip(layer.weights, source):
+            variable.assign(value)
+    return model
+
+
+def _keras_applications_model(spec, include_top, classes, weights=None):
+    name = _KERAS_APPLICATIONS.get(spec.name)
+    if name is None:
+        raise ValueError(
+            f"keras.applications has no {spec.name} model, so there are no keras.applications "
+            "weights for it; load weights saved from this package (model.save_weights) instead."
+        )
+    constructor = getattr(keras.applications, name)
+    kwargs = {"include_top": include_top, "weights": weights}
+    if include_top:
+        kwargs["classes"] = classes
+        kwargs["input_shape"] = (spec.eval_size, spec.eval_size, 3)
+    return constructor(**kwargs)
+
+
+def _model_spec_of(model, spec):
+    if spec is not None:
+        return get_model_spec(spec)
+    try:
+        return get_model_spec(model.name)
+    except ValueError:
+        raise ValueError(
+            f"Cannot tell which EfficientNetV2 variant model {model.name!r} is; pass spec='s' "
+            "(or the variant's name)."
+        ) from None
+
+
+def load_weights_from_keras_applications(model, source, skip_head=False, spec=None):
+    """Copies weights from a keras.applications EfficientNetV2 into `model`, by layer name.
+
+    Args:
+      model: one of our EfficientNetV2 models (any include_top/pooling).
+      source: a `keras.applications.EfficientNetV2*` model instance, or the path of its weights:
+        a legacy `.h5` (the files keras.applications downloads), a Keras 3 `.weights.h5` written by
+        `model.save_weights`, or a `.keras` model file.
+      skip_head: keep `model`'s own classifier when the source has none or another class count
+        (transfer learning). A source head is ignored anyway when `model` has include_top=False.
+      spec: the variant of `model`, when its name is not the variant's (only needed for
+        Keras 3 `.weights.h5` sources, which are read through a keras.applications model).
+    Raises:
+      WeightsMismatchError: the weights belong to another variant or class count; nothing assigned.
+    """
+    if isinstance(source, keras.Model):
+        return _assign_by_name(model, _arrays_by_layer_from_model(source), f"model {source.name!r}", skip_head)
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Weights file not found: {path!r}.")
+    if path.endswith(".keras"):
+        source_model = keras.saving.load_model(path, compile=False)
+        return _assign_by_name(model, _arrays_by_layer_from_model(source_model), repr(path), skip_head)
+    if path.endswith(".weights.h5"):
+        _, classes = _keras3_weights_layout(path)
+        reference = _keras_applications_model(_model_spec_of(model, spec), classes is not None, classes)
+        try:
+            reference.load_weights(path)
+        except ValueError as error:
+            raise WeightsMismatchError(
+                f"{path!r} does not fit {reference.name}, the keras.applications counterpart of "
+                f"model {model.name!r}; it probably belongs to another variant ({error})"
+            ) from None
+        return _assign_by_name(model, _arrays_by_layer_from_model(reference), repr(path), skip_head)
+    arrays = _arrays_by_layer_from_legacy_h5(path)
+    if arrays is None:
+        raise ValueError(
+            f"{path!r} is not a weights file this package can read: pass a keras.applications "
+            ".h5 file, a .weights.h5 file or a .keras model file."
+        )
+    return _assign_by_name(model, arrays, repr(path), skip_head)
+
+
+def load_weights(model, weights, spec=None, skip_head=False):
+    """The `weights=` argument of the model constructors.
+
+    "imagenet": keras.applications' ImageNet-1k weights (downloaded and cached by Keras).
+    A path: a weights file of this package (`model.save_weights`), or any keras.applications file
+    (see `load_weights_from_keras_applications`).
+    """
+    spec = _model_spec_of(model, spec)
+    has_top = any(layer.name == _HEAD for layer in model.layers)
+    if weights == "imagenet":
+        classes = model.get_layer(_HEAD).units if has_top else None
+        if has_top and classes != 1000 and not skip_head:
+            raise WeightsMismatchError(
+                f"ImageNet weights have 1000 classes, the model has classes={classes}. Use "
+                "classes=1000, or include_top=False and add your own head."
+            )
+        reference = _keras_applications_model(spec, has_top, 1000, weights="imagenet")
+        return _assign_by_name(model, _arrays_by_layer_from_model(reference), "keras.applications ImageNet weights", skip_head)
+    if isinstance(weights, str) and weights.startswith("imagenet"):
+        raise ValueError(
+            f"weights={weights!r} is not available as a Keras download (keras.applications only "
+            "hosts ImageNet-1k weights). Convert such a checkpoint to a Keras weights file and pass "
+            "its path, or use weights='imagenet' or None."
+        )
+    path = os.fspath(weights)
+    if path.endswith(".weights.h5") and os.path.exists(path) and _keras3_weights_layout(path)[0]:
+        backup = model.get_weights()
+        try:
+            model.load_weights(path)
+        except ValueError as error:
+            model.set_weights(backup)  # Keras assigns layer by layer: undo a partial load
+            raise WeightsMismatchError(
+                f"{path!r} was saved from a different model than {model.name!r} (another variant, "
+                f"include_top or class count): {error}"
+            ) from None
+        return model
+    return load_weights_from_keras_applications(model, path, skip_head=skip_head, spec=spec)
