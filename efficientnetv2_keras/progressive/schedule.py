@@ -1,0 +1,314 @@
+"""The progressive-learning schedule: a pure function from a recipe to M stages (paper Algorithm 1).
+
+Printing, plotting and testing a schedule needs no model and no data.
+
+Presets (REFERENCE §3.6):
+  "paper"    Algorithm 1: S_i = S_0 + (S_e - S_0) * i / (M - 1) and likewise for every regularizer,
+             with Table 6's min/max for S, M, L. The paper gives no values for B0-B3 and XL; our
+             choices: XL uses L's column (the released code configures XL like L); B0-B3 grow from
+             128 px to their official train size, RandAugment 5 -> 10 (S's released maximum), no
+             mixup, dropout 0.1 -> the variant's official rate.
+  "official" What the released code does: size int(128 + (train - 128) * (i + 1) / M) (the first
+             stage is already a quarter of the way up), RandAugment linspace(5, ram, M), mixup and
+             cutmix linspace(0, mix, M), dropout fixed at the variant's rate (the released code
+             computes a dropout schedule and then never applies it). B0-B3 were trained with
+             AutoAugment there, which this package does not implement: RandAugment is off for them.
+Any regularizer's range can be overridden: `image_size=(128, 256)`, `dropout_rate=(0.1, 0.4)`,
+`randaug_magnitude=10` (a constant), `survival_prob=(1.0, 0.8)` (stochastic depth is not scheduled
+unless asked). Fractional sizes are truncated to integers, as the released code does.
+"""
+
+import dataclasses
+import math
+from typing import Optional
+
+import numpy as np
+
+from efficientnetv2_keras.models.family import get_model_spec
+
+PRESETS = ("paper", "official")
+# Paper Table 6: (min, max) per model. Image size, RandAugment magnitude, mixup alpha, dropout rate.
+PAPER_TABLE_6 = {
+    "efficientnetv2-s": {"image_size": (128, 300), "randaug_magnitude": (5, 15), "mixup_alpha": (0, 0), "dropout_rate": (0.1, 0.3)},
+    "efficientnetv2-m": {"image_size": (128, 380), "randaug_magnitude": (5, 20), "mixup_alpha": (0, 0.2), "dropout_rate": (0.1, 0.4)},
+    "efficientnetv2-l": {"image_size": (128, 380), "randaug_magnitude": (5, 25), "mixup_alpha": (0, 0.4), "dropout_rate": (0.1, 0.5)},
+}
+PAPER_TABLE_6["efficientnetv2-xl"] = PAPER_TABLE_6["efficientnetv2-l"]
+OFFICIAL_BASE_SIZE = 128  # `ibase` of the released code: the smallest progressive image size
+REGULARIZERS = ("image_size", "randaug_magnitude", "mixup_alpha", "cutmix_alpha", "dropout_rate", "survival_prob")
+MAX_RANDAUG_MAGNITUDE = 30.0
+MIN_IMAGE_SIZE = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One stage: its [start, end) range in the schedule's unit, image size and regularization."""
+
+    index: int
+    start: int
+    end: int
+    image_size: int
+    randaug_magnitude: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    dropout_rate: Optional[float] = None  # None: leave the model's dropout as it is
+    survival_prob: Optional[float] = None  # None: leave stochastic depth as it is
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgressiveSchedule:
+    """M stages covering [0, total) epochs (or steps), validated on construction.
+
+    With `random_resize_every=k`, stages are not taken in order: every k epochs one stage (size and
+    its matching regularization) is drawn at random, seeded by (seed, epoch // k) so a resumed run
+    draws the same ones. This is the paper's Table 13 "random resize + adaptive regularization".
+    """
+
+    stages: tuple
+    total: int
+    unit: str = "epoch"
+    model_name: str = ""
+    preset: str = "custom"
+    random_resize_every: Optional[int] = None
+    seed: int = 0
+
+    def __post_init__(self):
+        _validate(self)
+
+    @property
+    def num_stages(self):
+        return len(self.stages)
+
+    def stage_at(self, position):
+        """The stage in effect at epoch (or step) `position`."""
+        if not 0 <= position < self.total:
+            raise ValueError(f"{self.unit} {position} is outside the schedule's range [0, {self.total}).")
+        if self.random_resize_every:
+            block = position // self.random_resize_every
+            rng = np.random.default_rng([self.seed, block])
+            return self.stages[int(rng.integers(self.num_stages))]
+        for stage in self.stages:
+            if stage.start <= position < stage.end:
+                return stage
+        raise AssertionError("validated schedules cover their range")
+
+    def table(self):
+        """The schedule as a text table."""
+        # Ranges are 1-based and inclusive, like Keras' "Epoch 1/350" progress bar.
+        header = f"{self.unit + 's':>13} | size | RandAug | mixup | cutmix | dropout | survival"
+        lines = [
+            f"Progressive learning: {self.model_name or 'custom'}, preset {self.preset!r}, "
+            f"{self.num_stages} stages over {self.total} {self.unit}s"
+            + (f", one stage drawn at random every {self.random_resize_every} epochs" if self.random_resize_every else ""),
+            header,
+            "-" * len(header),
+        ]
+        for s in self.stages:
+            span = "drawn" if self.random_resize_every else f"{s.start + 1:>6}-{s.end:<6}"
+            lines.append(
+                f"{span:^13} | {s.image_size:>4} | {s.randaug_magnitude:>7.2f} | "
+                f"{s.mixup_alpha:>5.3f} | {s.cutmix_alpha:>6.3f} | {_fmt(s.dropout_rate):>7} | {_fmt(s.survival_prob):>8}"
+            )
+        return "\n".join(lines)
+
+    __str__ = table
+
+    def plot(self, path):
+        """Writes a PNG: one panel per scheduled quantity against epochs (steps)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fields = [f for f in REGULARIZERS if any(getattr(s, f) not in (None, 0, 0.0) for s in self.stages)]
+        fields = fields or ["image_size"]
+        figure, axes = plt.subplots(len(fields), 1, figsize=(7, 1.9 * len(fields)), sharex=True, squeeze=False)
+        positions = np.arange(self.total)
+        for axis, field in zip(axes[:, 0], fields):
+            values = [getattr(self.stage_at(int(p)), field) for p in positions]
+            values = [np.nan if v is None else v for v in values]
+            axis.step(positions, values, where="post")
+            axis.set_ylabel(field.replace("_", " "), fontsize=8)
+            axis.grid(alpha=0.3)
+        axes[-1, 0].set_xlabel(self.unit)
+        axes[0, 0].set_title(f"{self.model_name or 'custom'}: progressive learning ({self.preset})")
+        figure.tight_layout()
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        return path
+
+
+def _fmt(value):
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _validate(schedule):
+    if schedule.unit not in ("epoch", "step"):
+        raise ValueError(f"unit must be 'epoch' or 'step', got {schedule.unit!r}.")
+    if not schedule.stages:
+        raise ValueError("A progressive schedule needs at least one stage.")
+    expected_start = 0
+    for index, stage in enumerate(schedule.stages):
+        if stage.index != index:
+            raise ValueError(f"Stage {index} has index {stage.index}; stages must be numbered 0..M-1 in order.")
+        if stage.start != expected_start or stage.end <= stage.start:
+            raise ValueError(
+                f"Stages must cover {schedule.unit}s 0..{schedule.total - 1} without gaps or overlaps: "
+                f"stage {index} covers [{stage.start}, {stage.end}) but should start at {expected_start} "
+                "and be non-empty."
+            )
+        expected_start = stage.end
+        if not isinstance(stage.image_size, (int, np.integer)) or stage.image_size < MIN_IMAGE_SIZE:
+            raise ValueError(
+                f"Stage {index}: image_size must be an integer >= {MIN_IMAGE_SIZE}, got {stage.image_size!r}."
+            )
+        if not 0 <= stage.randaug_magnitude <= MAX_RANDAUG_MAGNITUDE:
+            raise ValueError(
+                f"Stage {index}: randaug_magnitude {stage.randaug_magnitude} is outside [0, "
+                f"{MAX_RANDAUG_MAGNITUDE:g}] (the paper uses 5-25)."
+            )
+        for name in ("mixup_alpha", "cutmix_alpha"):
+            if getattr(stage, name) < 0:
+                raise ValueError(f"Stage {index}: {name} must be >= 0 (0 = off), got {getattr(stage, name)}.")
+        if stage.dropout_rate is not None and not 0 <= stage.dropout_rate < 1:
+            raise ValueError(f"Stage {index}: dropout_rate must be in [0, 1), got {stage.dropout_rate}.")
+        if stage.survival_prob is not None and not 0 < stage.survival_prob <= 1:
+            raise ValueError(f"Stage {index}: survival_prob must be in (0, 1], got {stage.survival_prob}.")
+    if expected_start != schedule.total:
+        raise ValueError(
+            f"The stages end at {schedule.unit} {expected_start} but the schedule has {schedule.total} "
+            f"{schedule.unit}s: the last stage must end at {schedule.total}."
+        )
+    if schedule.random_resize_every is not None and schedule.random_resize_every < 1:
+        raise ValueError(f"random_resize_every must be a positive number of epochs, got {schedule.random_resize_every}.")
+
+
+def _interpolate(low, high, i, num_stages, official_size=False):
+    """Algorithm 1's linear interpolation; `official_size` is the released code's (i+1)/M."""
+    if official_size:
+        return low + (high - low) * (i + 1) / num_stages
+    if num_stages == 1:
+        return high
+    return low + (high - low) * i / (num_stages - 1)
+
+
+def _preset_ranges(spec, preset):
+    """(min, max) per regularizer for a preset; None = not scheduled."""
+    if preset == "paper":
+        if spec.name in PAPER_TABLE_6:
+            ranges = dict(PAPER_TABLE_6[spec.name])
+        else:  # B0-B3: our documented choice (module docstring)
+            ranges = {
+                "image_size": (128, spec.train_size),
+                "randaug_magnitude": (5, 10),
+                "mixup_alpha": (0, 0),
+                "dropout_rate": (0.1, spec.dropout_rate),
+            }
+        ranges["cutmix_alpha"] = (0, 0)
+    elif preset == "official":
+        ranges = {
+            "image_size": (OFFICIAL_BASE_SIZE, spec.train_size),
+            "randaug_magnitude": (5, spec.randaug_magnitude) if spec.randaug_magnitude else (0, 0),
+            "mixup_alpha": (0, spec.mixup_alpha),
+            "cutmix_alpha": (0, spec.mixup_alpha),
+            "dropout_rate": (spec.dropout_rate, spec.dropout_rate),
+        }
+    else:
+        raise ValueError(f"Unknown progressive preset {preset!r}; choose one of {PRESETS}.")
+    ranges["survival_prob"] = None
+    return ranges
+
+
+def _as_range(name, value):
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return (value, value)
+    value = tuple(value)
+    if len(value) != 2:
+        raise ValueError(f"{name} must be a number or a (min, max) pair, got {value!r}.")
+    return value
+
+
+def progressive_schedule(
+    model_name,
+    preset="paper",
+    total_epochs=None,
+    num_stages=4,
+    *,
+    total_steps=None,
+    random_resize_every=None,
+    seed=0,
+    **overrides,
+):
+    """Builds the stages of progressive learning with adaptive regularization.
+
+    Args:
+      model_name: a variant ("efficientnetv2-s", "s", ...) or a `ModelSpec`; its Table 6 column
+        (paper) or released config (official) gives the ranges.
+      preset: "paper" or "official" (module docstring).
+      total_epochs / total_steps: the length of training; give exactly one. Stage i covers
+        [int(i * N / M), int((i + 1) * N / M)), as the released code splits it.
+      num_stages: M (the paper uses 4: about 87 epochs each over 350).
+      random_resize_every: draw a random stage every k epochs instead of growing (paper Table 13).
+      **overrides: a (min, max) pair or a constant for any of image_size, randaug_magnitude,
+        mixup_alpha, cutmix_alpha, dropout_rate, survival_prob; None turns a regularizer's schedule
+        off (dropout/survival left to the model; augmentation off).
+    """
+    spec = get_model_spec(model_name)
+    if (total_epochs is None) == (total_steps is None):
+        raise ValueError("Give exactly one of total_epochs or total_steps.")
+    unit, total = ("epoch", total_epochs) if total_epochs is not None else ("step", total_steps)
+    if not isinstance(num_stages, int) or num_stages < 1:
+        raise ValueError(f"num_stages must be a positive integer, got {num_stages!r}.")
+    if not isinstance(total, int) or total < num_stages:
+        raise ValueError(
+            f"total_{unit}s must be an integer >= num_stages ({num_stages}) so every stage gets at "
+            f"least one {unit}, got {total!r}."
+        )
+    unknown = set(overrides) - set(REGULARIZERS)
+    if unknown:
+        raise ValueError(f"Unknown schedule override(s) {sorted(unknown)}; valid: {REGULARIZERS}.")
+
+    ranges = _preset_ranges(spec, preset)
+    for name, value in overrides.items():
+        ranges[name] = _as_range(name, value)
+    size_range = ranges["image_size"]
+    if size_range is None:
+        raise ValueError("image_size cannot be None: every stage needs an image size.")
+    if size_range[1] < size_range[0] and not random_resize_every:
+        raise ValueError(
+            f"Progressive learning grows the image size, but image_size goes from {size_range[0]} "
+            f"down to {size_range[1]}. Swap them, or use random_resize_every for Mix & Match."
+        )
+
+    official_sizes = preset == "official" and "image_size" not in overrides
+    stages = []
+    for i in range(num_stages):
+        values = {}
+        for name, value_range in ranges.items():
+            if value_range is None:
+                values[name] = None if name in ("dropout_rate", "survival_prob") else 0.0
+                continue
+            value = _interpolate(*value_range, i, num_stages, official_size=official_sizes and name == "image_size")
+            values[name] = int(value) if name == "image_size" else float(value)
+        stages.append(
+            Stage(
+                index=i,
+                start=int(i * total / num_stages),
+                end=int((i + 1) * total / num_stages),
+                **values,
+            )
+        )
+    return ProgressiveSchedule(
+        stages=tuple(stages),
+        total=total,
+        unit=unit,
+        model_name=spec.name,
+        preset=preset,
+        random_resize_every=random_resize_every,
+        seed=seed,
+    )
