@@ -18,13 +18,10 @@ from efficientnetv2_keras.models.family import (
     StageSpec,
     get_model_spec,
 )
-from efficientnetv2_keras.models.features import (
-    build_feature_extractor,
-    count_flops,
-    feature_endpoint_names,
-)
+from efficientnetv2_keras.models.features import build_feature_extractor, feature_endpoint_names
 from efficientnetv2_keras.models.layers import AdjustableDropout, StochasticDepth
 from efficientnetv2_keras.models.regularization import get_regularization, set_regularization
+from efficientnetv2_keras.models.summary import count_flops, family_summary, format_summary
 from efficientnetv2_keras.models.weights import (
     WeightsMismatchError,
     load_weights,
@@ -56,4 +53,6 @@ __all__ = [
     "feature_endpoint_names",
     "build_feature_extractor",
     "count_flops",
+    "family_summary",
+    "format_summary",
 ]

@@ -1,4 +1,4 @@
-"""Feature endpoints for detection/segmentation backbones, and the FLOPs/params report."""
+"""Feature endpoints for detection/segmentation backbones."""
 
 import re
 
@@ -54,35 +54,3 @@ def build_feature_extractor(model, endpoints=None):
     outputs = {key: model.get_layer(name).output for key, name in names.items()}
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     return keras.Model(inputs, outputs, name=f"{model.name}_features")
-
-
-def count_flops(model):
-    """Multiply-adds of one image through the model's convolutions and dense layers.
-
-    This is the convention of the official README (FLOPs = multiply-adds: S 8.4 B at 384). Needs a
-    model built with a fixed input size; BN, activations and additions are not counted.
-    """
-    total = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            kh, kw = layer.kernel_size
-            _, h, w, c = _nhwc(layer.output.shape)
-            total += h * w * kh * kw * c * layer.depth_multiplier
-        elif isinstance(layer, keras.layers.Conv2D):
-            kh, kw = layer.kernel_size
-            _, h, w, c = _nhwc(layer.output.shape)
-            in_channels = layer.kernel.shape[-2]
-            total += h * w * kh * kw * in_channels * c
-        elif isinstance(layer, keras.layers.Dense):
-            total += layer.kernel.shape[0] * layer.kernel.shape[1]
-    return total
-
-
-def _nhwc(shape):
-    if keras.config.image_data_format() == "channels_first":
-        shape = (shape[0], shape[2], shape[3], shape[1])
-    if any(dim is None for dim in shape[1:]):
-        raise ValueError(
-            "count_flops needs a model built with a fixed input size, e.g. input_shape=(384, 384, 3)."
-        )
-    return shape
