@@ -1,0 +1,755 @@
+"""Training recipes: a typed schema, YAML files with `base:` inheritance, "a.b=c" overrides, validation.
+
+    from efficientnetv2_keras.hparams import load_config, to_yaml
+    config = load_config("imagenet_s", overrides=["train.batch_size=512", "runtime.strategy=gpus"])
+    config.train.lr_base          # 0.016
+    print(to_yaml(config))        # the resolved recipe, as written next to checkpoints
+
+A recipe is six sections (`model`, `data`, `train`, `progressive`, `eval`, `runtime`); every key has
+a type, a one-line meaning and a default. Defaults are the paper's ImageNet recipe (§5.1 text and
+Table 6) and, where the paper is silent, the released code's (REFERENCE §3.5). `describe()` lists
+every key. A mistyped key, a wrong type or an out-of-range value is an error that names the key, the
+file it came from and, for unknown keys, the nearest valid one.
+
+Recipe files live in the repository's `hparams/` folder; `load_config("imagenet_s")` finds
+`hparams/imagenet_s.yaml`. A file may start with `base: other_recipe.yaml` (a name or a path
+relative to the file) to inherit everything it does not set itself.
+"""
+
+import dataclasses
+import difflib
+import math
+import os
+import tempfile
+import typing
+from typing import Optional, Union
+
+import yaml
+
+# The repository's recipe folder (next to the package in a source checkout).
+RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hparams")
+BASE_KEY = "base"
+
+# Choice lists shared with the code that consumes them.
+OPTIMIZERS = ("rmsprop", "sgd", "momentum", "adam", "adamw")
+LR_SCHEDULES = ("exponential", "cosine", "linear", "constant")
+LOSSES = ("softmax", "sigmoid")
+LABEL_FORMATS = ("one_hot", "multi_hot_normalized", "multi_hot", "sparse")
+AUGMENTS = ("randaug", "ft", "none")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "tpu", "gpus", "multi_worker", "cpu")
+PRESETS = ("paper", "official")
+ACTIVATIONS = ("silu", "swish", "relu", "relu6", "gelu", "hard_silu", "elu", "selu", "mish")
+
+Pair = Optional[Union[float, list]]  # null | a constant | [min, max]
+
+
+class ConfigError(ValueError):
+    """A recipe is malformed: unknown key, wrong type, value out of range, missing file."""
+
+
+def _key(default, doc, *, choices=None, low=None, high=None, low_open=False, high_open=False, min_len=None):
+    """A schema entry: its default, its one-line meaning (with the paper/REFERENCE source) and limits."""
+    meta = {"doc": doc, "choices": choices, "low": low, "high": high, "low_open": low_open, "high_open": high_open}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The network (REFERENCE §3.3-3.5)."""
+
+    name: str = _key("efficientnetv2-s", "Variant: efficientnetv2-{b0,b1,b2,b3,s,m,l,xl} or a short form (s, b0).")
+    dropout_rate: Optional[float] = _key(
+        None, "Head dropout; null = the variant's official rate (S 0.2, M 0.3, L/XL 0.4; REFERENCE §3.3). "
+        "Progressive learning may schedule it.", low=0.0, high=1.0, high_open=True)
+    survival_prob: float = _key(0.8, "Stochastic depth: survival of the last block, linear in depth (§5.1: 0.8).",
+                                low=0.0, high=1.0, low_open=True)
+    bn_momentum: float = _key(0.99, "BatchNorm moving-average momentum (§5.1: 0.99; the released code and "
+                                    "keras.applications use 0.9).", low=0.0, high=1.0, high_open=True)
+    bn_epsilon: float = _key(1e-3, "BatchNorm epsilon (REFERENCE §3.5: 1e-3).", low=0.0, low_open=True)
+    activation: str = _key("silu", "Activation of every block (REFERENCE §3.5: silu).", choices=ACTIVATIONS)
+    include_preprocessing: bool = _key(True, "Model takes [0, 255] pixels and normalizes inside (REFERENCE §4.2).")
+    weights: Optional[str] = _key(None, "Weights for build_model: null, 'imagenet' or a weights file; the head "
+                                        "must match. For finetuning use init_checkpoint.")
+    init_checkpoint: Optional[str] = _key(None, "Pretrained weights loaded after building ('imagenet', .keras, "
+                                                ".weights.h5 or keras.applications .h5; REFERENCE §3.8 ft_init_ckpt).")
+    skip_head: bool = _key(False, "Keep the new classifier when loading init_checkpoint (transfer learning).")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """The input pipeline (REFERENCE §3.7-3.9); arguments of `data.build_dataset`."""
+
+    source: str = _key("imagenet2012", "Data source for data.get_source: digits, imagenet2012, cifar10, ..., "
+                                       "tfds:<name>, folder:<dir>, tfrecord:<dir>, tfrecord21k:<dir>.")
+    source_options: dict = _key({}, "Extra keyword arguments for data.get_source (e.g. split_patterns, image_size).")
+    data_dir: Optional[str] = _key(None, "tensorflow-datasets data_dir, or the TFRecord folder for an empty "
+                                         "'tfrecord:' source.")
+    train_split: str = _key("train", "Training split (tfds slices such as 'train[:98%]' and 'a+b' work).")
+    eval_split: str = _key("validation", "Held-out split for evaluation (REFERENCE §3.8).")
+    num_classes: Optional[int] = _key(None, "Classes of the head; null = the source's (1000, 21843, 10, ...).",
+                                      low=1)
+    train_size: Optional[Union[int, str]] = _key(
+        None, "Training image size without progressive learning: null = the variant's train size, pixels, or "
+        "'eval' = eval size rounded down to 16 (finetuning, REFERENCE §3.8).", low=8)
+    eval_size: Optional[int] = _key(None, "Evaluation image size; null = the variant's (S 384, M/L 480; §3.3).",
+                                    low=8)
+    label_format: Optional[str] = _key(
+        None, "Labels: null = one_hot (multi_hot_normalized for multi-label sources), one_hot, "
+        "multi_hot_normalized (21k softmax, §5.2), multi_hot (sigmoid loss), sparse.", choices=LABEL_FORMATS)
+    augment: str = _key("randaug", "randaug (crop+flip+RandAugment, §5.1), ft (finetune: resize+flip+cutout, "
+                                   "§5.3) or none.", choices=AUGMENTS)
+    randaug_layers: int = _key(2, "RandAugment ops per image (REFERENCE §3.7: 2).", low=0)
+    randaug_magnitude: Optional[float] = _key(
+        None, "RandAugment magnitude without progressive learning; null = the variant's official one; 0 = off.",
+        low=0.0, high=30.0)
+    mixup_alpha: Optional[float] = _key(None, "Mixup alpha without progressive learning; null = the variant's "
+                                              "official one; 0 = off.", low=0.0)
+    cutmix_alpha: Optional[float] = _key(None, "CutMix alpha without progressive learning; null = as mixup_alpha "
+                                               "(the released configs); 0 = off.", low=0.0)
+    crop_area_min: float = _key(0.05, "Smallest area fraction kept by the random crop (REFERENCE §3.7: 0.05).",
+                                low=0.0, high=1.0, low_open=True)
+    flip: bool = _key(True, "Random horizontal flips in training.")
+    eval_crop_padding: int = _key(32, "Eval center crop size/(size+padding) below 320 px (REFERENCE §3.7: 32); "
+                                      "0 = resize only.", low=0)
+    shuffle_buffer: int = _key(10_000, "Training shuffle buffer, in records.", low=0)
+    cache: bool = _key(False, "Cache decoded images in memory (small datasets).")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimization (paper §5.1; REFERENCE §3.5)."""
+
+    epochs: int = _key(350, "Training epochs (§5.1: 350).", low=1)
+    batch_size: int = _key(4096, "Global batch size over all replicas (§5.1: 4096).", low=1)
+    min_steps: int = _key(0, "Train at least this many steps: epochs = max(epochs, ceil(min_steps / "
+                             "steps_per_epoch)) (finetuning 10,000, §5.3).", low=0)
+    steps_per_epoch: Optional[int] = _key(None, "Steps per epoch; null = training examples // batch_size.", low=1)
+    optimizer: str = _key("rmsprop", "rmsprop (§5.1), sgd, momentum, adam or adamw.", choices=OPTIMIZERS)
+    rmsprop_rho: float = _key(0.9, "RMSProp decay (§5.1: 0.9).", low=0.0, high=1.0, high_open=True)
+    momentum: float = _key(0.9, "Momentum of rmsprop/momentum (§5.1: 0.9).", low=0.0, high=1.0, high_open=True)
+    optimizer_epsilon: float = _key(1e-3, "Epsilon of rmsprop/adam (REFERENCE §3.5: 0.001).", low=0.0, low_open=True)
+    lr_base: float = _key(0.016, "Learning rate per 256 images: peak LR = lr_base * batch_size / 256 (§5.1: "
+                                 "0.016 -> 0.256 at 4096).", low=0.0, low_open=True)
+    lr_schedule: str = _key("exponential", "exponential (staircase, §5.1), cosine (§5.2-5.3), linear or constant.",
+                            choices=LR_SCHEDULES)
+    lr_warmup_epochs: float = _key(5.0, "Linear warmup from 0 (§5.1: 5 epochs).", low=0.0)
+    lr_decay_factor: float = _key(0.97, "Exponential decay factor (§5.1: 0.97).", low=0.0, high=1.0, low_open=True)
+    lr_decay_epochs: float = _key(2.4, "Epochs per exponential decay step (§5.1: 2.4).", low=0.0, low_open=True)
+    lr_min: float = _key(0.0, "LR floor per 256 images, after warmup (REFERENCE §3.5: 0).", low=0.0)
+    weight_decay: float = _key(1e-5, "L2 penalty wd * sum(w^2)/2 on conv/dense kernels, not BN or biases "
+                                     "(§5.1: 1e-5); adamw: decoupled decay.", low=0.0)
+    label_smoothing: float = _key(0.1, "Label smoothing (REFERENCE §3.5: 0.1).", low=0.0, high=1.0, high_open=True)
+    loss: str = _key("softmax", "softmax cross-entropy (multi-hot labels normalized, §5.2) or sigmoid "
+                                "(multi-label, REFERENCE §3.9).", choices=LOSSES)
+    ema_decay: float = _key(0.9999, "EMA of the weights used for evaluation and export (§5.1: 0.9999); 0 = off.",
+                            low=0.0, high=1.0, high_open=True)
+    ema_warmup: bool = _key(True, "Ramp the EMA decay as min(decay, (1+t)/(10+t)) like the released code's "
+                                  "TF1 EMA (matters for short runs).")
+    gradient_clip_norm: float = _key(0.0, "Global gradient-norm clipping; 0 = off (REFERENCE §3.5 gclip).", low=0.0)
+    mixed_precision: str = _key("auto", "auto (bf16 on TPU, fp16 + loss scaling on GPU, float32 on CPU), or a "
+                                        "Keras dtype policy.", choices=PRECISIONS)
+    jit_compile: Union[bool, str] = _key("auto", "XLA: auto (Keras decides; off on CPU where it is slower), "
+                                                  "true or false.")
+    steps_per_execution: int = _key(1, "Train steps per compiled call.", low=1)
+
+
+@dataclasses.dataclass
+class ProgressiveConfig:
+    """Progressive learning with adaptive regularization (paper §4, Algorithm 1, Table 6)."""
+
+    enabled: bool = _key(True, "Train in stages of growing image size and regularization (§5.1).")
+    preset: str = _key("paper", "paper (Algorithm 1 + Table 6) or official (the released code).", choices=PRESETS)
+    num_stages: int = _key(4, "Stages M (§5.1: 4, about 87 epochs each).", low=1)
+    image_size: Pair = _key(None, "[min, max] stage image sizes; null = the preset's (S: 128 -> 300, Table 6).",
+                            low=8)
+    randaug_magnitude: Pair = _key(None, "[min, max] RandAugment magnitude; null = the preset's; 0 = off.",
+                                   low=0.0, high=30.0)
+    mixup_alpha: Pair = _key(None, "[min, max] mixup alpha; null = the preset's; 0 = off.", low=0.0)
+    cutmix_alpha: Pair = _key(None, "[min, max] CutMix alpha; null = the preset's; 0 = off.", low=0.0)
+    dropout_rate: Pair = _key(None, "[min, max] head dropout; null = the preset's.", low=0.0, high=1.0,
+                              high_open=True)
+    survival_prob: Pair = _key(None, "[min, max] stochastic-depth survival; null = not scheduled "
+                                     "(model.survival_prob).", low=0.0, high=1.0, low_open=True)
+    random_resize_every: Optional[int] = _key(None, "Draw a random stage every k epochs instead of growing "
+                                                    "(paper Table 13); null = off.", low=1)
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Evaluation."""
+
+    batch_size: int = _key(128, "Evaluation batch size (REFERENCE §3.8: 128 for 21k).", low=1)
+
+
+@dataclasses.dataclass
+class RuntimeConfig:
+    """Where and how it runs."""
+
+    strategy: str = _key("auto", "auto (TPU if found, else all GPUs, else the default strategy), tpu, gpus, "
+                                  "multi_worker or cpu.", choices=STRATEGIES)
+    tpu: Optional[str] = _key(None, "TPU name or address for strategy tpu/auto; null = from the environment.")
+    seed: Optional[int] = _key(0, "Seed for Keras and the input pipelines; null = random.", low=0)
+
+
+SECTION_TYPES = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "progressive": ProgressiveConfig,
+    "eval": EvalConfig,
+    "runtime": RuntimeConfig,
+}
+
+
+@dataclasses.dataclass
+class Config:
+    """A whole recipe. Sections are plain mutable dataclasses; `validate_config` re-checks after edits."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    progressive: ProgressiveConfig = dataclasses.field(default_factory=ProgressiveConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    # Where the recipe came from (files, base first, then overrides); not part of the recipe itself.
+    sources: tuple = dataclasses.field(default=(), compare=False, repr=False)
+
+    def to_dict(self):
+        """The recipe as nested plain dicts (YAML-ready)."""
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTION_TYPES}
+
+    def get(self, dotted):
+        """config.get("train.lr_base")."""
+        section, _, key = dotted.partition(".")
+        return getattr(getattr(self, section), key)
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation.
+# ------------------------------------------------------------------------------------------------
+
+
+def _fields(section):
+    return {f.name: f for f in dataclasses.fields(SECTION_TYPES[section])}
+
+
+def _hints(section):
+    return typing.get_type_hints(SECTION_TYPES[section])
+
+
+def _nearest(word, candidates):
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
+    return match[0] if match else None
+
+
+def _where(origin):
+    return f" (in {origin})" if origin else ""
+
+
+def _unknown_key_error(section, key, origin):
+    valid = list(_fields(section))
+    message = f"Unknown key '{section}.{key}'{_where(origin)}."
+    elsewhere = [s for s in SECTION_TYPES if s != section and key in _fields(s)]
+    nearest = _nearest(key, valid)
+    if elsewhere:
+        message += f" '{key}' is a key of section '{elsewhere[0]}': did you mean '{elsewhere[0]}.{key}'?"
+    elif nearest:
+        message += f" Did you mean '{section}.{nearest}'?"
+    message += f" Valid keys of '{section}': {', '.join(valid)}."
+    return ConfigError(message)
+
+
+def _unknown_section_error(name, origin):
+    message = f"Unknown section '{name}'{_where(origin)}."
+    owners = [s for s in SECTION_TYPES if name in _fields(s)]
+    nearest = _nearest(name, list(SECTION_TYPES) + [BASE_KEY])
+    if owners:
+        message += f" '{name}' is a key, not a section: did you mean '{owners[0]}.{name}'?"
+    elif nearest:
+        message += f" Did you mean '{nearest}'?"
+    message += f" Valid sections: {', '.join(SECTION_TYPES)} (and '{BASE_KEY}' to inherit a recipe)."
+    return ConfigError(message)
+
+
+def _type_name(annotation):
+    origin = typing.get_origin(annotation)
+    if origin is Union:
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(annotation))
+    return {float: "a number", int: "an integer", bool: "true/false", str: "a string", list: "[min, max]",
+            dict: "a mapping"}.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _in_range(value, meta):
+    low, high = meta["low"], meta["high"]
+    if low is not None and (value < low or (meta["low_open"] and value == low)):
+        return False
+    if high is not None and (value > high or (meta["high_open"] and value == high)):
+        return False
+    return True
+
+
+def _range_text(meta):
+    low, high = meta["low"], meta["high"]
+    if low is not None and high is not None:
+        return f"in {'(' if meta['low_open'] else '['}{low:g}, {high:g}{')' if meta['high_open'] else ']'}"
+    if low is not None:
+        return f"{'>' if meta['low_open'] else '>='} {low:g}"
+    return f"{'<' if meta['high_open'] else '<='} {high:g}"
+
+
+_NO_MATCH = object()
+
+
+def _coerce(value, annotation):
+    """`value` as `annotation` (one member of a Union), or _NO_MATCH."""
+    if annotation is type(None):
+        return None if value is None else _NO_MATCH
+    if annotation is bool:
+        return value if isinstance(value, bool) else _NO_MATCH
+    if annotation is int:
+        if isinstance(value, bool):
+            return _NO_MATCH
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return _NO_MATCH
+    if annotation is float:
+        if isinstance(value, bool):
+            return _NO_MATCH
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-5" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                return _NO_MATCH
+        return _NO_MATCH
+    if annotation is str:
+        return value if isinstance(value, str) else _NO_MATCH
+    if annotation is list:
+        return list(value) if isinstance(value, (list, tuple)) else _NO_MATCH
+    if annotation is dict:
+        return dict(value) if isinstance(value, dict) else _NO_MATCH
+    return _NO_MATCH
+
+
+def _check_value(section, key, value, origin=None):
+    """Returns the value converted to the key's type; raises ConfigError naming the key otherwise."""
+    name = f"{section}.{key}"
+    field = _fields(section)[key]
+    annotation = _hints(section)[key]
+    meta = field.metadata
+    members = typing.get_args(annotation) if typing.get_origin(annotation) is Union else (annotation,)
+    # bool before int/float (YAML true is not 1); float before str (so "1e-5" is a number when allowed).
+    order = sorted(members, key=lambda a: {type(None): 0, bool: 1, int: 2, float: 3, list: 4, dict: 5}.get(a, 6))
+    converted = _NO_MATCH
+    for member in order:
+        converted = _coerce(value, member)
+        if converted is not _NO_MATCH:
+            break
+    if converted is _NO_MATCH:
+        raise ConfigError(
+            f"{name} must be {_type_name(annotation)}, got {value!r} ({type(value).__name__}){_where(origin)}. "
+            f"{name}: {meta['doc']}"
+        )
+    if converted is None:
+        return None
+
+    if section == "progressive" and key in _PAIR_KEYS:
+        return _check_pair(name, converted, meta, origin)
+    if key == "train_size" and isinstance(converted, str):
+        if converted != "eval":
+            raise ConfigError(f"{name} must be null, a size in pixels or 'eval', got {converted!r}{_where(origin)}.")
+        return converted
+    if key == "jit_compile" and isinstance(converted, str) and converted != "auto":
+        raise ConfigError(f"{name} must be 'auto', true or false, got {converted!r}{_where(origin)}.")
+    if meta["choices"] is not None and converted not in meta["choices"]:
+        nearest = _nearest(str(converted), meta["choices"])
+        hint = f" Did you mean {nearest!r}?" if nearest else ""
+        raise ConfigError(
+            f"{name} must be one of {list(meta['choices'])}, got {converted!r}{_where(origin)}.{hint}"
+        )
+    if isinstance(converted, (int, float)) and not isinstance(converted, bool):
+        if not math.isfinite(converted) or not _in_range(converted, meta):
+            raise ConfigError(f"{name} must be {_range_text(meta)}, got {converted!r}{_where(origin)}.")
+    if isinstance(converted, dict) and not all(isinstance(k, str) for k in converted):
+        raise ConfigError(f"{name} must be a mapping with string keys, got {converted!r}{_where(origin)}.")
+    return converted
+
+
+_PAIR_KEYS = ("image_size", "randaug_magnitude", "mixup_alpha", "cutmix_alpha", "dropout_rate", "survival_prob")
+
+
+def _check_pair(name, value, meta, origin):
+    """null | constant | [min, max]: numbers in range; image sizes are integers."""
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and len(value) != 2:
+        raise ConfigError(f"{name} must be a number or a [min, max] pair, got {value!r}{_where(origin)}.")
+    checked = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise ConfigError(f"{name} must hold numbers, got {item!r}{_where(origin)}.")
+        if name.endswith("image_size"):
+            if not float(item).is_integer():
+                raise ConfigError(f"{name} must hold integer pixel sizes, got {item!r}{_where(origin)}.")
+            item = int(item)
+        if not _in_range(item, meta):
+            raise ConfigError(f"{name} values must be {_range_text(meta)}, got {item!r}{_where(origin)}.")
+        checked.append(item)
+    return checked if isinstance(value, list) else checked[0]
+
+
+def _check_section(section, values, origin=None):
+    if not isinstance(values, dict):
+        raise ConfigError(f"Section '{section}' must be a mapping of keys, got {values!r}{_where(origin)}.")
+    fields = _fields(section)
+    checked = {}
+    for key, value in values.items():
+        if not isinstance(key, str) or key not in fields:
+            raise _unknown_key_error(section, str(key), origin)
+        checked[key] = _check_value(section, key, value, origin)
+    return checked
+
+
+def _check_consistency(config):
+    """Rules that involve more than one key."""
+    from efficientnetv2_keras.models.family import get_model_spec
+
+    try:
+        get_model_spec(config.model.name)
+    except ValueError as error:
+        raise ConfigError(f"model.name: {error}") from None
+    train, data = config.train, config.data
+    if train.loss == "sigmoid" and data.label_format == "multi_hot_normalized":
+        raise ConfigError(
+            "train.loss=sigmoid needs 0/1 targets: set data.label_format=multi_hot (multi_hot_normalized "
+            "is for the softmax loss)."
+        )
+    if data.label_format == "sparse":
+        if train.label_smoothing:
+            raise ConfigError("data.label_format=sparse cannot be label-smoothed: use one_hot, or "
+                              "train.label_smoothing=0.")
+        if train.loss == "sigmoid":
+            raise ConfigError("train.loss=sigmoid needs one_hot or multi_hot labels, not sparse.")
+    for key in _PAIR_KEYS:
+        value = getattr(config.progressive, key)
+        if isinstance(value, list) and key != "image_size" and key != "survival_prob" and value[0] > value[1]:
+            raise ConfigError(
+                f"progressive.{key} goes from {value[0]} down to {value[1]}; regularization grows with the "
+                "image size (Algorithm 1): give [min, max]."
+            )
+    return config
+
+
+def validate_config(config):
+    """Re-checks every key of a (possibly edited) Config; returns it with values converted."""
+    for section in SECTION_TYPES:
+        obj = getattr(config, section)
+        for key in _fields(section):
+            setattr(obj, key, _check_value(section, key, getattr(obj, key)))
+    return _check_consistency(config)
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading: files, bases, overrides.
+# ------------------------------------------------------------------------------------------------
+
+
+def list_recipes(directory=RECIPES_DIR):
+    """Names of the recipes in `directory` (default: the repository's hparams/)."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(f[: -len(".yaml")] for f in os.listdir(directory) if f.endswith(".yaml"))
+
+
+def _resolve_path(name, relative_to=None):
+    """A path, or a recipe name ('imagenet_s' or 'imagenet_s.yaml') in `relative_to` or hparams/."""
+    name = os.fspath(name)
+    candidates = []
+    if os.path.isabs(name):
+        candidates.append(name)
+    else:
+        for folder in ([relative_to] if relative_to else []) + [os.getcwd(), RECIPES_DIR]:
+            candidates.append(os.path.join(folder, name))
+            if not name.endswith((".yaml", ".yml")):
+                candidates.append(os.path.join(folder, name + ".yaml"))
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return os.path.abspath(candidate)
+    recipes = list_recipes()
+    nearest = _nearest(os.path.basename(name).replace(".yaml", ""), recipes)
+    hint = f" Did you mean '{nearest}'?" if nearest else ""
+    raise ConfigError(f"Recipe {name!r} not found (looked in {sorted(set(os.path.dirname(c) for c in candidates))})."
+                      f"{hint} Recipes in {RECIPES_DIR}: {', '.join(recipes) or 'none'}.")
+
+
+def _read_yaml(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (model:, train:, ...), got {type(data).__name__}.")
+    return data
+
+
+def _load_file(path, chain=()):
+    """Reads a recipe and its bases (recursively); returns ([(section_values, origin)], files)."""
+    if path in chain:
+        raise ConfigError(f"Recipe bases form a cycle: {' -> '.join(list(chain) + [path])}.")
+    data = _read_yaml(path)
+    layers, files = [], []
+    base = data.pop(BASE_KEY, None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"'{BASE_KEY}' in {path} must be a recipe name or a path, got {base!r}.")
+        base_layers, base_files = _load_file(_resolve_path(base, os.path.dirname(path)), chain + (path,))
+        layers += base_layers
+        files += base_files
+    for section, values in data.items():
+        if section not in SECTION_TYPES:
+            raise _unknown_section_error(str(section), path)
+        layers.append((section, _check_section(section, values or {}, path), path))
+    return layers, files + [path]
+
+
+def _split_overrides(overrides):
+    """A list of "a.b=c" strings, or one string with comma-separated pairs (commas inside [] kept)."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    pairs = []
+    for item in overrides:
+        depth, current = 0, ""
+        for char in str(item):
+            if char in "[{":
+                depth += 1
+            elif char in "]}":
+                depth -= 1
+            if char == "," and depth == 0:
+                pairs.append(current)
+                current = ""
+            else:
+                current += char
+        pairs.append(current)
+    return [p.strip() for p in pairs if p.strip()]
+
+
+def parse_override(text):
+    """'train.lr_base=0.1' -> ('train', 'lr_base', 0.1, extra_path). Values use YAML scalar typing."""
+    if "=" not in text:
+        raise ConfigError(f"Override {text!r} must look like section.key=value (e.g. train.batch_size=256).")
+    path, _, raw = text.partition("=")
+    parts = [p.strip() for p in path.strip().split(".")]
+    if len(parts) < 2 or not all(parts):
+        section = parts[0] if parts else ""
+        if section and section not in SECTION_TYPES:
+            raise _unknown_section_error(section, f"override {text!r}")
+        raise ConfigError(f"Override {text!r} must name section.key (e.g. train.batch_size=256).")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return parts[0], parts[1], value, parts[2:]
+
+
+def load_config(path_or_name=None, overrides=None):
+    """Loads a recipe: defaults <- base files <- the file <- overrides; validated.
+
+    Args:
+      path_or_name: a YAML path, a recipe name in hparams/ ("imagenet_s"), a dict of sections, or None
+        (the defaults: the paper's ImageNet recipe for EfficientNetV2-S).
+      overrides: "section.key=value" strings (a list, or one string with comma-separated pairs); values
+        are read as YAML scalars ("0.1" -> float, "true" -> bool, "null" -> None, "[128, 300]" -> list).
+        Keys of mapping-valued entries nest: "data.source_options.image_size=64".
+    Raises:
+      ConfigError: unknown section/key (naming the nearest valid one), wrong type, out-of-range value,
+        inconsistent keys, missing file.
+    """
+    values = {section: {} for section in SECTION_TYPES}
+    sources = []
+    if isinstance(path_or_name, dict):
+        data = dict(path_or_name)
+        base = data.pop(BASE_KEY, None)
+        if base is not None:
+            layers, files = _load_file(_resolve_path(base))
+            for section, section_values, _ in layers:
+                values[section].update(section_values)
+            sources += files
+        for section, section_values in data.items():
+            if section not in SECTION_TYPES:
+                raise _unknown_section_error(str(section), "dict")
+            values[section].update(_check_section(section, section_values or {}, "dict"))
+        sources.append("<dict>")
+    elif path_or_name is not None:
+        layers, files = _load_file(_resolve_path(path_or_name))
+        for section, section_values, _ in layers:
+            values[section].update(section_values)
+        sources += files
+
+    for text in _split_overrides(overrides):
+        section, key, value, extra = parse_override(text)
+        origin = f"override {text!r}"
+        if section not in SECTION_TYPES:
+            raise _unknown_section_error(section, origin)
+        if key not in _fields(section):
+            raise _unknown_key_error(section, key, origin)
+        if extra:
+            if _hints(section)[key] is not dict:
+                raise ConfigError(f"{section}.{key} is not a mapping; {origin} cannot set "
+                                  f"{'.'.join([section, key] + extra)}.")
+            current = dict(values[section].get(key, getattr(SECTION_TYPES[section](), key)))
+            target = current
+            for part in extra[:-1]:
+                target = target.setdefault(part, {})
+            target[extra[-1]] = value
+            value = current
+        values[section][key] = _check_value(section, key, value, origin)
+        sources.append(origin)
+
+    config = Config(**{section: SECTION_TYPES[section](**values[section]) for section in SECTION_TYPES},
+                    sources=tuple(sources))
+    return _check_consistency(config)
+
+
+class _RecipeDumper(yaml.SafeDumper):
+    """Sections and keys in block style, [min, max] pairs in flow style."""
+
+
+_RecipeDumper.add_representer(
+    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+)
+
+
+def to_yaml(config, path=None):
+    """The resolved recipe as YAML text; with `path`, also written atomically (temp file + rename)."""
+    header = "# Resolved EfficientNetV2 recipe"
+    if config.sources:
+        header += " from: " + ", ".join(os.path.basename(s) if os.path.isfile(s) else s for s in config.sources)
+    text = header + "\n" + yaml.dump(config.to_dict(), Dumper=_RecipeDumper, sort_keys=False, width=100)
+    if path is not None:
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".yaml")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+    return text
+
+
+# ------------------------------------------------------------------------------------------------
+# Derived values the trainer needs.
+# ------------------------------------------------------------------------------------------------
+
+
+def image_sizes(config):
+    """(train size without progressive learning, eval size) in pixels, from the recipe and the variant."""
+    from efficientnetv2_keras.models.family import get_model_spec
+
+    spec = get_model_spec(config.model.name)
+    eval_size = config.data.eval_size or spec.eval_size
+    train_size = config.data.train_size
+    if train_size is None:
+        train_size = spec.train_size
+    elif train_size == "eval":  # REFERENCE §3.8: finetune at 1.0 x eval size, rounded down to 16
+        train_size = max(16, eval_size // 16 * 16)
+    return int(train_size), int(eval_size)
+
+
+def static_augmentation(config):
+    """RandAugment magnitude, mixup and CutMix alphas when progressive learning is off.
+
+    `data.*` values, else the variant's official ones (REFERENCE §3.3); CutMix follows mixup when unset,
+    as in the released configs.
+    """
+    from efficientnetv2_keras.models.family import get_model_spec
+
+    spec = get_model_spec(config.model.name)
+    data = config.data
+    magnitude = spec.randaug_magnitude if data.randaug_magnitude is None else data.randaug_magnitude
+    mixup = spec.mixup_alpha if data.mixup_alpha is None else data.mixup_alpha
+    cutmix = mixup if data.cutmix_alpha is None else data.cutmix_alpha
+    return {"randaug_magnitude": float(magnitude), "mixup_alpha": float(mixup), "cutmix_alpha": float(cutmix)}
+
+
+def dataset_options(config):
+    """Keyword arguments for `data.build_dataset` shared by every stage and split.
+
+    Not included: source, split, image_size, batch_size, training, input_context and the scheduled
+    regularizers (RandAugment magnitude, mixup/CutMix alphas: see `static_augmentation` and the
+    progressive schedule).
+    """
+    data = config.data
+    return {
+        "randaug_layers": data.randaug_layers,
+        "label_format": data.label_format,
+        "augment": None if data.augment == "none" else data.augment,
+        "crop_area_range": (data.crop_area_min, 1.0),
+        "flip": data.flip,
+        "eval_crop_padding": data.eval_crop_padding,
+        "shuffle_buffer": data.shuffle_buffer,
+        "cache": data.cache,
+        "seed": config.runtime.seed,
+        "data_dir": data.data_dir,
+    }
+
+
+def progressive_overrides(config):
+    """The `progressive.*` ranges that are set, as keyword arguments for `progressive_schedule`."""
+    return {
+        key: (tuple(value) if isinstance(value, list) else value)
+        for key in _PAIR_KEYS
+        if (value := getattr(config.progressive, key)) is not None
+    }
+
+
+def describe(markdown=True):
+    """Every key with its default and meaning: a Markdown table (or plain lines)."""
+    rows = []
+    for section, cls in SECTION_TYPES.items():
+        defaults = cls()
+        for field in dataclasses.fields(cls):
+            default = yaml.safe_dump(getattr(defaults, field.name), default_flow_style=True).strip()
+            default = default.removesuffix("...").strip()
+            rows.append((f"{section}.{field.name}", default, field.metadata["doc"]))
+    if not markdown:
+        return "\n".join(f"{k} = {d}  # {doc}" for k, d, doc in rows)
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{k}` | `{d}` | {doc} |" for k, d, doc in rows]
+    return "\n".join(lines)
+
+
+__all__ = [
+    "Config",
+    "ModelConfig",
+    "DataConfig",
+    "TrainConfig",
+    "ProgressiveConfig",
+    "EvalConfig",
+    "RuntimeConfig",
+    "ConfigError",
+    "load_config",
+    "validate_config",
+    "parse_override",
+    "to_yaml",
+    "list_recipes",
+    "image_sizes",
+    "static_augmentation",
+    "dataset_options",
+    "progressive_overrides",
+    "describe",
+    "RECIPES_DIR",
+]

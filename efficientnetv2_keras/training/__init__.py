@@ -1,0 +1,132 @@
+"""The paper's training recipe as Keras pieces (paper §5; REFERENCE §3.5, §3.8-3.9).
+
+* `schedules`: warmup + exponential staircase decay (ImageNet), warmup + cosine (21k, finetuning),
+  warmup + constant/linear; `scaled_learning_rate` (lr_base * batch / 256); `build_lr_schedule`.
+* `optimizers`: RMSProp(0.9, 0.9, 1e-3) and friends with EMA; L2 weight decay on kernels only.
+* `ema`: EMA-decay ramp, swapping EMA weights in for evaluation and checkpoints (`EMACallback`).
+* `losses`: label-smoothed softmax CE, 21k multi-label softmax/sigmoid CE, precision@k / recall@k.
+* `strategy`: `get_strategy`, mixed-precision policy per device, per-replica batch sizes.
+* `finetune`: pretrained weights without the head, `min_steps`.
+* `builders`: model and compiled model straight from a recipe.
+"""
+
+from efficientnetv2_keras.training.builders import (
+    build_model_from_config,
+    compile_from_config,
+    is_multi_label,
+    resolve_num_classes,
+)
+from efficientnetv2_keras.training.ema import (
+    EMACallback,
+    EMAWarmupMixin,
+    apply_ema_weights,
+    ema_optimizer,
+    ema_variables,
+    ema_weights,
+    max_ema_difference,
+    swap_ema_weights,
+)
+from efficientnetv2_keras.training.finetune import epochs_for_min_steps, load_pretrained, training_steps
+from efficientnetv2_keras.training.losses import (
+    MultiLabelSoftmaxCrossEntropy,
+    PrecisionAtK,
+    RecallAtK,
+    build_loss,
+    build_metrics,
+    default_monitor,
+)
+from efficientnetv2_keras.training.optimizers import (
+    SGD,
+    Adam,
+    AdamW,
+    RMSprop,
+    WeightDecayL2,
+    apply_weight_decay,
+    build_optimizer,
+    split_weight_decay_variables,
+)
+from efficientnetv2_keras.training.schedules import (
+    LinearWarmup,
+    build_lr_schedule,
+    constant_with_warmup,
+    cosine_decay_with_warmup,
+    exponential_decay_with_warmup,
+    linear_decay_with_warmup,
+    scaled_learning_rate,
+)
+# `strategy` needs TensorFlow (tf.distribute); everything else is keras only, so it is imported on
+# first use and the other pieces work on the JAX and PyTorch backends too.
+_STRATEGY_NAMES = (
+    "configure_mixed_precision",
+    "default_mixed_precision",
+    "distribute_dataset",
+    "get_strategy",
+    "global_batch_size",
+    "is_tpu_strategy",
+    "per_replica_batch_size",
+    "resolve_mixed_precision",
+)
+
+
+def __getattr__(name):
+    if name in _STRATEGY_NAMES or name == "strategy":
+        import importlib
+
+        module = importlib.import_module("efficientnetv2_keras.training.strategy")
+        return module if name == "strategy" else getattr(module, name)
+    raise AttributeError(f"module 'efficientnetv2_keras.training' has no attribute {name!r}")
+
+
+__all__ = [
+    # schedules
+    "LinearWarmup",
+    "scaled_learning_rate",
+    "exponential_decay_with_warmup",
+    "cosine_decay_with_warmup",
+    "linear_decay_with_warmup",
+    "constant_with_warmup",
+    "build_lr_schedule",
+    # optimizers and weight decay
+    "RMSprop",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "WeightDecayL2",
+    "apply_weight_decay",
+    "split_weight_decay_variables",
+    "build_optimizer",
+    # EMA
+    "EMAWarmupMixin",
+    "EMACallback",
+    "ema_weights",
+    "swap_ema_weights",
+    "apply_ema_weights",
+    "ema_optimizer",
+    "ema_variables",
+    "max_ema_difference",
+    # losses and metrics
+    "MultiLabelSoftmaxCrossEntropy",
+    "PrecisionAtK",
+    "RecallAtK",
+    "build_loss",
+    "build_metrics",
+    "default_monitor",
+    # strategy and precision
+    "get_strategy",
+    "is_tpu_strategy",
+    "default_mixed_precision",
+    "resolve_mixed_precision",
+    "configure_mixed_precision",
+    "per_replica_batch_size",
+    "global_batch_size",
+    "distribute_dataset",
+    # finetuning and steps
+    "load_pretrained",
+    "epochs_for_min_steps",
+    "training_steps",
+    # from a recipe
+    "build_model_from_config",
+    "compile_from_config",
+    "resolve_num_classes",
+    "is_multi_label",
+]

@@ -1,0 +1,91 @@
+"""Finetuning helpers (paper §5.2-5.3; REFERENCE §3.8): pretrained weights without the head, min_steps.
+
+The finetuning recipes start from a pretrained checkpoint, keep the new classifier (another class
+count) and train for at least 10,000 steps however small the dataset: epochs are raised to
+ceil(min_steps / steps_per_epoch) (CIFAR-10 at batch 512: 97 steps per epoch -> 104 epochs).
+
+Checkpoints written by this package's training hold the EMA weights (they are saved with the EMA
+swapped in), which is what the released code's `ft_init_ema=True` picks from a TF1 checkpoint.
+"""
+
+import math
+import os
+
+from efficientnetv2_keras.models import build_model, get_model_spec, load_weights
+from efficientnetv2_keras.models.weights import WeightsMismatchError, load_weights_from_keras_applications
+
+
+def epochs_for_min_steps(epochs, min_steps, steps_per_epoch):
+    """max(epochs, ceil(min_steps / steps_per_epoch)): the released finetuning's `min_steps` rule."""
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}.")
+    if not min_steps:
+        return int(epochs)
+    return max(int(epochs), math.ceil(min_steps / steps_per_epoch))
+
+
+def training_steps(config, num_train_examples=None):
+    """(steps_per_epoch, epochs, total_steps) of a recipe, `train.min_steps` applied.
+
+    steps_per_epoch is `train.steps_per_epoch`, else num_train_examples // train.batch_size (the
+    training pipeline drops the last partial batch).
+    """
+    train = config.train
+    steps_per_epoch = train.steps_per_epoch
+    if steps_per_epoch is None:
+        if num_train_examples is None:
+            raise ValueError("Give num_train_examples or set train.steps_per_epoch.")
+        steps_per_epoch = int(num_train_examples) // train.batch_size
+        if steps_per_epoch < 1:
+            raise ValueError(
+                f"The training split has {num_train_examples} examples, fewer than one batch of "
+                f"{train.batch_size}: lower train.batch_size."
+            )
+    epochs = epochs_for_min_steps(train.epochs, train.min_steps, steps_per_epoch)
+    return steps_per_epoch, epochs, steps_per_epoch * epochs
+
+
+def _our_weights_file_layout(path):
+    """(is it a .weights.h5 written from one of our models?, its head's class count or None)."""
+    from efficientnetv2_keras.models import weights as weights_module
+
+    return weights_module._keras3_weights_layout(path)
+
+
+def load_pretrained(model, checkpoint, skip_head=True, spec=None):
+    """Loads pretrained weights into `model`, keeping its own classifier when `skip_head`.
+
+    Args:
+      model: an EfficientNetV2 model of this package (any class count).
+      checkpoint: "imagenet" (keras.applications weights, downloaded by Keras), a `.keras` model file,
+        a `.weights.h5` file (ours or keras.applications'), or a keras.applications `.h5` file.
+      skip_head: leave the `predictions` layer as it is (transfer learning to another class count).
+      spec: the variant, when `model.name` is not the variant's name.
+    Raises:
+      FileNotFoundError, WeightsMismatchError (another variant; nothing is assigned).
+    """
+    if checkpoint == "imagenet" or (isinstance(checkpoint, str) and checkpoint.startswith("imagenet")):
+        return load_weights(model, checkpoint, spec=spec, skip_head=skip_head)
+    path = os.fspath(checkpoint)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Pretrained checkpoint not found: {path!r} (model.init_checkpoint).")
+    if skip_head and path.endswith(".weights.h5"):
+        ours, classes = _our_weights_file_layout(path)
+        if ours:
+            # Our own file: `load_weights` restores it structurally (the head must match), so read it
+            # into a model of the file's shape, then transfer by layer name without the head.
+            variant = get_model_spec(spec) if spec is not None else get_model_spec(model.name)
+            errors = []
+            for include_preprocessing in (True, False):
+                source = build_model(variant, include_top=classes is not None, classes=classes or 1000,
+                                     include_preprocessing=include_preprocessing)
+                try:
+                    source.load_weights(path)
+                except ValueError as error:
+                    errors.append(str(error))
+                    continue
+                return load_weights_from_keras_applications(model, source, skip_head=True)
+            raise WeightsMismatchError(
+                f"{path!r} does not fit {variant.name} with {classes} classes: {errors[-1]}"
+            )
+    return load_weights(model, path, spec=spec, skip_head=skip_head)
