@@ -26,6 +26,8 @@ setup(
         "numpy>=1.26,<3",
         "scikit-learn>=1.4,<2",
         "matplotlib>=3.8,<4",
+        # TensorFlow 2.21 no longer pulls it in; training writes TensorBoard logs.
+        "tensorboard>=2.20,<3",
     ],
     extras_require={
         "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3"],

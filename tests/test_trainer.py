@@ -1,0 +1,61 @@
+"""The training system end to end: tools/train.py on the bundled digits, then evaluation."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_train_py_traineval_runs_one_tiny_epoch_on_digits(tmp_path):
+    model_dir = tmp_path / "run"
+    overrides = ",".join(
+        [
+            "train.epochs=2",
+            "train.steps_per_epoch=3",
+            "progressive.num_stages=2",
+            "progressive.image_size=[32,40]",
+            "data.source_options.image_size=40",
+            "data.eval_size=32",
+            "eval.batch_size=180",
+        ]
+    )
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "train.py"), "--hparams=digits_demo",
+         f"--model_dir={model_dir}", f"--override={overrides}", "--mode=traineval"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    for name in ("config.yaml", "labels.txt", "schedule.txt", "schedule.png", "last.keras", "best.keras",
+                 "log.csv", "training_curves.png", "results.json"):
+        assert (model_dir / name).exists(), name
+    assert not (model_dir / "backup").exists()  # BackupAndRestore cleans up after a finished run
+    results = json.loads((model_dir / "results.json").read_text())
+    assert [row["image_size"] for row in results["stages"]] == [32, 40]
+    assert 0.0 <= results["evaluation"]["accuracy"] <= 1.0
+    assert "held-out 'test' at 32 px" in result.stdout
+    log = (model_dir / "log.csv").read_text().splitlines()
+    assert "image_size" in log[0] and "val_accuracy" in log[0] and len(log) == 3
+
+    # The saved checkpoint evaluates to the number the run printed (both are the EMA weights).
+    from efficientnetv2_keras.hparams import load_config
+    from efficientnetv2_keras.training.trainer import evaluate_model, load_for_evaluation
+
+    config = load_config(str(model_dir / "config.yaml"))
+    model = load_for_evaluation(config, str(model_dir / "last.keras"))
+    evaluation = evaluate_model(model, config)
+    assert evaluation["accuracy"] == pytest.approx(results["evaluation"]["accuracy"], abs=1e-6)
+
+
+def test_bad_mode_and_missing_checkpoint_errors(tmp_path):
+    from efficientnetv2_keras.hparams import load_config
+    from efficientnetv2_keras.training.trainer import load_for_evaluation, train_and_evaluate
+
+    config = load_config("digits_demo")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        train_and_evaluate(config, str(tmp_path), mode="fit")
+    with pytest.raises(FileNotFoundError, match="train first"):
+        load_for_evaluation(config, str(tmp_path / "best.keras"))

@@ -1,0 +1,37 @@
+"""Evaluates a checkpoint on a recipe's held-out split.
+
+    python tools/evaluate.py --model_dir=runs/demo                  # its best.keras (else last.keras)
+    python tools/evaluate.py --hparams=digits_demo --checkpoint=runs/demo/last.keras
+"""
+
+import os
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "A training directory (its config.yaml and best/last.keras).")
+flags.DEFINE_string("hparams", None, "Recipe for the data (default: model_dir/config.yaml).")
+flags.DEFINE_multi_string("override", [], "Recipe overrides 'a.b=c'.")
+flags.DEFINE_string("checkpoint", None, "A .keras file (default: model_dir/best.keras, else last.keras).")
+
+
+def main(argv):
+    del argv
+    from efficientnetv2_keras.hparams import load_config
+    from efficientnetv2_keras.training.trainer import evaluate_model, format_results, load_for_evaluation
+
+    if not FLAGS.model_dir and not (FLAGS.hparams and FLAGS.checkpoint):
+        raise app.UsageError("Pass --model_dir, or --hparams and --checkpoint.")
+    recipe = FLAGS.hparams or os.path.join(FLAGS.model_dir, "config.yaml")
+    config = load_config(recipe, FLAGS.override)
+    checkpoint = FLAGS.checkpoint or next(
+        (os.path.join(FLAGS.model_dir, n) for n in ("best.keras", "last.keras") if os.path.exists(os.path.join(FLAGS.model_dir, n))),
+        os.path.join(FLAGS.model_dir, "best.keras"),
+    )
+    model = load_for_evaluation(config, checkpoint)
+    evaluation = evaluate_model(model, config, checkpoint_name=os.path.basename(checkpoint))
+    print(format_results({"model": config.model.name, "precision": "float32", "replicas": 1, "evaluation": evaluation}))
+
+
+if __name__ == "__main__":
+    app.run(main)
