@@ -1,0 +1,66 @@
+"""Input pipelines for EfficientNetV2 training (tf.data): sources, preprocessing, RandAugment, mixing.
+
+    from efficientnetv2_keras.data import build_dataset
+    train = build_dataset("digits", "train", image_size=64, batch_size=32, training=True,
+                          randaug_magnitude=5, mixup_alpha=0.1, flip=False, crop_area_range=(0.5, 1.0))
+
+Images come out as float32 in [0, 255] (the models rescale inside with `include_preprocessing=True`).
+See `pipeline.build_dataset` for every argument, `randaugment` for the magnitude scale, `sources` for
+the data sources, `mixing` for mixup/CutMix.
+"""
+
+from efficientnetv2_keras.data.mixing import cutmix, mix_batch, mixup
+from efficientnetv2_keras.data.pipeline import (
+    LABEL_FORMATS,
+    build_dataset,
+    default_label_format,
+    encode_label,
+    num_batches,
+)
+from efficientnetv2_keras.data.preprocessing import (
+    preprocess_for_eval,
+    preprocess_for_finetune,
+    preprocess_for_train,
+    preprocess_image,
+)
+from efficientnetv2_keras.data.randaugment import RANDAUGMENT_OPS, RandAugment, validate_magnitude
+from efficientnetv2_keras.data.sources import (
+    IMAGENET21K_CLASSES,
+    PAPER_TFDS_DATASETS,
+    ArraySource,
+    DigitsSource,
+    ImageFolderSource,
+    Source,
+    TFDSSource,
+    TFRecordSource,
+    get_source,
+    stratified_split,
+)
+
+__all__ = [
+    "build_dataset",
+    "num_batches",
+    "encode_label",
+    "default_label_format",
+    "LABEL_FORMATS",
+    "Source",
+    "ArraySource",
+    "DigitsSource",
+    "TFDSSource",
+    "TFRecordSource",
+    "ImageFolderSource",
+    "get_source",
+    "stratified_split",
+    "PAPER_TFDS_DATASETS",
+    "IMAGENET21K_CLASSES",
+    "RandAugment",
+    "RANDAUGMENT_OPS",
+    "validate_magnitude",
+    "preprocess_image",
+    "preprocess_for_train",
+    "preprocess_for_eval",
+    "preprocess_for_finetune",
+    "mixup",
+    "cutmix",
+    "mix_batch",
+]

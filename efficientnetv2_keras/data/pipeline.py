@@ -1,0 +1,250 @@
+"""`build_dataset`: the complete tf.data pipeline for one training stage or for evaluation.
+
+Order (REFERENCE 3.7): records (per-worker shard, file shuffle) -> [decode -> cache] -> shuffle records
+-> [repeat] -> decode + preprocess + RandAugment + label encoding (parallel, AUTOTUNE) -> batch
+(drop_remainder for training: static batch shapes) -> mixup/CutMix per batch -> prefetch.
+
+The progressive-learning callback calls `build_dataset` once per stage with that stage's image size,
+RandAugment magnitude and mixup/CutMix alphas. For the same other arguments the element structure is
+identical across stages; only the image size in the shapes changes. The dataset is finite by default
+(one epoch per iterator): Keras `fit` with `steps_per_epoch=None` makes a new iterator every epoch.
+
+Randomness is stateless and per element: with `seed` set, a pipeline is reproducible (each epoch draws
+new augmentations, but the sequence of epochs is the same on every run) and `deterministic` defaults to
+True; unseeded training pipelines may reorder elements for speed (as the official code). Evaluation
+keeps the split's order.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from efficientnetv2_keras.data.mixing import mix_batch
+from efficientnetv2_keras.data.preprocessing import CROP_PADDING, TRAIN_AREA_RANGE, preprocess_image
+from efficientnetv2_keras.data.randaugment import RandAugment, validate_magnitude
+from efficientnetv2_keras.data.sources import Source, get_source
+
+AUTOTUNE = tf.data.AUTOTUNE
+LABEL_FORMATS = ("sparse", "one_hot", "multi_hot_normalized", "multi_hot")
+AUGMENTS = ("randaug", "ft", None)
+DEFAULT_SHUFFLE_BUFFER = 10_000  # records (encoded bytes / paths), not decoded images
+MIN_IMAGE_SIZE = 8
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_number(name, value, low=0.0):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
+        raise ValueError(f"{name} must be a number >= {low:g} (0 = off), got {value!r}.")
+    return float(value)
+
+
+def default_label_format(source: Source) -> str:
+    """'multi_hot_normalized' for multi-label sources (official 21k softmax loss), else 'one_hot'."""
+    return "multi_hot_normalized" if source.multi_label else "one_hot"
+
+
+def _label_format(label_format, source, mixing):
+    label_format = default_label_format(source) if label_format is None else label_format
+    if label_format not in LABEL_FORMATS:
+        raise ValueError(f"label_format must be one of {LABEL_FORMATS} or None, got {label_format!r}.")
+    if source.multi_label and label_format in ("sparse", "one_hot"):
+        raise ValueError(
+            f"{source.name} has multi-label examples; use label_format='multi_hot_normalized' (sums to 1, "
+            "for softmax cross-entropy as the official 21k training) or 'multi_hot' (0/1, for sigmoid losses)."
+        )
+    if mixing and label_format == "sparse":
+        raise ValueError(
+            "Mixup/CutMix produce soft labels, which label_format='sparse' cannot hold; use 'one_hot' "
+            "(or set mixup_alpha=cutmix_alpha=0)."
+        )
+    return label_format
+
+
+def encode_label(label, label_format, num_classes):
+    """Single-label int32 index or multi-hot 0/1 vector -> the requested format."""
+    if label_format == "sparse":
+        return tf.cast(label, tf.int32)
+    if label.shape.rank == 0:
+        return tf.one_hot(tf.cast(label, tf.int32), num_classes, dtype=tf.float32)
+    label = tf.cast(label, tf.float32)
+    if label_format == "multi_hot_normalized":  # paper 5.2 / REFERENCE 3.9: softmax CE on normalised multi-hot
+        label = label / tf.maximum(tf.reduce_sum(label), 1.0)
+    return label
+
+
+def _stage_seed(seed, image_size, pipeline_id, salt):
+    """Different (but reproducible) random streams per stage, worker and purpose."""
+    if seed is None:
+        return None
+    return (int(seed) * 1_000_003 + image_size * 7_919 + pipeline_id * 104_729 + salt) % (2**63 - 1)
+
+
+def build_dataset(
+    source,
+    split,
+    image_size,
+    batch_size,
+    *,
+    training,
+    randaug_magnitude=0.0,
+    randaug_layers=2,
+    mixup_alpha=0.0,
+    cutmix_alpha=0.0,
+    label_format=None,
+    augment="randaug",
+    crop_area_range=TRAIN_AREA_RANGE,
+    flip=True,
+    eval_crop_padding=CROP_PADDING,
+    shuffle_buffer=DEFAULT_SHUFFLE_BUFFER,
+    cache=False,
+    input_context=None,
+    seed=None,
+    repeat=False,
+    drop_remainder=None,
+    deterministic=None,
+    data_dir=None,
+) -> tf.data.Dataset:
+    """Builds the input pipeline of one stage: (float32 images [B, S, S, 3] in [0, 255], labels).
+
+    Args:
+      source: a `Source` or a name for `get_source` ("digits", "cifar10", "folder:/path", ...). When
+        building once per stage, pass a Source: a name makes a new one each call (a folder is re-scanned).
+      split: split name ("train", "test", "validation"/"val", tfds-style slices such as "train[:90%]").
+      image_size: output side S in pixels (>= 8).
+      batch_size: global batch size; with `input_context` each worker batches
+        `input_context.get_per_replica_batch_size(batch_size)`.
+      training: True for the training pipeline (shuffle, augmentation, mixing, drop_remainder).
+      randaug_magnitude: RandAugment magnitude on the official scale, in [0, 30] (paper: 5-25; 0 = off).
+      randaug_layers: RandAugment ops per image (official 2).
+      mixup_alpha, cutmix_alpha: Beta(alpha, alpha) parameters; 0 = off; both > 0 = half the batch each.
+      label_format: "sparse" (int32 [B]), "one_hot" (float32 [B, C]), "multi_hot_normalized" (float32,
+        sums to 1) or "multi_hot" (0/1). None = one_hot, or multi_hot_normalized for multi-label sources.
+        The default does not depend on the alphas, so all stages share one element structure.
+      augment: "randaug" (random-area crop + flip + RandAugment; official centre-crop eval), "ft"
+        (official finetuning: resize + flip + Cutout, + RandAugment if magnitude > 0; resize eval) or None
+        (resize only, + flip when `flip`).
+      crop_area_range: (min, max) fraction of the image kept by the random crop (official (0.05, 1.0);
+        use e.g. (0.5, 1.0) for tiny images such as digits).
+      flip: random horizontal flips in training (turn off for digits and text).
+      eval_crop_padding: evaluation crops size/(size+padding) of the image when size < 320 (official 32);
+        0 = resize the whole image.
+      shuffle_buffer: records in the shuffle buffer (training only).
+      cache: False, True (decoded images in memory) or a file path; caches before augmentation.
+      input_context: `tf.distribute.InputContext` for per-worker sharding and batch size.
+      seed: int for reproducible pipelines; None = random.
+      repeat: repeat forever (then give Keras `steps_per_epoch`); default one finite epoch.
+      drop_remainder: defaults to `training` (static batch shapes for training).
+      deterministic: keep element order; default True for evaluation and for seeded pipelines, False for
+        unseeded training (faster, as the official pipeline).
+      data_dir: tensorflow-datasets data_dir when `source` is a tfds name.
+    """
+    if not _is_int(image_size) or image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"image_size must be an int >= {MIN_IMAGE_SIZE} (pixels per side), got {image_size!r}.")
+    if not _is_int(batch_size) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    if not isinstance(training, bool):
+        raise ValueError(f"training must be True or False, got {training!r}.")
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be 'randaug', 'ft' or None, got {augment!r}.")
+    randaug_magnitude = validate_magnitude(randaug_magnitude)
+    if not _is_int(randaug_layers) or randaug_layers < 0:
+        raise ValueError(f"randaug_layers must be an int >= 0 (official 2), got {randaug_layers!r}.")
+    mixup_alpha = _check_number("mixup_alpha", mixup_alpha)
+    cutmix_alpha = _check_number("cutmix_alpha", cutmix_alpha)
+    low, high = crop_area_range
+    if not 0.0 < low <= high <= 1.0:
+        raise ValueError(f"crop_area_range must satisfy 0 < min <= max <= 1, got {crop_area_range!r}.")
+    if not _is_int(shuffle_buffer) or shuffle_buffer < 0:
+        raise ValueError(f"shuffle_buffer must be an int >= 0, got {shuffle_buffer!r}.")
+    if seed is not None and not _is_int(seed):
+        raise ValueError(f"seed must be an int or None, got {seed!r}.")
+    eval_crop_padding = _check_number("eval_crop_padding", eval_crop_padding)
+
+    source = get_source(source, data_dir=data_dir)
+    mixing = training and (mixup_alpha > 0 or cutmix_alpha > 0)
+    label_format = _label_format(label_format, source, mixing)
+    drop_remainder = training if drop_remainder is None else bool(drop_remainder)
+    deterministic = (seed is not None or not training) if deterministic is None else bool(deterministic)
+    pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
+    per_worker_batch = batch_size
+    if input_context is not None:
+        per_worker_batch = input_context.get_per_replica_batch_size(batch_size)
+
+    randaugment = None
+    if training and augment in ("randaug", "ft") and randaug_magnitude > 0:
+        randaugment = RandAugment(randaug_magnitude, randaug_layers)
+
+    dataset = source.records(
+        split,
+        shuffle_files=training,
+        input_context=input_context,
+        seed=_stage_seed(seed, image_size, pipeline_id, 0),
+    )
+
+    def decode(data):
+        data = data.map(lambda *record: source.decode(record), num_parallel_calls=AUTOTUNE)
+        return data.ignore_errors(log_warning=True) if source.skip_decode_errors else data
+
+    if cache:
+        dataset = decode(dataset)
+        dataset = dataset.cache() if cache is True else dataset.cache(str(cache))
+    if training and shuffle_buffer > 1:
+        shuffle_seed = _stage_seed(seed, image_size, pipeline_id, 1)
+        dataset = dataset.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    if not cache:
+        dataset = decode(dataset)
+
+    element_seeds = tf.data.Dataset.random(
+        seed=_stage_seed(seed, image_size, pipeline_id, 2), rerandomize_each_iteration=True
+    ).batch(2)
+    num_classes = source.num_classes
+
+    def prepare(example, element_seed):
+        image, label = example
+        image = preprocess_image(
+            image,
+            image_size,
+            element_seed,
+            training=training,
+            augment=augment,
+            randaugment=randaugment,
+            area_range=(low, high),
+            flip=flip,
+            crop_padding=eval_crop_padding,
+        )
+        return image, encode_label(label, label_format, num_classes)
+
+    dataset = tf.data.Dataset.zip((dataset, element_seeds))
+    dataset = dataset.map(prepare, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.batch(per_worker_batch, drop_remainder=drop_remainder)
+
+    if mixing:
+        batch_seeds = tf.data.Dataset.random(
+            seed=_stage_seed(seed, image_size, pipeline_id, 3), rerandomize_each_iteration=True
+        ).batch(2)
+
+        def mix(batch, batch_seed):
+            images, labels = batch
+            return mix_batch(images, labels, mixup_alpha, cutmix_alpha, batch_seed)
+
+        dataset = tf.data.Dataset.zip((dataset, batch_seeds)).map(mix, num_parallel_calls=AUTOTUNE)
+
+    dataset = dataset.prefetch(AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    # Per-image maps are many small ops: splitting each across threads costs more than it gains
+    # (official datasets.py sets the same). Measured: RandAugment 293 -> 550 img/s at 300 px, 2 cores.
+    options.threading.max_intra_op_parallelism = 1
+    return dataset.with_options(options)
+
+
+def num_batches(source, split, batch_size, *, drop_remainder=True, data_dir=None) -> int:
+    """Global batches per epoch of `split` (what `fit` will see with a finite dataset on one worker)."""
+    source = get_source(source, data_dir=data_dir)
+    examples = source.num_examples(split)
+    return examples // batch_size if drop_remainder else -(-examples // batch_size)
