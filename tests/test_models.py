@@ -59,6 +59,15 @@ def test_constructors_and_names():
     assert [ev2.get_model_spec(v).name for v in ("b0", "xl")] == ["efficientnetv2-b0", "efficientnetv2-xl"]
 
 
+def test_same_shaped_layers_start_with_different_weights():
+    model = ev2.EfficientNetV2B0()
+    first, second = model.get_layer("block6b_expand_conv"), model.get_layer("block6c_expand_conv")
+    assert first.kernel.shape == second.kernel.shape
+    assert not np.allclose(first.kernel.numpy(), second.kernel.numpy())
+    # The released code's fan-out normal: std sqrt(2 / (1 * 1 * out_channels)).
+    assert first.kernel.numpy().std() == pytest.approx(np.sqrt(2.0 / first.kernel.shape[-1]), rel=0.05)
+
+
 def test_block_letters_continue_past_z():
     assert [family_letter for family_letter in map(ev2.models.builder.block_letters, (0, 25, 26, 27, 31))] == [
         "a", "z", "aa", "ab", "af"

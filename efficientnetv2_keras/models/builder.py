@@ -19,13 +19,17 @@ from keras import layers
 from efficientnetv2_keras.models.family import FUSED_MBCONV, get_model_spec
 from efficientnetv2_keras.models.layers import AdjustableDropout, StochasticDepth
 
-# REFERENCE §3.4: the released code's initializers. Dense: uniform(+-1/sqrt(classes)).
-CONV_KERNEL_INITIALIZER = keras.initializers.VarianceScaling(
-    scale=2.0, mode="fan_out", distribution="untruncated_normal"
-)
-DENSE_KERNEL_INITIALIZER = keras.initializers.VarianceScaling(
-    scale=1.0 / 3.0, mode="fan_out", distribution="uniform"
-)
+# REFERENCE §3.4: the released code's initializers. Dense: uniform(+-1/sqrt(classes)). Configs, not
+# instances: each layer deserializes its own initializer. An unseeded Keras initializer instance
+# draws the same values on every call, so sharing one would start same-shaped layers identical.
+CONV_KERNEL_INITIALIZER = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"},
+}
+DENSE_KERNEL_INITIALIZER = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 1.0 / 3.0, "mode": "fan_out", "distribution": "uniform"},
+}
 
 # REFERENCE §4.2: ImageNet mean/std for B0-B3 (the V1 legacy pipeline they were trained with).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
