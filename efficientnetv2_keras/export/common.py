@@ -1,0 +1,262 @@
+"""What every export shares: the inference function, EMA weights, the image size and atomic writes.
+
+The official project's most common export failure (REFERENCE §6 row 6) was a graph traced in training
+mode: batch norm updating its statistics and the random drop-connect op, which TFLite rejects or turns
+into TF-Select ops. Every export here traces one function, `model(images, training=False)`, so the
+inference graph has no dropout, no stochastic-depth sampling and batch norm reading its moving
+statistics; `graph_check` then verifies that on what was written.
+"""
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import uuid
+
+import keras
+
+from efficientnetv2_keras.models.builder import MIN_INPUT_SIZE
+from efficientnetv2_keras.models.family import get_model_spec
+from efficientnetv2_keras.models.layers import _VariableRateDropout
+
+EMA_CHOICES = ("auto", True, False)
+
+
+# -- image size and batch -----------------------------------------------------------------------
+
+
+def resolve_image_size(model, image_size=None):
+    """The square input side the export is traced for.
+
+    A model built for a fixed size exports at that size (asking for another one is an error: the
+    weights do not care, but the user's intent does). A model that takes any size (the default
+    `input_shape=(None, None, 3)`) exports at `image_size`, else at the variant's eval size (Table
+    of REFERENCE §3.3: B0 224 ... XL 512), found from the model name the builder gives.
+    """
+    if len(model.inputs) != 1:
+        raise ValueError(
+            f"Export expects a model with one image input, got {len(model.inputs)} inputs."
+        )
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[-1] != 3:
+        raise ValueError(
+            f"Export expects channels-last RGB images [batch, height, width, 3]; the model input is "
+            f"{shape}. Build the model with keras.config.set_image_data_format('channels_last')."
+        )
+    height, width = shape[1], shape[2]
+    if image_size is not None:
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"image_size must be an int >= {MIN_INPUT_SIZE} (pixels per side), got {image_size!r}."
+            )
+    if height is not None or width is not None:
+        if height != width:
+            raise ValueError(
+                f"Export supports square inputs; the model takes {height}x{width} images. Build it "
+                "with input_shape=(None, None, 3) or a square size."
+            )
+        if image_size is not None and image_size != height:
+            raise ValueError(
+                f"The model was built for {height}x{height} images, but image_size={image_size} was "
+                f"asked for. Leave image_size out (export at {height}), or rebuild the model with "
+                f"input_shape=({image_size}, {image_size}, 3) (or (None, None, 3)) and load its weights."
+            )
+        return height
+    if image_size is not None:
+        return image_size
+    try:
+        return get_model_spec(model.name).eval_size
+    except (ValueError, KeyError):
+        raise ValueError(
+            f"The model {model.name!r} takes any image size and is not named after a variant, so "
+            "there is no default eval size: pass image_size (e.g. image_size=224)."
+        ) from None
+
+
+def check_batch_size(batch_size):
+    """None = dynamic batch (any batch at serving time); an int fixes it (some accelerators need it)."""
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be None (dynamic) or a positive int, got {batch_size!r}.")
+    return batch_size
+
+
+# -- EMA weights ----------------------------------------------------------------------------------
+
+
+def ema_state_mapping(model, use_ema="auto"):
+    """(model variable, EMA variable) pairs to serve instead of the model's current values.
+
+    Keras optimizers built with `use_ema=True` keep one moving average per trainable variable in
+    `optimizer._model_variables_moving_average`, aligned with `optimizer._trainable_variables`
+    (Keras 3.15 `BaseOptimizer.build`). `fit` copies them into the model only when it ends, so a
+    model exported from a callback or a restored mid-training checkpoint still holds the raw
+    weights. The pairs are applied with `keras.StatelessScope` inside the traced function, which
+    reads the EMA variables instead of the model's: the user's model is never modified.
+    BatchNorm statistics are not averaged by Keras' EMA; they are used as they are.
+
+    use_ema: "auto" = the EMA values when the model's optimizer keeps them, else the weights;
+      True = the EMA values, an error if there are none; False = the model's weights.
+    """
+    if use_ema not in EMA_CHOICES:
+        raise ValueError(f"use_ema must be one of {EMA_CHOICES}, got {use_ema!r}.")
+    if use_ema is False:
+        return []
+    optimizer = getattr(model, "optimizer", None)
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    tracked = getattr(optimizer, "_trainable_variables", None)
+    if not (optimizer is not None and getattr(optimizer, "use_ema", False) and averages and tracked):
+        if use_ema is True:
+            raise ValueError(
+                "use_ema=True, but the model's optimizer keeps no moving averages (compile with an "
+                "optimizer created with use_ema=True and train, or load a .keras file saved with one). "
+                "Use use_ema='auto' or False to export the weights as they are."
+            )
+        return []
+    model_variables = {id(v) for v in model.trainable_variables}
+    pairs = [
+        (var, average)
+        for var, average in zip(tracked, averages)
+        if average is not None and id(var) in model_variables
+    ]
+    if not pairs and use_ema is True:
+        raise ValueError(
+            "use_ema=True, but the optimizer's moving averages belong to other variables than this "
+            "model's trainable variables (was the optimizer built for another model?)."
+        )
+    return pairs
+
+
+def regularization_rate_variables(model):
+    """The dropout / stochastic-depth rate variables: an inference graph must never read them."""
+    return [
+        layer._rate
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, _VariableRateDropout)
+    ]
+
+
+# -- the inference function -----------------------------------------------------------------------
+
+
+def inference_function(model, ema_mapping=()):
+    """`images -> model(images, training=False)`, reading EMA values when `ema_mapping` is given.
+
+    The StatelessScope is entered inside the function, so when it is traced the EMA variables are
+    captured as variables (read ops), not baked in as eager constants.
+    """
+    ema_mapping = list(ema_mapping)
+
+    def infer(images):
+        scope = keras.StatelessScope(state_mapping=ema_mapping) if ema_mapping else contextlib.nullcontext()
+        with scope:
+            outputs = model(images, training=False)
+        if isinstance(outputs, (list, tuple, dict)):
+            raise ValueError(
+                "Export expects a model with one output (classifier probabilities or features); "
+                f"this one returns a {type(outputs).__name__}. Export a single-output model."
+            )
+        return outputs
+
+    return infer
+
+
+def keras_outputs(model, images, ema_mapping=(), batch_size=32):
+    """The Keras model's own outputs on `images` (numpy), the reference for parity checks."""
+    import numpy as np
+
+    infer = inference_function(model, ema_mapping)
+    chunks = [
+        keras.ops.convert_to_numpy(infer(keras.ops.convert_to_tensor(images[i : i + batch_size])))
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(chunks).astype("float32")
+
+
+# -- atomic writes --------------------------------------------------------------------------------
+
+
+def check_target(path, overwrite):
+    """Fails before any work when the target exists and may not be replaced."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(
+            f"{path} already exists; pass overwrite=True (tools/export.py: --overwrite) to replace "
+            "it, or choose another output path."
+        )
+    return path
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+@contextlib.contextmanager
+def atomic_output(path, overwrite=False):
+    """Yields a temporary sibling path to write to; on success moves it to `path`, else deletes it.
+
+    A sibling (same directory, hence same filesystem) makes the final move a rename: readers see
+    the old model or the new one, never a half-written one. A file is replaced with one atomic
+    `os.replace`; a directory (SavedModel) cannot be renamed over a non-empty one, so the old one
+    is first renamed aside, then deleted once the new one is in place.
+    """
+    path = check_target(path, overwrite)
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    token = uuid.uuid4().hex[:8]
+    temporary = os.path.join(parent, f".{name}.tmp-{token}")
+    try:
+        yield temporary
+        if not os.path.lexists(temporary):
+            raise RuntimeError(f"Nothing was written to the temporary path {temporary}.")
+        check_target(path, overwrite)  # someone may have created it while we worked
+        if os.path.lexists(path) and (os.path.isdir(path) or os.path.isdir(temporary)):
+            aside = os.path.join(parent, f".{name}.old-{token}")
+            os.replace(path, aside)
+            os.replace(temporary, path)
+            _remove(aside)
+        else:
+            os.replace(temporary, path)
+    finally:
+        _remove(temporary)
+
+
+def path_size(path):
+    """Bytes in a file, or in all files under a directory."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(
+        os.path.getsize(os.path.join(folder, f)) for folder, _, files in os.walk(path) for f in files
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """What was written and how well it matches the Keras model."""
+
+    path: str
+    format: str  # "saved_model" or "tflite"
+    quantization: str
+    image_size: int
+    batch_size: object  # int, or None for dynamic
+    size_bytes: int
+    used_ema: bool
+    sample_source: str
+    parity: tuple  # ParityReport per checked signature
+    op_types: tuple
+
+    def __str__(self):
+        batch = "dynamic" if self.batch_size is None else self.batch_size
+        lines = [
+            f"Exported {self.format} ({self.quantization}) to {self.path}: "
+            f"{self.size_bytes / 2**20:.1f} MiB, {self.image_size}x{self.image_size} px, batch {batch}, "
+            f"{'EMA' if self.used_ema else 'model'} weights.",
+            f"Parity vs Keras on {self.parity[0].num_samples} images from {self.sample_source} "
+            f"({self.parity[0].compared}):",
+        ]
+        lines += [f"  {report}" for report in self.parity]
+        return "\n".join(lines)

@@ -1,0 +1,216 @@
+"""TFLite export: fp32, float16, dynamic-range int8 and full int8, each checked for parity before it lands.
+
+Conversion stays in TensorFlow (`tf.lite.TFLiteConverter`, from the concrete inference function).
+The interpreter now ships separately as LiteRT (`pip install ai-edge-litert`, the `litert` extra);
+`tf.lite.Interpreter` still works in TF 2.21 but is deprecated, so it is only the fallback.
+
+Only TFLite builtin ops are allowed (no TF-Select/Flex ops): a model that needs them would not run
+on a stock runtime, which is how the official project's training-mode exports failed.
+"""
+
+import warnings
+
+import numpy as np
+
+from efficientnetv2_keras.export import common, graph_check, parity, samples
+
+QUANTIZATIONS = ("none", "float16", "dynamic_int8", "int8")
+SIGNATURE_KEY = "serving_default"
+INPUT_NAME = "images"
+OUTPUT_NAME = "predictions"
+DEFAULT_NUM_CALIBRATION = 100
+DEFAULT_NUM_PARITY_SAMPLES = 64
+
+
+def interpreter_backend():
+    """'ai_edge_litert' when LiteRT is installed, else 'tf.lite' (deprecated in TF 2.21)."""
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+
+        return "ai_edge_litert"
+    except ImportError:
+        return "tf.lite"
+
+
+def make_interpreter(model_path=None, model_content=None, num_threads=None, delegates=True):
+    """A TFLite interpreter from LiteRT, or from tf.lite (its deprecation warning silenced).
+
+    delegates=False disables the default XNNPACK delegate, so that the op list shows the model's
+    own operators (a delegate replaces them by DELEGATE nodes).
+    """
+    kwargs = {"model_path": model_path, "model_content": model_content, "num_threads": num_threads}
+    if interpreter_backend() == "ai_edge_litert":
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    else:
+        import tensorflow as tf
+
+        Interpreter, OpResolverType = tf.lite.Interpreter, tf.lite.experimental.OpResolverType
+    if not delegates:
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+        warnings.filterwarnings("ignore", message=".*deprecated.*LiteRT.*")
+        return Interpreter(**kwargs)
+
+
+def run_tflite(interpreter, images, batch_size=None, chunk=32):
+    """Runs the exported signature on `images` [N, S, S, 3]; returns outputs [N, ...].
+
+    batch_size: the model's fixed batch (the last chunk is padded), or None for a dynamic-batch
+    model, run in chunks of `chunk` images (measured: the same outputs as one image at a time, in
+    every quantization mode; dynamic-range int8 quantizes activations per image row).
+    """
+    runner = interpreter.get_signature_runner(SIGNATURE_KEY)
+    step = batch_size or chunk
+    outputs = []
+    for start in range(0, len(images), step):
+        part = np.asarray(images[start : start + step], np.float32)
+        count = len(part)
+        if batch_size and count < batch_size:
+            part = np.concatenate([part, np.repeat(part[-1:], batch_size - count, axis=0)])
+        outputs.append(runner(**{INPUT_NAME: part})[OUTPUT_NAME][:count])
+    return np.concatenate(outputs)
+
+
+def _converter(concrete_function, quantization, representative_images, batch_size):
+    import tensorflow as tf
+
+    # The trackable handed to the converter must hold the function's variables, not the Keras model:
+    # with the model attached (measured, TF 2.21 + Keras 3.15) the converter keeps them as resource
+    # variables (VAR_HANDLE/READ_VARIABLE ops, no weights in the file) instead of freezing them.
+    holder = tf.Module()
+    holder.inference_variables = list(concrete_function.variables)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function], holder)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization == "none":
+        return converter
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "int8":
+        step = batch_size or 1
+
+        def representative_dataset():
+            for start in range(0, len(representative_images) - step + 1, step):
+                yield [representative_images[start : start + step]]
+
+        converter.representative_dataset = representative_dataset
+        # Every op in int8; inputs and outputs stay float32 (quantized at the edges), so the
+        # file is a drop-in replacement for the fp32 one.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return converter
+
+
+def check_quantization(quantization, representative_data):
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"Unknown quantization {quantization!r}; valid modes: {', '.join(QUANTIZATIONS)} "
+            "(none = float32; float16 = half-precision weights; dynamic_int8 = int8 weights, float "
+            "activations; int8 = int8 weights and activations, needs representative_data)."
+        )
+    if quantization == "int8" and representative_data is None:
+        raise ValueError(
+            "quantization='int8' calibrates activation ranges on representative images: pass "
+            "representative_data (a data source such as 'digits' or 'folder:/path/to/images', or an "
+            "array of images). Or use 'dynamic_int8', which needs no data."
+        )
+
+
+def export_tflite(
+    model,
+    path,
+    quantization="none",
+    representative_data=None,
+    *,
+    num_calibration=DEFAULT_NUM_CALIBRATION,
+    sample_images=None,
+    num_parity_samples=DEFAULT_NUM_PARITY_SAMPLES,
+    image_size=None,
+    batch_size=None,
+    use_ema="auto",
+    crop_padding=None,
+    thresholds=None,
+    overwrite=False,
+):
+    """Converts the inference graph of `model` to a .tflite file, checked before it is moved to `path`.
+
+    Args:
+      model: a Keras model taking float pixels in [0, 255] (EfficientNetV2 with its default
+        include_preprocessing=True), with one output.
+      path: the .tflite file to write. Never overwritten unless `overwrite=True`; a failed export
+        leaves nothing there (written to a temporary sibling, renamed into place when checked).
+      quantization: "none" (float32), "float16", "dynamic_int8" or "int8" (full integer).
+      representative_data: images that calibrate "int8" (required there): a data source name
+        ("digits", "folder:/path", an image-folder path, ...), a `Source`, an array [N, S, S, 3] of
+        pixels in [0, 255], or a tf.data dataset. Sources are read with the evaluation preprocessing.
+      num_calibration: how many representative images calibrate int8 (about 100-500 is typical).
+      sample_images: images for the parity check (same kinds); default: the representative data's
+        evaluation split, else the bundled digits.
+      image_size: the square input size; default the model's fixed size or the variant's eval size.
+      batch_size: None for a dynamic batch (the file's default shape is batch 1; interpreters
+        resize), or an int to fix it.
+      use_ema: "auto" | True | False: export the optimizer's EMA weights (see `common.ema_state_mapping`).
+      crop_padding: evaluation centre-crop padding for images read from sources (default 32, official).
+      thresholds: override `parity.PARITY_THRESHOLDS` (a (max_abs_diff, min_top1) pair or a dict).
+    Returns an `ExportResult`; raises `ExportParityError` (nothing written) when parity fails,
+    `InferenceGraphError` when the graph has random/training/variable ops.
+    """
+    import tensorflow as tf
+
+    check_quantization(quantization, representative_data)
+    path = common.check_target(path, overwrite)
+    image_size = common.resolve_image_size(model, image_size)
+    batch_size = common.check_batch_size(batch_size)
+    ema = common.ema_state_mapping(model, use_ema)
+    parity.thresholds_for(quantization, thresholds)  # validates early
+
+    representative_images = None
+    if quantization == "int8":
+        representative_images, _ = samples.load_images(
+            representative_data, image_size, num_calibration, crop_padding=crop_padding
+        )
+        if batch_size and len(representative_images) < batch_size:
+            raise ValueError(
+                f"int8 calibration needs at least batch_size={batch_size} images, "
+                f"got {len(representative_images)}."
+            )
+    images, sample_source = samples.parity_images(
+        sample_images, representative_data, image_size, num_parity_samples, crop_padding
+    )
+    reference = common.keras_outputs(model, images, ema)
+
+    infer = common.inference_function(model, ema)
+    function = tf.function(
+        lambda images: {OUTPUT_NAME: infer(images)},
+        input_signature=[tf.TensorSpec([batch_size, image_size, image_size, 3], tf.float32, name=INPUT_NAME)],
+    )
+    concrete = function.get_concrete_function()
+    graph_check.check_inference_graph(
+        concrete, common.regularization_rate_variables(model), what="traced inference function"
+    )
+    content = _converter(concrete, quantization, representative_images, batch_size).convert()
+
+    with common.atomic_output(path, overwrite) as temporary:
+        with open(temporary, "wb") as f:
+            f.write(content)
+        op_types = graph_check.check_tflite_ops(content, what=f"TFLite model ({quantization})")
+        interpreter = make_interpreter(model_path=temporary)
+        outputs = run_tflite(interpreter, images, batch_size)
+        report = parity.compare(
+            reference, outputs, signature=f"tflite {quantization}", mode=quantization, thresholds=thresholds
+        )
+        parity.raise_if_failed([report], f"the TFLite export ({quantization}) to {path}")
+
+    return common.ExportResult(
+        path=path,
+        format="tflite",
+        quantization=quantization,
+        image_size=image_size,
+        batch_size=batch_size,
+        size_bytes=len(content),
+        used_ema=bool(ema),
+        sample_source=sample_source,
+        parity=(report,),
+        op_types=tuple(op_types),
+    )
+

@@ -1,0 +1,374 @@
+"""Export: SavedModel and TFLite parity, inference-only graphs, the bytes signature, atomic writes, the tool.
+
+The exports are made once per module (fixtures) from one B0 at 64 px with 10 classes and random
+conv weights. A random B0 straight from its initializers returns near-uniform probabilities, which
+make top-1 agreement meaningless, and amplifies any rounding chaotically, unlike a trained network.
+So the fixture conditions it the way a short training would, without training: batch-norm
+statistics from a batch of digits, residual branches scaled down (as zero-init-residual training
+starts), and a nearest-class-mean head on the random features (76 % accurate). Measured (360 test
+digits): float16 100 %, dynamic int8 98.1 %, int8 93.3 % top-1 agreement with Keras; a trained B0
+(95 % accurate) gives 100, 99.7 and 99.2 %.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras
+import tensorflow as tf
+
+import efficientnetv2_keras as ev2
+from efficientnetv2_keras import export
+from efficientnetv2_keras.data import preprocess_for_eval
+from efficientnetv2_keras.export import common, graph_check, parity
+
+SIZE = 64
+CLASSES = 10
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _conditioned_b0():
+    keras.utils.set_random_seed(0)
+    model = ev2.EfficientNetV2B0(input_shape=(SIZE, SIZE, 3), classes=CLASSES, bn_momentum=0.0)
+    train, labels = _digits("train", 256, with_labels=True)
+    model(train[:128], training=True)  # momentum 0: the moving statistics become this batch's
+    names = {layer.name for layer in model.layers}
+    for layer in model.layers:
+        if layer.name.endswith("project_bn") and layer.name.replace("project_bn", "add") in names:
+            layer.gamma.assign(layer.gamma * 0.1)
+            layer.beta.assign(layer.beta * 0.1)
+    features = keras.Model(model.input, model.get_layer("avg_pool").output).predict(train, verbose=0)
+    mean, std = features.mean(0), features.std(0) + 1e-6
+    standardized = (features - mean) / std
+    centroids = np.stack([standardized[labels == c].mean(0) for c in range(CLASSES)])
+    scale = 4.0 / (standardized @ centroids.T).std()
+    head = model.get_layer("predictions")
+    head.kernel.assign(centroids.T / std[:, None] * scale)
+    head.bias.assign(-(mean / std) @ centroids.T * scale)
+    return model
+
+
+def _digits(split, count, with_labels=False):
+    dataset = ev2.data.build_dataset("digits", split, SIZE, count, training=False, label_format="sparse")
+    images, labels = next(iter(dataset))
+    return (images.numpy(), labels.numpy()) if with_labels else images.numpy()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _conditioned_b0()
+
+
+@pytest.fixture(scope="module")
+def test_images():
+    return _digits("test", 64)
+
+
+@pytest.fixture(scope="module")
+def saved_model(model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("saved_model") / "b0"
+    path.mkdir()
+    (path / "old_model_file").write_text("replaced by the export")
+    result = export.export_saved_model(model, path, overwrite=True)
+    return result, tf.saved_model.load(str(path))
+
+
+@pytest.fixture(scope="module")
+def tflite_exports(model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tflite")
+    (folder / "b0_none.tflite").write_bytes(b"an older file, replaced with overwrite=True")
+    return {
+        mode: export.export_tflite(
+            model, folder / f"b0_{mode}.tflite", mode, representative_data="digits", num_calibration=64,
+            overwrite=(mode == "none"),
+        )  # fmt: skip
+        for mode in export.QUANTIZATIONS
+    }
+
+
+def _keras(model, images):
+    return model(images, training=False).numpy()
+
+
+def _tflite(result, images):
+    return export.run_tflite(export.make_interpreter(model_path=result.path), images)
+
+
+# -- SavedModel -----------------------------------------------------------------------------------
+
+
+def test_saved_model_reload_gives_keras_outputs(model, saved_model, test_images):
+    result, loaded = saved_model
+    outputs = loaded.signatures[export.FLOAT_SIGNATURE](images=tf.constant(test_images))["predictions"]
+    assert np.abs(outputs.numpy() - _keras(model, test_images)).max() < 1e-5
+    assert all(report.passed for report in result.parity)
+    assert not os.path.exists(os.path.join(result.path, "old_model_file"))  # replaced, not merged
+
+
+def test_bytes_signature_classifies_a_jpeg_like_the_float_signature(model, saved_model):
+    _, loaded = saved_model
+    # A digit on a larger, non-square colour canvas, so decode, centre crop and resize all matter.
+    digit = tf.image.resize(_digits("test", 1)[0], [80, 80]).numpy()
+    canvas = np.full((96, 120, 3), 30.0, np.float32)
+    canvas[8:88, 20:100] = digit * np.array([1.0, 0.8, 0.6])
+    jpeg = tf.io.encode_jpeg(tf.constant(np.round(canvas).astype(np.uint8)), quality=95)
+
+    from_bytes = loaded.signatures[export.BYTES_SIGNATURE](image_bytes=tf.stack([jpeg]))["predictions"].numpy()
+    decoded = tf.io.decode_jpeg(jpeg, channels=3)
+    image = preprocess_for_eval(decoded, SIZE)[None]
+    from_floats = loaded.signatures[export.FLOAT_SIGNATURE](images=image)["predictions"].numpy()
+    assert from_bytes.argmax() == from_floats.argmax()
+    np.testing.assert_allclose(from_bytes, from_floats, atol=1e-5)
+    assert from_floats.max() > 2.0 / CLASSES  # a decided prediction, not a tie
+
+
+def test_bytes_signature_reads_png_batches(saved_model, test_images):
+    _, loaded = saved_model
+    files = [tf.io.encode_png(tf.cast(image, tf.uint8)) for image in test_images[:3]]
+    outputs = loaded.signatures[export.BYTES_SIGNATURE](image_bytes=tf.stack(files))["predictions"]
+    assert outputs.shape == (3, CLASSES)
+
+
+# -- TFLite ---------------------------------------------------------------------------------------
+
+
+def test_tflite_fp32_matches_keras(model, tflite_exports, test_images):
+    outputs = _tflite(tflite_exports["none"], test_images)
+    assert np.abs(outputs - _keras(model, test_images)).max() < 1e-4
+
+
+@pytest.mark.parametrize("mode", ["float16", "dynamic_int8", "int8"])
+def test_tflite_quantized_within_documented_bounds(model, tflite_exports, test_images, mode):
+    result = tflite_exports[mode]
+    report = parity.compare(_keras(model, test_images), _tflite(result, test_images),
+                            signature=mode, mode=mode)  # fmt: skip
+    max_abs_diff, min_top1 = export.PARITY_THRESHOLDS[mode]
+    assert report.max_abs_diff <= max_abs_diff
+    assert report.top1_agreement >= min_top1
+    assert report.top1_agreement > 0.5  # int8: "agrees on top-1 for most inputs"
+    assert result.parity[0].passed
+
+
+def test_tflite_files_shrink_with_quantization(tflite_exports):
+    sizes = {mode: os.path.getsize(result.path) for mode, result in tflite_exports.items()}
+    assert sizes["float16"] < 0.6 * sizes["none"]
+    assert sizes["dynamic_int8"] < 0.4 * sizes["none"]
+    assert sizes["int8"] < 0.4 * sizes["none"]
+
+
+def test_tflite_runs_on_both_interpreters(tflite_exports, test_images):
+    """LiteRT (preferred) and the deprecated tf.lite.Interpreter give the same outputs, silently."""
+    import warnings
+
+    path = tflite_exports["none"].path
+    litert = export.run_tflite(export.make_interpreter(model_path=path), test_images[:4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # our fallback silences the deprecation warning
+        import efficientnetv2_keras.export.tflite as tflite_module
+
+        original = tflite_module.interpreter_backend
+        tflite_module.interpreter_backend = lambda: "tf.lite"
+        try:
+            fallback = export.run_tflite(export.make_interpreter(model_path=path), test_images[:4])
+        finally:
+            tflite_module.interpreter_backend = original
+    np.testing.assert_allclose(litert, fallback, atol=1e-6)
+
+
+# -- inference graphs -------------------------------------------------------------------------------
+
+RANDOM_OR_TRAINING = ("Random", "StatelessRandom", "AssignVariableOp", "AssignAddVariableOp", "RngReadAndSkip")
+
+
+def test_exported_graphs_have_no_random_or_training_ops(saved_model, tflite_exports):
+    result, loaded = saved_model
+    op_types = export.check_inference_graph(loaded)
+    assert "Conv2D" in op_types and any(op.startswith("Decode") for op in op_types)
+    assert not [op for op in op_types if op.startswith(RANDOM_OR_TRAINING)]
+    for fn in loaded.signatures.values():
+        for node in fn.graph.as_graph_def().node:
+            if node.op.startswith("FusedBatchNorm"):
+                assert not node.attr["is_training"].b
+    for mode, tflite in tflite_exports.items():
+        names = export.tflite_op_names(open(tflite.path, "rb").read())
+        assert "CONV_2D" in names, mode
+        assert not set(names) & set(graph_check.TFLITE_FORBIDDEN_OPS), (mode, names)
+        assert not [n for n in names if n.startswith("Flex")], (mode, names)
+
+
+def test_checker_rejects_a_training_mode_graph(model):
+    """What the official project exported by mistake: drop-connect + batch-norm updates."""
+    traced = tf.function(lambda images: model(images, training=True)).get_concrete_function(
+        tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)
+    )
+    with pytest.raises(export.InferenceGraphError) as error:
+        export.check_inference_graph(traced, common.regularization_rate_variables(model))
+    message = str(error.value)
+    assert "random op" in message and "state-changing op" in message and "rate" in message
+    inference = tf.function(lambda images: model(images, training=False)).get_concrete_function(
+        tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)
+    )
+    export.check_inference_graph(inference, common.regularization_rate_variables(model))
+
+
+def test_tflite_checker_rejects_unfrozen_variables(tiny_spec):
+    """Converting with the Keras model attached to the converter's trackable keeps its weights as
+    resource variables (VAR_HANDLE/READ_VARIABLE ops, no weights in the file): a "mutable variable" model."""
+    tiny = ev2.build_model(tiny_spec, input_shape=(32, 32, 3), classes=3)
+    function = tf.function(lambda x: {"y": tiny(x, training=False)}).get_concrete_function(
+        tf.TensorSpec([None, 32, 32, 3], tf.float32)
+    )
+    holder = tf.Module()
+    holder.model = tiny
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
+    with pytest.raises(export.InferenceGraphError, match="READ_VARIABLE|VAR_HANDLE"):
+        export.check_tflite_ops(converter.convert())
+
+
+# -- failures leave nothing behind ----------------------------------------------------------------
+
+
+def _leftovers(folder):
+    return sorted(name for name in os.listdir(folder) if name.startswith("."))
+
+
+def test_parity_failure_leaves_no_file_and_keeps_the_old_one(tiny_spec, tmp_path):
+    tiny = ev2.build_model(tiny_spec, input_shape=(32, 32, 3), classes=3)
+    target = tmp_path / "tiny.tflite"
+    target.write_bytes(b"the previous export")
+    with pytest.raises(export.ExportParityError) as error:
+        # An impossible request: float16 weights with outputs identical to float32.
+        export.export_tflite(tiny, target, "float16", thresholds=(0.0, 1.0), overwrite=True, num_parity_samples=8)
+    assert error.value.reports and not error.value.reports[0].passed
+    assert target.read_bytes() == b"the previous export"
+    assert _leftovers(tmp_path) == []
+    with pytest.raises(export.ExportParityError):
+        export.export_saved_model(tiny, tmp_path / "new", thresholds=(0.0, 1.0), num_parity_samples=8)
+    assert not (tmp_path / "new").exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"quantization": "int4"}, "none, float16, dynamic_int8, int8"),
+        ({"quantization": "int8"}, "representative_data"),
+        ({"quantization": "int8", "representative_data": np.zeros((4, 32, 32, 3))}, r"\(64, 64, 3\)"),
+        ({"image_size": 96}, "built for 64x64"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"use_ema": "yes"}, "use_ema"),
+        ({"use_ema": True}, "keeps no moving averages"),
+    ],
+)
+def test_bad_requests_fail_early_with_clear_errors(model, tmp_path, kwargs, match):
+    target = tmp_path / "b0.tflite"
+    with pytest.raises(ValueError, match=match):
+        export.export_tflite(model, target, **kwargs)
+    assert not target.exists() and _leftovers(tmp_path) == []
+
+
+def test_existing_target_is_not_overwritten(model, tmp_path):
+    target = tmp_path / "b0"
+    target.mkdir()
+    with pytest.raises(FileExistsError, match="overwrite"):
+        export.export_saved_model(model, target)
+    with pytest.raises(ValueError, match="TFLite only"):
+        export.export_model(model, tmp_path / "x", format="saved_model", quantization="int8")
+    with pytest.raises(ValueError, match="saved_model, tflite"):
+        export.export_model(model, tmp_path / "x", format="onnx")
+
+
+def test_atomic_output_cleans_up_on_error(tmp_path):
+    target = tmp_path / "model"
+    with pytest.raises(RuntimeError, match="boom"):
+        with common.atomic_output(target) as temporary:
+            os.makedirs(os.path.join(temporary, "variables"))
+            raise RuntimeError("boom")
+    assert not target.exists() and _leftovers(tmp_path) == []
+    with common.atomic_output(target) as temporary:
+        os.makedirs(temporary)
+        open(os.path.join(temporary, "new"), "w").close()
+    with common.atomic_output(target, overwrite=True) as temporary:
+        open(temporary, "w").write("a file replaces a directory")
+    assert target.read_text() == "a file replaces a directory" and _leftovers(tmp_path) == []
+
+
+# -- image size, EMA --------------------------------------------------------------------------------
+
+
+def test_image_size_defaults(tiny_spec):
+    dynamic_b0 = ev2.EfficientNetV2B0(include_top=False, pooling="avg")
+    assert export.resolve_image_size(dynamic_b0) == 224  # the variant's eval size
+    assert export.resolve_image_size(dynamic_b0, 96) == 96
+    tiny = ev2.build_model(tiny_spec, classes=3)
+    with pytest.raises(ValueError, match="pass image_size"):
+        export.resolve_image_size(tiny)
+    with pytest.raises(ValueError, match="at least|>= 32"):
+        export.resolve_image_size(tiny, 16)
+
+
+def test_ema_weights_are_exported_without_touching_the_model(tiny_spec, tmp_path):
+    keras.utils.set_random_seed(1)
+    model = ev2.build_model(tiny_spec, input_shape=(32, 32, 3), classes=5, classifier_activation=None)
+    model.compile(keras.optimizers.SGD(0.1, use_ema=True), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    for average, variable in zip(model.optimizer._model_variables_moving_average, model.trainable_variables):
+        average.assign(variable * 0.5 + 0.01)
+    images = _digits("test", 8)[:, ::2, ::2]  # 32 px
+    before = [w.copy() for w in model.get_weights()]
+    raw = _keras(model, images)
+
+    result = export.export_tflite(model, tmp_path / "ema.tflite", sample_images=images, num_parity_samples=8)
+    assert result.used_ema
+    assert [np.array_equal(a, b) for a, b in zip(before, model.get_weights())] == [True] * len(before)
+
+    averaged = keras.models.clone_model(model)
+    averaged.set_weights(model.get_weights())
+    for variable, average in zip(averaged.trainable_variables, model.optimizer._model_variables_moving_average):
+        variable.assign(average)
+    served = _tflite(result, images)
+    np.testing.assert_allclose(served, _keras(averaged, images), atol=1e-4)
+    assert np.abs(served - raw).max() > 1e-2  # really the averages, not the raw weights
+
+    plain = export.export_tflite(model, tmp_path / "raw.tflite", use_ema=False, sample_images=images)
+    np.testing.assert_allclose(_tflite(plain, images), raw, atol=1e-4)
+
+    # The SavedModel holds the optimizer's average variables in place of the weights.
+    saved = export.export_saved_model(model, tmp_path / "ema", sample_images=images, num_parity_samples=8)
+    signature = tf.saved_model.load(saved.path).signatures[export.FLOAT_SIGNATURE]
+    np.testing.assert_allclose(signature(images=tf.constant(images))["predictions"].numpy(),
+                               _keras(averaged, images), atol=1e-5)  # fmt: skip
+
+
+def test_load_model_for_export(model, tmp_path):
+    weights = tmp_path / "b0.weights.h5"
+    model.save_weights(weights)
+    loaded = export.load_model_for_export(variant="b0", weights=weights, classes=CLASSES)
+    assert export.resolve_image_size(loaded) == 224  # built for any size: the eval size
+    with pytest.raises(ValueError, match="either"):
+        export.load_model_for_export(tmp_path / "m.keras", variant="b0")
+    with pytest.raises(ValueError, match="not a .keras file"):
+        export.load_model_for_export(weights)
+
+
+# -- the tool ---------------------------------------------------------------------------------------
+
+
+def test_tool_exports_a_keras_file_end_to_end(tiny_spec, tmp_path):
+    keras.utils.set_random_seed(2)
+    model = ev2.build_model(tiny_spec, input_shape=(32, 32, 3), classes=10)
+    model.save(tmp_path / "tiny.keras")
+    output = tmp_path / "out" / "tiny.tflite"
+    command = [
+        sys.executable, os.path.join(REPO, "tools", "export.py"), f"--model={tmp_path / 'tiny.keras'}",
+        "--format=tflite", "--quantization=none", f"--output={output}", "--num_parity_samples=16",
+    ]  # fmt: skip
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert output.exists() and "tflite none" in run.stdout and "[ok]" in run.stdout
+
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode != 0 and "already exists" in again.stderr

@@ -1,0 +1,108 @@
+"""Exports a trained model for serving, with a parity check against Keras.
+
+    python tools/export.py --model=runs/demo/model.keras --format=tflite --quantization=int8 \
+        --representative_source=digits --output=exports/demo_int8.tflite
+    python tools/export.py --variant=s --weights=s.weights.h5 --format=saved_model --output=exports/s
+
+Prints the parity report. Exits non-zero, leaving nothing at --output, when the export fails (parity
+below the thresholds of efficientnetv2_keras.export.PARITY_THRESHOLDS, a training op in the graph, ...).
+An existing --output is replaced only with --overwrite.
+"""
+
+import sys
+
+from absl import app, flags, logging
+
+QUANTIZATIONS = ("none", "float16", "dynamic_int8", "int8")
+
+flags.DEFINE_string("model", None, "A .keras model file (model.save). Or use --variant and --weights.")
+flags.DEFINE_string("variant", None, "Variant to build (b0-b3, s, m, l, xl) when exporting a weights file.")
+flags.DEFINE_string("weights", None, "With --variant: a weights file, 'imagenet', or 'none' (random weights).")
+flags.DEFINE_integer("classes", 1000, "With --variant: classes of the classifier head in --weights.")
+flags.DEFINE_integer(
+    "image_size", None, "Input size in pixels; default the model's fixed size or the variant's eval size."
+)
+flags.DEFINE_enum("format", "saved_model", ["saved_model", "tflite"], "Export format.")
+flags.DEFINE_enum("quantization", "none", list(QUANTIZATIONS), "TFLite quantization.")
+flags.DEFINE_string(
+    "representative_source", None,
+    "Images for int8 calibration and the parity check: 'digits', 'folder:/path', an image folder, a "
+    "prepared tfds name. Default for the parity check: the bundled digits.",
+)  # fmt: skip
+flags.DEFINE_integer("num_calibration", 100, "Images that calibrate int8.")
+flags.DEFINE_integer("num_parity_samples", 64, "Images in the parity check.")
+flags.DEFINE_string("output", None, "Output path: a SavedModel directory or a .tflite file.")
+flags.DEFINE_boolean("overwrite", False, "Replace an existing --output.")
+flags.DEFINE_string("batch_size", "dynamic", "'dynamic' (any batch) or a fixed batch size.")
+flags.DEFINE_enum("use_ema", "auto", ["auto", "true", "false"], "Export the optimizer's EMA weights.")
+flags.DEFINE_float("max_abs_diff", None, "Parity limit on probabilities; default: the documented one per mode.")
+flags.DEFINE_float("min_top1_agreement", None, "Parity limit on top-1 agreement (0-1); default: documented.")
+flags.mark_flag_as_required("output")
+FLAGS = flags.FLAGS
+
+
+def _batch_size(value):
+    if value == "dynamic":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise app.UsageError(f"--batch_size must be 'dynamic' or an integer, got {value!r}.") from None
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if (FLAGS.model is None) == (FLAGS.variant is None):
+        raise app.UsageError("Pass either --model=FILE.keras or --variant=NAME --weights=FILE.")
+    if FLAGS.variant is not None and FLAGS.weights is None:
+        raise app.UsageError(
+            "--variant needs --weights (a weights file, 'imagenet', or 'none' for random weights)."
+        )
+    if FLAGS.format == "saved_model" and FLAGS.quantization != "none":
+        raise app.UsageError("--quantization applies to --format=tflite only.")
+
+    batch_size = _batch_size(FLAGS.batch_size)
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # TensorFlow logs several INFO lines per SavedModel write
+    from efficientnetv2_keras import export
+
+    weights = None if (FLAGS.weights or "").lower() == "none" else FLAGS.weights
+    thresholds = None
+    if FLAGS.max_abs_diff is not None or FLAGS.min_top1_agreement is not None:
+        mode = "saved_model" if FLAGS.format == "saved_model" else FLAGS.quantization
+        default_diff, default_top1 = export.PARITY_THRESHOLDS[mode]
+        thresholds = (
+            default_diff if FLAGS.max_abs_diff is None else FLAGS.max_abs_diff,
+            default_top1 if FLAGS.min_top1_agreement is None else FLAGS.min_top1_agreement,
+        )
+    try:
+        model = export.load_model_for_export(
+            FLAGS.model, variant=FLAGS.variant, weights=weights, classes=FLAGS.classes
+        )
+        result = export.export_model(
+            model,
+            FLAGS.output,
+            format=FLAGS.format,
+            quantization=FLAGS.quantization,
+            representative_data=FLAGS.representative_source,
+            num_calibration=FLAGS.num_calibration,
+            num_parity_samples=FLAGS.num_parity_samples,
+            image_size=FLAGS.image_size,
+            batch_size=batch_size,
+            use_ema={"auto": "auto", "true": True, "false": False}[FLAGS.use_ema],
+            thresholds=thresholds,
+            overwrite=FLAGS.overwrite,
+        )
+    except export.ExportParityError as error:
+        print(f"Export failed: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, FileExistsError, FileNotFoundError, export.InferenceGraphError) as error:
+        print(f"Export failed: {error}", file=sys.stderr)
+        return 2
+    print(result)
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)  # exits with main()'s return code
