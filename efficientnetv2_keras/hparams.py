@@ -39,6 +39,11 @@ AUGMENTS = ("randaug", "ft", "none")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "tpu", "gpus", "multi_worker", "cpu")
 PRESETS = ("paper", "official")
+# data.randaugment.RANDAUGMENT_OPS, repeated here so recipes validate without importing TensorFlow.
+RANDAUGMENT_OP_NAMES = (
+    "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color", "Contrast",
+    "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY", "Cutout", "SolarizeAdd",
+)  # fmt: skip
 ACTIVATIONS = ("silu", "swish", "relu", "relu6", "gelu", "hard_silu", "elu", "selu", "mish")
 
 Pair = Optional[Union[float, list]]  # null | a constant | [min, max]
@@ -102,6 +107,9 @@ class DataConfig:
     augment: str = _key("randaug", "randaug (crop+flip+RandAugment, §5.1), ft (finetune: resize+flip+cutout, "
                                    "§5.3) or none.", choices=AUGMENTS)
     randaug_layers: int = _key(2, "RandAugment ops per image (REFERENCE §3.7: 2).", low=0)
+    randaug_ops: Optional[list] = _key(
+        None, "RandAugment ops to draw from; null = all 16 of the released code (REFERENCE §3.7). Narrow it "
+        "where ops destroy the label (no Invert/Solarize/Equalize for handwriting).", choices=RANDAUGMENT_OP_NAMES)
     randaug_magnitude: Optional[float] = _key(
         None, "RandAugment magnitude without progressive learning; null = the variant's official one; 0 = off.",
         low=0.0, high=30.0)
@@ -182,6 +190,8 @@ class EvalConfig:
     """Evaluation."""
 
     batch_size: int = _key(128, "Evaluation batch size (REFERENCE §3.8: 128 for 21k).", low=1)
+    validation_freq: int = _key(1, "In traineval mode, validate (and maybe save best.keras) every N epochs; the "
+                                   "final evaluation always runs.", low=1)
 
 
 @dataclasses.dataclass
@@ -367,6 +377,15 @@ def _check_value(section, key, value, origin=None):
         return converted
     if key == "jit_compile" and isinstance(converted, str) and converted != "auto":
         raise ConfigError(f"{name} must be 'auto', true or false, got {converted!r}{_where(origin)}.")
+    if meta["choices"] is not None and isinstance(converted, list):  # a list of choices
+        for item in converted:
+            if item not in meta["choices"]:
+                nearest = _nearest(str(item), meta["choices"])
+                hint = f" Did you mean {nearest!r}?" if nearest else ""
+                raise ConfigError(f"{name}: {item!r} is not one of {list(meta['choices'])}{_where(origin)}.{hint}")
+        if not converted:
+            raise ConfigError(f"{name} must name at least one op, or be null for all{_where(origin)}.")
+        return converted
     if meta["choices"] is not None and converted not in meta["choices"]:
         nearest = _nearest(str(converted), meta["choices"])
         hint = f" Did you mean {nearest!r}?" if nearest else ""
@@ -695,6 +714,7 @@ def dataset_options(config):
     data = config.data
     return {
         "randaug_layers": data.randaug_layers,
+        "randaug_ops": data.randaug_ops,
         "label_format": data.label_format,
         "augment": None if data.augment == "none" else data.augment,
         "crop_area_range": (data.crop_area_min, 1.0),

@@ -121,3 +121,13 @@ def test_keras_fit_consumes_the_pipeline(digits):
     dataset = build_dataset(digits, "train[:64]", 16, 16, training=True, randaug_magnitude=5, mixup_alpha=0.2)
     history = model.fit(dataset, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
+
+
+def test_randaug_ops_narrow_the_op_set():
+    with pytest.raises(ValueError, match="Unknown RandAugment op"):
+        build_dataset("digits", "train", 16, 8, training=True, randaug_magnitude=5, randaug_ops=["Blur"])
+    # Invert alone at any magnitude > 0 turns ink white-on-black into black-on-white.
+    plain = next(iter(build_dataset("digits", "train", 16, 8, training=True, seed=0, flip=False, crop_area_range=(1.0, 1.0))))[0]
+    inverted = next(iter(build_dataset("digits", "train", 16, 8, training=True, seed=0, flip=False, crop_area_range=(1.0, 1.0),
+                                       randaug_magnitude=5, randaug_layers=1, randaug_ops=["Invert"])))[0]
+    np.testing.assert_allclose(inverted.numpy(), 255.0 - plain.numpy(), atol=1.0)

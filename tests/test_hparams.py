@@ -176,3 +176,14 @@ def test_dict_recipes_and_their_base():
     assert (config.model.name, config.train.epochs) == ("efficientnetv2-m", 3)
     with pytest.raises(ConfigError, match="Did you mean 'train.epochs'"):
         load_config({"train": {"epoch": 3}})
+
+
+def test_randaug_ops_are_validated_and_match_the_data_package():
+    from efficientnetv2_keras.data import RANDAUGMENT_OPS
+    from efficientnetv2_keras.hparams import RANDAUGMENT_OP_NAMES
+
+    assert tuple(RANDAUGMENT_OP_NAMES) == tuple(RANDAUGMENT_OPS)
+    config = load_config("digits_demo", ["data.randaug_ops=[Rotate, ShearX]"])
+    assert config.data.randaug_ops == ["Rotate", "ShearX"]
+    with pytest.raises(ConfigError, match="'Rotat' is not one of.*Did you mean 'Rotate'"):
+        load_config("digits_demo", ["data.randaug_ops=[Rotat]"])

@@ -21,6 +21,7 @@ def test_train_py_traineval_runs_one_tiny_epoch_on_digits(tmp_path):
             "data.source_options.image_size=40",
             "data.eval_size=32",
             "eval.batch_size=180",
+            "eval.validation_freq=1",
         ]
     )
     result = subprocess.run(
@@ -48,6 +49,26 @@ def test_train_py_traineval_runs_one_tiny_epoch_on_digits(tmp_path):
     model = load_for_evaluation(config, str(model_dir / "last.keras"))
     evaluation = evaluate_model(model, config)
     assert evaluation["accuracy"] == pytest.approx(results["evaluation"]["accuracy"], abs=1e-6)
+
+    # tools/predict.py on image files gives the model's own top-1 for the same (decoded) images.
+    import numpy as np
+    import tensorflow as tf
+
+    from efficientnetv2_keras.data import DigitsSource, build_dataset
+
+    images, _ = next(iter(build_dataset(DigitsSource(image_size=32), "test", 32, 3, training=False, eval_crop_padding=0)))
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(str(tmp_path / f"digit{i}.png"))
+        tf.io.write_file(paths[-1], tf.io.encode_png(tf.cast(tf.round(image), tf.uint8)))
+    expected = np.argmax(model.predict(images, verbose=0), axis=-1)
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "predict.py"), f"--model_dir={model_dir}", "--top_k=2", *paths],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith(str(tmp_path))]
+    assert [line.split(": ")[1].split(" ")[0] for line in lines] == [str(label) for label in expected]
 
 
 def test_bad_mode_and_missing_checkpoint_errors(tmp_path):

@@ -18,6 +18,7 @@ from efficientnetv2_keras.data.pipeline import (
     num_batches,
 )
 from efficientnetv2_keras.data.preprocessing import (
+    decode_and_preprocess,
     preprocess_for_eval,
     preprocess_for_finetune,
     preprocess_for_train,
@@ -57,6 +58,7 @@ __all__ = [
     "RANDAUGMENT_OPS",
     "validate_magnitude",
     "preprocess_image",
+    "decode_and_preprocess",
     "preprocess_for_train",
     "preprocess_for_eval",
     "preprocess_for_finetune",

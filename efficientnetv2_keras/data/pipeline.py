@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from efficientnetv2_keras.data.mixing import mix_batch
 from efficientnetv2_keras.data.preprocessing import CROP_PADDING, TRAIN_AREA_RANGE, preprocess_image
-from efficientnetv2_keras.data.randaugment import RandAugment, validate_magnitude
+from efficientnetv2_keras.data.randaugment import RANDAUGMENT_OPS, RandAugment, validate_magnitude
 from efficientnetv2_keras.data.sources import Source, get_source
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -91,6 +91,7 @@ def build_dataset(
     training,
     randaug_magnitude=0.0,
     randaug_layers=2,
+    randaug_ops=None,
     mixup_alpha=0.0,
     cutmix_alpha=0.0,
     label_format=None,
@@ -119,6 +120,8 @@ def build_dataset(
       training: True for the training pipeline (shuffle, augmentation, mixing, drop_remainder).
       randaug_magnitude: RandAugment magnitude on the official scale, in [0, 30] (paper: 5-25; 0 = off).
       randaug_layers: RandAugment ops per image (official 2).
+      randaug_ops: names of the ops to draw from (default: all 16 of `RANDAUGMENT_OPS`). Narrow it for
+        images where some ops destroy the label, e.g. no Invert/Solarize/Equalize for handwriting.
       mixup_alpha, cutmix_alpha: Beta(alpha, alpha) parameters; 0 = off; both > 0 = half the batch each.
       label_format: "sparse" (int32 [B]), "one_hot" (float32 [B, C]), "multi_hot_normalized" (float32,
         sums to 1) or "multi_hot" (0/1). None = one_hot, or multi_hot_normalized for multi-label sources.
@@ -175,7 +178,7 @@ def build_dataset(
 
     randaugment = None
     if training and augment in ("randaug", "ft") and randaug_magnitude > 0:
-        randaugment = RandAugment(randaug_magnitude, randaug_layers)
+        randaugment = RandAugment(randaug_magnitude, randaug_layers, ops=tuple(randaug_ops or RANDAUGMENT_OPS))
 
     dataset = source.records(
         split,

@@ -90,6 +90,18 @@ def preprocess_for_eval(image, image_size, *, crop_padding=CROP_PADDING):
     return tf.ensure_shape(_resize(image, image_size), [image_size, image_size, 3])
 
 
+def decode_and_preprocess(image_bytes, image_size, crop_padding=None):
+    """One encoded image file (scalar tf.string) -> float32 [S, S, 3] in [0, 255], as for evaluation.
+
+    Used where raw files come in (the SavedModel bytes signature, tools/predict.py). Decoding: any
+    format tf.io.decode_image reads, the first frame of a GIF, grayscale and RGBA made RGB. Then
+    `preprocess_for_eval` (`crop_padding` None = the official 32).
+    """
+    crop_padding = CROP_PADDING if crop_padding is None else crop_padding
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    return preprocess_for_eval(image, image_size, crop_padding=crop_padding)
+
+
 def preprocess_for_finetune(image, image_size, seed=None, *, training, randaugment: RandAugment | None = None,
                             flip=True, cutout_pad_fraction=0.25):  # fmt: skip
     """Official 'ft' preprocessing: plain resize; training adds flip, optional RandAugment, and Cutout.

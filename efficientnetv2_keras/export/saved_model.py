@@ -12,6 +12,7 @@ optimizer state, no dropout rates); reload with `tf.saved_model.load` or `keras.
 
 import numpy as np
 
+from efficientnetv2_keras.data.preprocessing import decode_and_preprocess
 from efficientnetv2_keras.export import common, graph_check, parity, samples
 
 FLOAT_SIGNATURE = "serving_default"
@@ -19,22 +20,6 @@ BYTES_SIGNATURE = "serving_bytes"
 INPUT_NAME = "images"
 BYTES_INPUT_NAME = "image_bytes"
 OUTPUT_NAME = "predictions"
-
-
-def decode_and_preprocess(image_bytes, image_size, crop_padding=None):
-    """One encoded image (scalar tf.string) -> float32 [S, S, 3] in [0, 255], as served.
-
-    Decoding: any format tf.io.decode_image reads, first frame of a GIF, grayscale and RGBA made RGB.
-    Then the evaluation preprocessing: a centre crop of size/(size + crop_padding) when the size is
-    below 320 px (official), and a bilinear resize.
-    """
-    import tensorflow as tf
-
-    from efficientnetv2_keras.data.preprocessing import CROP_PADDING, preprocess_for_eval
-
-    crop_padding = CROP_PADDING if crop_padding is None else crop_padding
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    return preprocess_for_eval(image, image_size, crop_padding=crop_padding)
 
 
 def _endpoints(infer, image_size, batch_size, crop_padding):

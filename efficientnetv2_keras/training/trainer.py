@@ -85,12 +85,13 @@ class ModelCheckpoint(keras.callbacks.Callback):
 
 
 class StageTimer(keras.callbacks.Callback):
-    """Training time and images/s per progressive stage (validation time excluded)."""
+    """Training time and images/s per progressive stage (validation time excluded), and every epoch's logs."""
 
     def __init__(self, images_per_epoch):
         super().__init__()
         self.images_per_epoch = images_per_epoch
         self.stages = {}  # stage -> {"epochs", "seconds", "image_size"}
+        self.epoch_logs = []  # {"epoch": e, **logs}; val_* only where validation ran
         self._start = self._train_seconds = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -102,6 +103,7 @@ class StageTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        self.epoch_logs.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
         seconds = self._train_seconds if self._train_seconds is not None else time.perf_counter() - self._start
         entry = self.stages.setdefault(int(logs.get("stage", 0)), {"epochs": 0, "seconds": 0.0, "image_size": None})
         entry["epochs"] += 1
@@ -121,31 +123,27 @@ class StageTimer(keras.callbacks.Callback):
         ]
 
 
-def plot_training_curves(history, path, title=""):
-    """Loss and accuracy per epoch, with a dashed line where each progressive stage starts."""
+def plot_training_curves(epoch_logs, path, title=""):
+    """Loss and accuracy per epoch (validation where it ran), a dotted line where each stage starts."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = np.arange(1, len(history.get("loss", [])) + 1)
-    if history.get("epoch"):
-        epochs = np.asarray(history["epoch"]) + 1
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for axis, metric in zip(axes, ("loss", "accuracy")):
-        for prefix, style in (("", "-"), ("val_", "--")):
-            if prefix + metric in history:
-                axis.plot(epochs, history[prefix + metric], style, label=(prefix or "train_") + metric)
+        for name, style in ((metric, "-"), ("val_" + metric, "o--")):
+            points = [(row["epoch"] + 1, row[name]) for row in epoch_logs if name in row]
+            if points:
+                axis.plot(*zip(*points), style, label=name if name.startswith("val_") else "train_" + name)
         axis.set_xlabel("epoch")
         axis.set_title(metric)
         axis.grid(alpha=0.3)
-        stages = history.get("stage", [])
-        for i in range(1, len(stages)):
-            if stages[i] != stages[i - 1]:
-                axis.axvline(epochs[i] - 0.5, color="gray", linestyle=":", linewidth=1)
-                size = history.get("image_size", [None] * len(stages))[i]
-                axis.text(epochs[i] - 0.4, axis.get_ylim()[1], f"stage {int(stages[i]) + 1}" + (f"\n{int(size)} px" if size else ""),
-                          fontsize=7, va="top", color="gray")
+        for previous, row in zip(epoch_logs, epoch_logs[1:]):
+            if row.get("stage") != previous.get("stage"):
+                axis.axvline(row["epoch"] + 0.5, color="gray", linestyle=":", linewidth=1)
+                label = f"stage {int(row['stage']) + 1}" + (f"\n{int(row['image_size'])} px" if "image_size" in row else "")
+                axis.text(row["epoch"] + 0.6, axis.get_ylim()[1], label, fontsize=7, va="top", color="gray")
         axis.legend(fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()
@@ -240,6 +238,7 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    started = time.perf_counter()
     os.makedirs(model_dir, exist_ok=True)
     keras.utils.set_random_seed(config.runtime.seed)
     strategy = strategy or get_strategy(config.runtime.strategy, tpu=config.runtime.tpu)
@@ -273,30 +272,35 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     train, progressive, evaluation = _datasets(config, source, strategy, schedule, train_size, eval_size)
     with_validation = mode == "traineval"
     monitor = default_monitor(config, is_multi_label(config, source))
+    backup_dir = os.path.join(model_dir, "backup")
+    resuming = os.path.isdir(backup_dir)  # an interrupted run: fit continues from its last epoch
     timer = StageTimer(steps_per_epoch * config.train.batch_size)
-    callbacks = ([progressive] if progressive else []) + [
+    # The timer right after the stage switch (which adds the stage to the logs) and before
+    # checkpointing, so it times training alone.
+    callbacks = ([progressive] if progressive else []) + [timer] + [
         EMACallback([ModelCheckpoint(model_dir, monitor=monitor if with_validation else None)]),
-        keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup")),
-        keras.callbacks.CSVLogger(os.path.join(model_dir, "log.csv"), append=True),
+        keras.callbacks.BackupAndRestore(backup_dir),
+        keras.callbacks.CSVLogger(os.path.join(model_dir, "log.csv"), append=resuming),
         keras.callbacks.TensorBoard(os.path.join(model_dir, "tensorboard"), write_graph=False),
-        timer,
     ]
     start = time.perf_counter()
-    history = model.fit(
+    model.fit(
         train,
         epochs=epochs,
         validation_data=evaluation if with_validation else None,
+        validation_freq=config.eval.validation_freq,
         callbacks=callbacks,
         verbose=verbose,
     )
     results["train_seconds"] = round(time.perf_counter() - start, 1)
     results["epochs"] = epochs
     results["stages"] = timer.rows()
-    plot_training_curves(history.history | {"epoch": history.epoch}, os.path.join(model_dir, "training_curves.png"),
+    plot_training_curves(timer.epoch_logs, os.path.join(model_dir, "training_curves.png"),
                          title=f"{config.model.name} on {config.data.source}")
     if with_validation:
         # fit() has copied the EMA weights into the model (use_ema): this is the EMA model.
         results["evaluation"] = evaluate_model(model, config, source, "final EMA weights")
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
     _finish(results, model_dir, verbose)
     return results
 
@@ -308,7 +312,10 @@ def format_results(results):
         lines += ["", "| stage | image size | epochs | train time (s) | images/s |", "|---:|---:|---:|---:|---:|"]
         for row in results["stages"]:
             lines.append(f"| {row['stage']} | {row['image_size'] or '-'} | {row['epochs']} | {row['seconds']} | {row['images_per_second']} |")
-        lines.append(f"\ntraining wall time: {results['train_seconds']} s over {results['epochs']} epochs")
+        lines.append(
+            f"\nfit: {results['train_seconds']} s over {results['epochs']} epochs (validation and checkpoints "
+            f"included); whole run: {results.get('total_seconds', '-')} s"
+        )
     evaluation = results.get("evaluation")
     if evaluation:
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in evaluation.items() if isinstance(v, float))
