@@ -41,6 +41,11 @@ def test_train_py_traineval_runs_one_tiny_epoch_on_digits(tmp_path):
     log = (model_dir / "log.csv").read_text().splitlines()
     assert "image_size" in log[0] and "val_accuracy" in log[0] and len(log) == 3
 
+    # Checkpoints hold the model alone (no optimizer or compile config to restore).
+    import keras
+
+    assert not keras.models.load_model(str(model_dir / "best.keras")).compiled
+
     # The saved checkpoint evaluates to the number the run printed (both are the EMA weights).
     from efficientnetv2_keras.hparams import load_config
     from efficientnetv2_keras.training.trainer import evaluate_model, load_for_evaluation

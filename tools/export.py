@@ -1,6 +1,6 @@
 """Exports a trained model for serving, with a parity check against Keras.
 
-    python tools/export.py --model=runs/demo/model.keras --format=tflite --quantization=int8 \
+    python tools/export.py --model=runs/demo/best.keras --format=tflite --quantization=int8 \
         --representative_source=digits --output=exports/demo_int8.tflite
     python tools/export.py --variant=s --weights=s.weights.h5 --format=saved_model --output=exports/s
 

@@ -68,7 +68,8 @@ class ModelCheckpoint(keras.callbacks.Callback):
         self._twin = None
 
     def on_train_begin(self, logs=None):
-        self._twin = keras.models.clone_model(self.model)
+        # From the config, not clone_model: a clone keeps the compile config (optimizer, schedule).
+        self._twin = self.model.__class__.from_config(self.model.get_config())
 
     def _save(self, name):
         self._twin.set_weights(self.model.get_weights())
