@@ -29,6 +29,11 @@ flags.DEFINE_string(
     "Images for int8 calibration and the parity check: 'digits', 'folder:/path', an image folder, a "
     "prepared tfds name. Default for the parity check: the bundled digits.",
 )  # fmt: skip
+flags.DEFINE_integer(
+    "crop_padding", None,
+    "Evaluation center crop size/(size+padding) for the bytes signature and sample images; default the "
+    "official 32; 0 = resize whole images (e.g. digits, as the demo recipe's data.eval_crop_padding).",
+)
 flags.DEFINE_integer("num_calibration", 100, "Images that calibrate int8.")
 flags.DEFINE_integer("num_parity_samples", 64, "Images in the parity check.")
 flags.DEFINE_string("output", None, "Output path: a SavedModel directory or a .tflite file.")
@@ -89,6 +94,7 @@ def main(argv):
             num_calibration=FLAGS.num_calibration,
             num_parity_samples=FLAGS.num_parity_samples,
             image_size=FLAGS.image_size,
+            crop_padding=FLAGS.crop_padding,
             batch_size=batch_size,
             use_ema={"auto": "auto", "true": True, "false": False}[FLAGS.use_ema],
             thresholds=thresholds,
