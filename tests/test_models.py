@@ -168,9 +168,13 @@ def test_own_weights_file_round_trip(tiny_spec, tmp_path):
     np.testing.assert_allclose(model.predict(images, verbose=0), restored.predict(images, verbose=0))
     other = ev2.build_model(tiny_spec, classes=7)
     before = [w.copy() for w in other.get_weights()]
-    with pytest.raises(ev2.WeightsMismatchError):
+    with pytest.raises(ev2.WeightsMismatchError, match="skip_head=True"):
         ev2.load_weights(other, path, spec=tiny_spec)
     assert all(np.array_equal(a, b) for a, b in zip(before, other.get_weights()))
+    # Transfer learning from our own file: everything but the 5-class head.
+    ev2.load_weights(other, path, spec=tiny_spec, skip_head=True)
+    np.testing.assert_array_equal(other.get_layer("top_conv").kernel.numpy(), model.get_layer("top_conv").kernel.numpy())
+    np.testing.assert_array_equal(other.get_layer("predictions").kernel.numpy(), before[-2])
 
 
 def test_keras_file_round_trip_without_custom_objects(tiny_spec, tmp_path):

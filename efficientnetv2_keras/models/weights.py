@@ -245,7 +245,16 @@ def load_weights(model, weights, spec=None, skip_head=False):
             "its path, or use weights='imagenet' or None."
         )
     path = os.fspath(weights)
-    if path.endswith(".weights.h5") and os.path.exists(path) and _keras3_weights_layout(path)[0]:
+    if path.endswith(".weights.h5") and os.path.exists(path):
+        ours, classes = _keras3_weights_layout(path)
+        if ours:
+            return _load_our_weights_file(model, path, spec, classes, skip_head)
+    return load_weights_from_keras_applications(model, path, skip_head=skip_head, spec=spec)
+
+
+def _load_our_weights_file(model, path, spec, classes, skip_head):
+    """A `.weights.h5` from `save_weights` of one of our models (Keras restores it structurally)."""
+    if not skip_head:
         backup = model.get_weights()
         try:
             model.load_weights(path)
@@ -253,7 +262,20 @@ def load_weights(model, weights, spec=None, skip_head=False):
             model.set_weights(backup)  # Keras assigns layer by layer: undo a partial load
             raise WeightsMismatchError(
                 f"{path!r} was saved from a different model than {model.name!r} (another variant, "
-                f"include_top or class count): {error}"
+                f"include_top or class count; pass skip_head=True to keep this model's head): {error}"
             ) from None
         return model
-    return load_weights_from_keras_applications(model, path, skip_head=skip_head, spec=spec)
+    # Keep our head: read the file into a model of the file's own shape, transfer by name.
+    from efficientnetv2_keras.models.builder import build_model  # builder imports this module
+
+    errors = []
+    for include_preprocessing in (True, False):  # the file does not record it
+        source = build_model(spec, include_top=classes is not None, classes=classes or 1000,
+                             include_preprocessing=include_preprocessing)
+        try:
+            source.load_weights(path)
+        except ValueError as error:
+            errors.append(str(error))
+            continue
+        return _assign_by_name(model, _arrays_by_layer_from_model(source), repr(path), skip_head=True)
+    raise WeightsMismatchError(f"{path!r} does not fit {spec.name} with {classes} classes: {errors[-1]}")

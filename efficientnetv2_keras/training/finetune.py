@@ -11,8 +11,7 @@ swapped in), which is what the released code's `ft_init_ema=True` picks from a T
 import math
 import os
 
-from efficientnetv2_keras.models import build_model, get_model_spec, load_weights
-from efficientnetv2_keras.models.weights import WeightsMismatchError, load_weights_from_keras_applications
+from efficientnetv2_keras.models import load_weights
 
 
 def epochs_for_min_steps(epochs, min_steps, steps_per_epoch):
@@ -45,13 +44,6 @@ def training_steps(config, num_train_examples=None):
     return steps_per_epoch, epochs, steps_per_epoch * epochs
 
 
-def _our_weights_file_layout(path):
-    """(is it a .weights.h5 written from one of our models?, its head's class count or None)."""
-    from efficientnetv2_keras.models import weights as weights_module
-
-    return weights_module._keras3_weights_layout(path)
-
-
 def load_pretrained(model, checkpoint, skip_head=True, spec=None):
     """Loads pretrained weights into `model`, keeping its own classifier when `skip_head`.
 
@@ -69,23 +61,4 @@ def load_pretrained(model, checkpoint, skip_head=True, spec=None):
     path = os.fspath(checkpoint)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Pretrained checkpoint not found: {path!r} (model.init_checkpoint).")
-    if skip_head and path.endswith(".weights.h5"):
-        ours, classes = _our_weights_file_layout(path)
-        if ours:
-            # Our own file: `load_weights` restores it structurally (the head must match), so read it
-            # into a model of the file's shape, then transfer by layer name without the head.
-            variant = get_model_spec(spec) if spec is not None else get_model_spec(model.name)
-            errors = []
-            for include_preprocessing in (True, False):
-                source = build_model(variant, include_top=classes is not None, classes=classes or 1000,
-                                     include_preprocessing=include_preprocessing)
-                try:
-                    source.load_weights(path)
-                except ValueError as error:
-                    errors.append(str(error))
-                    continue
-                return load_weights_from_keras_applications(model, source, skip_head=True)
-            raise WeightsMismatchError(
-                f"{path!r} does not fit {variant.name} with {classes} classes: {errors[-1]}"
-            )
     return load_weights(model, path, spec=spec, skip_head=skip_head)
