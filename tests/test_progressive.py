@@ -317,3 +317,21 @@ def test_under_mirrored_strategy_with_two_logical_cpus():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MIRRORED OK" in result.stdout
+
+
+def test_jit_compile_and_mixed_precision(tiny_spec):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(0)
+        schedule = progressive_schedule(tiny_spec, "paper", total_epochs=2, num_stages=2, image_size=(32, 40), dropout_rate=(0.1, 0.3))
+        model, image_recorder, head_recorder = _recorded_model(tiny_spec, classes=4)
+        assert model.get_layer("top_dropout").compute_dtype == "bfloat16"
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=True)
+        progressive = ProgressiveLearning(schedule, _synthetic_dataset_fn(num_examples=32), verbose=0)
+        log = BatchLog(image_recorder, head_recorder)
+        history = model.fit(progressive.dataset, epochs=2, callbacks=[progressive, log], verbose=0)
+        assert [row[0] for row in log.rows] == [32, 32, 40, 40]  # XLA: one compilation per stage size
+        assert all(np.isfinite(history.history["loss"]))
+        assert ev2.get_regularization(model)["dropout_rate"] == pytest.approx(0.3)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
