@@ -18,16 +18,18 @@ flags.DEFINE_string("checkpoint", None, "A .keras file (default: model_dir/best.
 def main(argv):
     del argv
     from efficientnetv2_keras.hparams import load_config
-    from efficientnetv2_keras.training.trainer import evaluate_model, format_results, load_for_evaluation
+    from efficientnetv2_keras.training.trainer import (
+        evaluate_model,
+        find_checkpoint,
+        format_results,
+        load_for_evaluation,
+    )
 
     if not FLAGS.model_dir and not (FLAGS.hparams and FLAGS.checkpoint):
         raise app.UsageError("Pass --model_dir, or --hparams and --checkpoint.")
     recipe = FLAGS.hparams or os.path.join(FLAGS.model_dir, "config.yaml")
     config = load_config(recipe, FLAGS.override)
-    checkpoint = FLAGS.checkpoint or next(
-        (os.path.join(FLAGS.model_dir, n) for n in ("best.keras", "last.keras") if os.path.exists(os.path.join(FLAGS.model_dir, n))),
-        os.path.join(FLAGS.model_dir, "best.keras"),
-    )
+    checkpoint = FLAGS.checkpoint or find_checkpoint(FLAGS.model_dir)
     model = load_for_evaluation(config, checkpoint)
     evaluation = evaluate_model(model, config, checkpoint_name=os.path.basename(checkpoint))
     print(format_results({"model": config.model.name, "precision": "float32", "replicas": 1, "evaluation": evaluation}))

@@ -26,12 +26,10 @@ def main(argv):
     import keras
 
     from efficientnetv2_keras.predict import predict_files, read_class_names
+    from efficientnetv2_keras.training.trainer import find_checkpoint
 
     directory = FLAGS.model_dir or ""
-    model_path = FLAGS.model or next(
-        (os.path.join(directory, n) for n in ("best.keras", "last.keras") if os.path.exists(os.path.join(directory, n))),
-        os.path.join(directory, "best.keras"),
-    )
+    model_path = FLAGS.model or find_checkpoint(directory)
     image_size, crop_padding = FLAGS.image_size, FLAGS.crop_padding
     recipe = os.path.join(directory, "config.yaml")
     if directory and os.path.exists(recipe):

@@ -209,6 +209,14 @@ def _schedule(config, epochs):
     )
 
 
+def find_checkpoint(model_dir):
+    """model_dir's best.keras, else its last.keras (the path of best.keras when neither exists)."""
+    for name in ("best.keras", "last.keras"):
+        if os.path.exists(os.path.join(model_dir, name)):
+            return os.path.join(model_dir, name)
+    return os.path.join(model_dir, "best.keras")
+
+
 def evaluate_model(model, config, source=None, checkpoint_name=""):
     """Evaluates a compiled model on the recipe's eval split at its eval size; returns the metrics."""
     source = source or get_source(config.data.source, data_dir=config.data.data_dir, **config.data.source_options)
@@ -249,10 +257,10 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     results = {"model": config.model.name, "mode": mode, "precision": policy, "replicas": strategy.num_replicas_in_sync}
 
     if mode == "eval":
-        name = next((n for n in ("best.keras", "last.keras") if os.path.exists(os.path.join(model_dir, n))), "best.keras")
+        checkpoint = find_checkpoint(model_dir)
         with strategy.scope():
-            model = load_for_evaluation(config, os.path.join(model_dir, name))
-        results["evaluation"] = evaluate_model(model, config, source, name)
+            model = load_for_evaluation(config, checkpoint)
+        results["evaluation"] = evaluate_model(model, config, source, os.path.basename(checkpoint))
         _finish(results, model_dir, verbose)
         return results
 
