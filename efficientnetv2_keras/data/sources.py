@@ -162,10 +162,19 @@ class Source:
 
 
 class _InMemoryIndexSource(Source):
-    """Sources whose records are numpy arrays held in memory (digits, file lists)."""
+    """Sources whose records are numpy arrays held in memory (digits, file lists).
+
+    By default the records are `self._records` (images, file paths) and `self._labels`, and a split is
+    a set of row indices: `self.split_indices[split]`.
+    """
+
+    @property
+    def split_sizes(self):
+        return {name: len(idx) for name, idx in self.split_indices.items()}
 
     def _split_arrays(self, split) -> tuple:
-        raise NotImplementedError
+        idx = self.split_indices[split]
+        return self._records[idx], self._labels[idx]
 
     def records(self, split, *, shuffle_files=False, input_context=None, seed=None):
         del shuffle_files, seed  # one "file": the pipeline's element shuffle does the work
@@ -240,18 +249,10 @@ class DigitsSource(_InMemoryIndexSource):
         digits = load_digits()
         pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
         self.image_size = image_size
-        self._images = np.repeat(pixels[..., None], 3, axis=-1)  # [1797, 8, 8, 3]
+        self._records = np.repeat(pixels[..., None], 3, axis=-1)  # images [1797, 8, 8, 3]
         self._labels = digits.target.astype(np.int32)
         train, test = stratified_split(self._labels, self.TEST_SIZE, seed)
         self.split_indices = {"train": train, "test": test}
-
-    @property
-    def split_sizes(self):
-        return {name: len(idx) for name, idx in self.split_indices.items()}
-
-    def _split_arrays(self, split):
-        idx = self.split_indices[split]
-        return self._images[idx], self._labels[idx]
 
     def decode(self, record):
         image, label = record
@@ -575,16 +576,16 @@ class ImageFolderSource(_InMemoryIndexSource):
                 "%s: skipped %d unreadable image file(s), e.g. %s; see .skipped_files.",
                 self.name, self.num_skipped, examples,
             )  # fmt: skip
-        self._paths = np.array([paths[i] for i in keep], dtype=object).astype(str)
+        self._records = np.array([paths[i] for i in keep], dtype=object).astype(str)  # file paths
         self._labels = np.array([labels[i] for i in keep], np.int32)
         split_of = np.array([splits[i] for i in keep], dtype=object)
-        self._split_index = {s: np.flatnonzero(split_of == s) for s in split_roots}
-        if validation_split and "validation" not in self._split_index and "val" not in self._split_index:
-            train = self._split_index["train"]
+        self.split_indices = {s: np.flatnonzero(split_of == s) for s in split_roots}
+        if validation_split and "validation" not in self.split_indices and "val" not in self.split_indices:
+            train = self.split_indices["train"]
             n_val = int(round(len(train) * validation_split))
             rest, held = stratified_split(self._labels[train], n_val, seed)
-            self._split_index["train"], self._split_index["validation"] = train[rest], train[held]
-        empty = [s for s, idx in self._split_index.items() if len(idx) == 0]
+            self.split_indices["train"], self.split_indices["validation"] = train[rest], train[held]
+        empty = [s for s, idx in self.split_indices.items() if len(idx) == 0]
         if empty:
             raise ValueError(
                 f"No readable images for split(s) {empty} under {root!r} (skipped {self.num_skipped})."
@@ -610,14 +611,6 @@ class ImageFolderSource(_InMemoryIndexSource):
         reason = "cannot be decoded (corrupt or truncated)"
         skipped += [(p, reason) for i, p in enumerate(candidates) if i not in readable]
         return skipped
-
-    @property
-    def split_sizes(self):
-        return {s: len(idx) for s, idx in self._split_index.items()}
-
-    def _split_arrays(self, split):
-        idx = self._split_index[split]
-        return self._paths[idx], self._labels[idx]
 
     def decode(self, record):
         path, label = record
