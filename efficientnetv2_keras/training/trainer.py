@@ -162,8 +162,15 @@ def _write_text(path, text):
     _atomic_write(path, lambda tmp: open(tmp, "w", encoding="utf-8").write(text))
 
 
-def _datasets(config, source, strategy, schedule, train_size, eval_size):
-    """(training dataset for fit, the ProgressiveLearning callback or None, eval dataset)."""
+def _eval_dataset(config, source):
+    """The recipe's held-out split at its eval size, with the evaluation preprocessing."""
+    _, eval_size = hparams.image_sizes(config)
+    return build_dataset(source, config.data.eval_split, eval_size, config.eval.batch_size, training=False,
+                         **hparams.dataset_options(config))
+
+
+def _train_dataset(config, source, strategy, schedule):
+    """(training dataset for fit, the ProgressiveLearning callback or None)."""
     options = hparams.dataset_options(config)
     batch = config.train.batch_size
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
@@ -185,14 +192,14 @@ def _datasets(config, source, strategy, schedule, train_size, eval_size):
         train = progressive.distribute(strategy) if multi_worker else progressive.dataset
     else:
         static = hparams.static_augmentation(config)
+        train_size, _ = hparams.image_sizes(config)
 
         def train_fn(input_context=None):
             return limit(build_dataset(source, config.data.train_split, train_size, batch, training=True,
                                        input_context=input_context, **static, **options))
 
         train = strategy.distribute_datasets_from_function(train_fn) if multi_worker else train_fn()
-    evaluation = build_dataset(source, config.data.eval_split, eval_size, config.eval.batch_size, training=False, **options)
-    return train, progressive, evaluation
+    return train, progressive
 
 
 def _schedule(config, epochs):
@@ -220,11 +227,9 @@ def find_checkpoint(model_dir):
 def evaluate_model(model, config, source=None, checkpoint_name=""):
     """Evaluates a compiled model on the recipe's eval split at its eval size; returns the metrics."""
     source = source or get_source(config.data.source, data_dir=config.data.data_dir, **config.data.source_options)
-    _, eval_size = hparams.image_sizes(config)
-    dataset = build_dataset(source, config.data.eval_split, eval_size, config.eval.batch_size, training=False,
-                            **hparams.dataset_options(config))
-    metrics = model.evaluate(dataset, verbose=0, return_dict=True)
-    return {"checkpoint": checkpoint_name, "eval_split": config.data.eval_split, "eval_size": eval_size,
+    metrics = model.evaluate(_eval_dataset(config, source), verbose=0, return_dict=True)
+    return {"checkpoint": checkpoint_name, "eval_split": config.data.eval_split,
+            "eval_size": hparams.image_sizes(config)[1],
             **{k: float(v) for k, v in metrics.items()}}
 
 
@@ -253,7 +258,6 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     strategy = strategy or get_strategy(config.runtime.strategy, tpu=config.runtime.tpu)
     policy = configure_mixed_precision(resolve_mixed_precision(config.train.mixed_precision, strategy))
     source = get_source(config.data.source, data_dir=config.data.data_dir, **config.data.source_options)
-    train_size, eval_size = hparams.image_sizes(config)
     results = {"model": config.model.name, "mode": mode, "precision": policy, "replicas": strategy.num_replicas_in_sync}
 
     if mode == "eval":
@@ -269,16 +273,17 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     steps_per_epoch, epochs, total_steps = training_steps(config, source.num_examples(config.data.train_split))
     schedule = _schedule(config, epochs)
     if schedule is not None:
-        _write_text(os.path.join(model_dir, "schedule.txt"), schedule.table() + "\n")
+        table = schedule.table()
+        _write_text(os.path.join(model_dir, "schedule.txt"), table + "\n")
         schedule.plot(os.path.join(model_dir, "schedule.png"))
         if verbose:
-            print(schedule.table())
+            print(table)
 
     with strategy.scope():
         model = build_model_from_config(config, num_classes=int(source.num_classes))
         compile_from_config(model, config, steps_per_epoch, total_steps, multi_label=is_multi_label(config, source),
                             num_classes=int(source.num_classes))
-    train, progressive, evaluation = _datasets(config, source, strategy, schedule, train_size, eval_size)
+    train, progressive = _train_dataset(config, source, strategy, schedule)
     with_validation = mode == "traineval"
     monitor = default_monitor(config, is_multi_label(config, source))
     backup_dir = os.path.join(model_dir, "backup")
@@ -296,7 +301,7 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     model.fit(
         train,
         epochs=epochs,
-        validation_data=evaluation if with_validation else None,
+        validation_data=_eval_dataset(config, source) if with_validation else None,
         validation_freq=config.eval.validation_freq,
         callbacks=callbacks,
         verbose=verbose,
