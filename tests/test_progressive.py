@@ -87,6 +87,19 @@ def test_random_resize_is_seeded_and_resumable():
     assert len(set(drawn)) > 1
 
 
+def test_random_resize_counts_in_the_schedules_unit():
+    # A step schedule draws every k steps and says so (its ranges, total and k are all steps).
+    steps = progressive_schedule("s", "paper", total_steps=64, num_stages=4, random_resize_every=8, seed=3)
+    drawn = [steps.stage_at(p).index for p in range(64)]
+    assert all(len(set(drawn[i : i + 8])) == 1 for i in range(0, 64, 8)) and len(set(drawn)) > 1
+    assert "one stage drawn at random every 8 steps" in steps.table()
+    epochs = progressive_schedule("s", "paper", total_epochs=64, num_stages=4, random_resize_every=8, seed=3)
+    assert "every 8 epochs" in epochs.table()
+    assert [epochs.stage_at(p).index for p in range(64)] == drawn  # same draws per block, whatever the unit
+    with pytest.raises(ValueError, match="positive number of steps"):
+        ProgressiveSchedule(stages=steps.stages, total=64, unit="step", random_resize_every=0)
+
+
 def test_table_and_plot(tmp_path):
     schedule = progressive_schedule("s", "paper", 350, 4)
     table = schedule.table()

@@ -2,7 +2,8 @@
 
 Printing, plotting and testing a schedule needs no model and no data.
 
-Presets (REFERENCE §3.6):
+Presets (paper Section 4.2, Algorithm 1, Table 6; the released code's stage loop in google/automl
+`efficientnetv2/main.py`):
   "paper"    Algorithm 1: S_i = S_0 + (S_e - S_0) * i / (M - 1) and likewise for every regularizer,
              with Table 6's min/max for S, M, L. The paper gives no values for B0-B3 and XL; our
              choices: XL uses L's column (the released code configures XL like L); B0-B3 grow from
@@ -62,9 +63,10 @@ class Stage:
 class ProgressiveSchedule:
     """M stages covering [0, total) epochs (or steps), validated on construction.
 
-    With `random_resize_every=k`, stages are not taken in order: every k epochs one stage (size and
-    its matching regularization) is drawn at random, seeded by (seed, epoch // k) so a resumed run
-    draws the same ones. This is the paper's Table 13 "random resize + adaptive regularization".
+    With `random_resize_every=k`, stages are not taken in order: every k epochs (k steps in a step
+    schedule: like every range here, k counts in the schedule's unit) one stage (size and its matching
+    regularization) is drawn at random, seeded by (seed, position // k) so a resumed run draws the
+    same ones. This is the paper's Table 13 "random resize + adaptive regularization".
     """
 
     stages: tuple
@@ -102,7 +104,7 @@ class ProgressiveSchedule:
         lines = [
             f"Progressive learning: {self.model_name or 'custom'}, preset {self.preset!r}, "
             f"{self.num_stages} stages over {self.total} {self.unit}s"
-            + (f", one stage drawn at random every {self.random_resize_every} epochs" if self.random_resize_every else ""),
+            + (f", one stage drawn at random every {self.random_resize_every} {self.unit}s" if self.random_resize_every else ""),
             header,
             "-" * len(header),
         ]
@@ -183,7 +185,10 @@ def _validate(schedule):
             f"{schedule.unit}s: the last stage must end at {schedule.total}."
         )
     if schedule.random_resize_every is not None and schedule.random_resize_every < 1:
-        raise ValueError(f"random_resize_every must be a positive number of epochs, got {schedule.random_resize_every}.")
+        raise ValueError(
+            f"random_resize_every must be a positive number of {schedule.unit}s (the schedule's unit), got "
+            f"{schedule.random_resize_every}."
+        )
 
 
 def _interpolate(low, high, i, num_stages, official_size=False):
@@ -253,7 +258,8 @@ def progressive_schedule(
       total_epochs / total_steps: the length of training; give exactly one. Stage i covers
         [int(i * N / M), int((i + 1) * N / M)), as the released code splits it.
       num_stages: M (the paper uses 4: about 87 epochs each over 350).
-      random_resize_every: draw a random stage every k epochs instead of growing (paper Table 13).
+      random_resize_every: draw a random stage every k epochs (k steps with total_steps) instead of
+        growing (paper Table 13).
       **overrides: a (min, max) pair or a constant for any of image_size, randaug_magnitude,
         mixup_alpha, cutmix_alpha, dropout_rate, survival_prob; None turns a regularizer's schedule
         off (dropout/survival left to the model; augmentation off).
