@@ -12,6 +12,7 @@ the data sources, `mixing` for mixup/CutMix.
 from efficientnetv2_keras.data.mixing import cutmix, mix_batch, mixup
 from efficientnetv2_keras.data.pipeline import (
     LABEL_FORMATS,
+    CachedSource,
     build_dataset,
     default_label_format,
     encode_label,
@@ -40,6 +41,7 @@ from efficientnetv2_keras.data.sources import (
 
 __all__ = [
     "build_dataset",
+    "CachedSource",
     "num_batches",
     "encode_label",
     "default_label_format",

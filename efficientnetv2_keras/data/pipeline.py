@@ -1,13 +1,18 @@
 """`build_dataset`: the complete tf.data pipeline for one training stage or for evaluation.
 
-Order (REFERENCE 3.7): records (per-worker shard, file shuffle) -> [decode -> cache] -> shuffle records
--> [repeat] -> decode + preprocess + RandAugment + label encoding (parallel, AUTOTUNE) -> batch
-(drop_remainder for training: static batch shapes) -> mixup/CutMix per batch -> prefetch.
+Order (as the released code's google/automl `efficientnetv2/datasets.py`): records (per-worker shard,
+file shuffle) -> [decode -> cache] -> shuffle records -> [repeat] -> decode + preprocess + RandAugment
++ label encoding (parallel, AUTOTUNE) -> batch (drop_remainder for training: static batch shapes) ->
+mixup/CutMix per batch -> prefetch.
 
 The progressive-learning callback calls `build_dataset` once per stage with that stage's image size,
 RandAugment magnitude and mixup/CutMix alphas. For the same other arguments the element structure is
-identical across stages; only the image size in the shapes changes. The dataset is finite by default
-(one epoch per iterator): Keras `fit` with `steps_per_epoch=None` makes a new iterator every epoch.
+identical across stages; only the image size in the shapes changes. To decode and cache a split once
+for all stages, build every stage from one `CachedSource` (`cache=True` caches inside one pipeline, so
+each stage would hold its own decoded copy). The dataset is finite by default: one pass per iterator,
+which is one epoch for `fit` without `steps_per_epoch` (and for `ProgressiveLearning` without it).
+`repeat=True` makes it endless, for `fit(steps_per_epoch=N)`; `ProgressiveLearning(steps_per_epoch=N)`
+repeats each stage's pipeline itself, so either works there.
 
 Randomness is stateless and per element: with `seed` set, a pipeline is reproducible (each epoch draws
 new augmentations, but the sequence of epochs is the same on every run) and `deterministic` defaults to
@@ -16,6 +21,9 @@ keeps the split's order.
 """
 
 from __future__ import annotations
+
+import os
+import re
 
 import tensorflow as tf
 
@@ -70,9 +78,75 @@ def encode_label(label, label_format, num_classes):
     if label.shape.rank == 0:
         return tf.one_hot(tf.cast(label, tf.int32), num_classes, dtype=tf.float32)
     label = tf.cast(label, tf.float32)
-    if label_format == "multi_hot_normalized":  # paper 5.2 / REFERENCE 3.9: softmax CE on normalised multi-hot
+    if label_format == "multi_hot_normalized":  # paper 5.2, released ImageNet21kInput: softmax CE on normalised multi-hot
         label = label / tf.maximum(tf.reduce_sum(label), 1.0)
     return label
+
+
+class CachedSource(Source):
+    """A source whose splits are decoded once and cached, shared by every pipeline built from it.
+
+    `build_dataset(..., cache=True)` caches inside one pipeline. Progressive learning builds one
+    pipeline per stage, so each stage would decode the split again and keep its own decoded copy
+    for the rest of the run. Build all stages from one `CachedSource` instead: they read the same
+    decoded examples, and only the per-stage crop, resize and augmentation downstream differ.
+
+        cached = CachedSource(source)  # or CachedSource(source, cache="/scratch/train_cache")
+        dataset_fn = lambda stage: build_dataset(cached, "train", stage.image_size, 128, training=True,
+                                                 randaug_magnitude=stage.randaug_magnitude)
+
+    The first pass over a split decodes it and fills the cache (in that pass's file order, which
+    later passes keep; the element shuffle after the cache still reshuffles every pass); every later
+    pass, epoch and stage reads the cache. One cache per split and input pipeline (`input_context`),
+    made on first use, for pipelines built eagerly (inside a `tf.function` each call makes its own).
+    Memory: one decoded copy per cached split, alive while this object or a pipeline built from it is.
+
+    Args:
+      source: a `Source` or a name for `get_source`.
+      cache: True (memory) or a file-name prefix (the split and shard are appended).
+      data_dir: tensorflow-datasets data_dir when `source` is a tfds name.
+    """
+
+    def __init__(self, source, cache=True, *, data_dir=None):
+        source = get_source(source, data_dir=data_dir)
+        if isinstance(source, CachedSource):
+            raise ValueError("The source is a CachedSource already; wrap the underlying source once.")
+        if cache is not True and not (isinstance(cache, (str, os.PathLike)) and os.fspath(cache)):
+            raise ValueError(f"cache must be True (memory) or a file-name prefix, got {cache!r}.")
+        self.source = source
+        self.cache = cache
+        self.name = source.name
+        self.num_classes = source.num_classes
+        self.multi_label = source.multi_label
+        self._cached = {}
+
+    @property
+    def split_sizes(self):
+        return self.source.split_sizes
+
+    @property
+    def splits(self):
+        return self.source.splits
+
+    def num_examples(self, split):
+        return self.source.num_examples(split)
+
+    def records(self, split, *, shuffle_files=False, input_context=None, seed=None):
+        """Decoded (image, label) examples of `split`, cached: the same dataset for the same split and shard."""
+        shard = (input_context.input_pipeline_id, input_context.num_input_pipelines) if input_context else (0, 1)
+        key = (split, bool(shuffle_files), shard)
+        if key in self._cached and tf.executing_eagerly():
+            return self._cached[key]
+        examples = self.source.as_dataset(split, shuffle_files=shuffle_files, input_context=input_context, seed=seed)
+        if self.cache is True:
+            examples = examples.cache()
+        else:
+            order = "shuffled" if shuffle_files else "ordered"
+            name = re.sub(r"[^\w.+-]+", "_", str(split))
+            examples = examples.cache(f"{os.fspath(self.cache)}-{name}-{order}-{shard[0]}of{shard[1]}")
+        if tf.executing_eagerly():
+            self._cached[key] = examples
+        return examples
 
 
 def _stage_seed(seed, image_size, pipeline_id, salt):
@@ -112,7 +186,8 @@ def build_dataset(
 
     Args:
       source: a `Source` or a name for `get_source` ("digits", "cifar10", "folder:/path", ...). When
-        building once per stage, pass a Source: a name makes a new one each call (a folder is re-scanned).
+        building once per stage, pass a Source: a name makes a new one each call (a folder is re-scanned);
+        to decode and cache once for all stages, pass one `CachedSource` to every call.
       split: split name ("train", "test", "validation"/"val", tfds-style slices such as "train[:90%]").
       image_size: output side S in pixels (>= 8).
       batch_size: global batch size; with `input_context` each worker batches
@@ -135,10 +210,12 @@ def build_dataset(
       eval_crop_padding: evaluation crops size/(size+padding) of the image when size < 320 (official 32);
         0 = resize the whole image.
       shuffle_buffer: records in the shuffle buffer (training only).
-      cache: False, True (decoded images in memory) or a file path; caches before augmentation.
+      cache: False, True (decoded images in memory) or a file path; caches before augmentation, for this
+        pipeline alone (one copy per call: for pipelines that share a split use `CachedSource`).
       input_context: `tf.distribute.InputContext` for per-worker sharding and batch size.
       seed: int for reproducible pipelines; None = random.
-      repeat: repeat forever (then give Keras `steps_per_epoch`); default one finite epoch.
+      repeat: repeat forever (then give `fit` a `steps_per_epoch`); default one finite pass, one epoch of
+        a `fit` without `steps_per_epoch`. For `ProgressiveLearning` see the module docstring.
       drop_remainder: defaults to `training` (static batch shapes for training).
       deterministic: keep element order; default True for evaluation and for seeded pipelines, False for
         unseeded training (faster, as the official pipeline).
@@ -167,6 +244,12 @@ def build_dataset(
     eval_crop_padding = _check_number("eval_crop_padding", eval_crop_padding)
 
     source = get_source(source, data_dir=data_dir)
+    decoded = isinstance(source, CachedSource)  # its records are decoded, cached examples
+    if decoded and cache:
+        raise ValueError(
+            "The source is a CachedSource, which decodes and caches once for every pipeline; pass "
+            "cache=False (caching again would keep a second copy)."
+        )
     mixing = training and (mixup_alpha > 0 or cutmix_alpha > 0)
     label_format = _label_format(label_format, source, mixing)
     drop_remainder = training if drop_remainder is None else bool(drop_remainder)
@@ -199,7 +282,7 @@ def build_dataset(
         dataset = dataset.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
-    if not cache:
+    if not cache and not decoded:
         dataset = decode(dataset)
 
     element_seeds = tf.data.Dataset.random(

@@ -172,6 +172,10 @@ def _eval_dataset(config, source):
 def _train_dataset(config, source, strategy, schedule):
     """(training dataset for fit, the ProgressiveLearning callback or None)."""
     options = hparams.dataset_options(config)
+    if options.pop("cache"):  # decode and cache the split once, shared by every stage's pipeline
+        from efficientnetv2_keras.data import CachedSource
+
+        source = CachedSource(source)
     batch = config.train.batch_size
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
