@@ -235,6 +235,88 @@ def test_callback_switches_stages_inside_one_fit_on_digits(tiny_spec):
     assert history.history["accuracy"][-1] > 0.75  # chance is 0.1
 
 
+def _indexed_dataset_fn(events, num_examples=10, batch_size=2, endless=False):
+    """Stage pipelines whose batches say which examples they hold; `events` logs when each stage's
+    pipeline starts and when it is released (its generator is closed when its iterator is destroyed)."""
+
+    def dataset_fn(stage):
+        def examples():
+            events.append(("start", stage.index))
+            try:
+                for i in range(num_examples):
+                    yield np.full((stage.image_size, stage.image_size, 3), i, np.float32), i
+            finally:
+                events.append(("end", stage.index))
+
+        size = stage.image_size
+        spec = (tf.TensorSpec((size, size, 3), tf.float32), tf.TensorSpec((), tf.int64))
+        dataset = tf.data.Dataset.from_generator(examples, output_signature=spec)
+        dataset = dataset.repeat() if endless else dataset
+        return dataset.batch(batch_size, drop_remainder=True).prefetch(2)
+
+    return dataset_fn
+
+
+@pytest.mark.parametrize("endless", [False, True], ids=["one-pass", "repeated"])
+def test_steps_per_epoch_stream_continues_through_each_stage_and_releases_finished_ones(tiny_spec, endless):
+    # 3 stages x 2 epochs x 3 steps; a pass is 5 batches, so epochs end mid-pass.
+    schedule = progressive_schedule(tiny_spec, "paper", total_epochs=6, num_stages=3, image_size=(32, 48), dropout_rate=None)
+    events = []
+    progressive = ProgressiveLearning(schedule, _indexed_dataset_fn(events, endless=endless), steps_per_epoch=3, verbose=0)
+    batches = [(int(x.shape[1]), [int(i) for i in y]) for x, y in progressive.dataset.take(18)]
+    assert [size for size, _ in batches] == [32] * 6 + [40] * 6 + [48] * 6
+    # Each stage reads its pipeline on from epoch to epoch (wrapping around at the end of a pass).
+    firsts = [ids[0] for _, ids in batches]
+    assert firsts == [0, 2, 4, 6, 8, 0] * 3
+    # A stage's pipeline starts after the previous stage's pipeline was released.
+    stage_of_event = [stage for _, stage in events]
+    assert stage_of_event == sorted(stage_of_event) and events[0] == ("start", 0)
+    assert [e for e in events if e[1] == 0][-1] == ("end", 0)
+    assert [e for e in events if e[1] == 1][-1] == ("end", 1)
+
+    # A resumed fit starts inside its stage: epoch 3 is stage 1's second epoch.
+    progressive.on_epoch_begin(3)
+    resumed = [(int(x.shape[1]), int(y[0])) for x, y in progressive.dataset.take(9)]
+    assert resumed == [(40, 0), (40, 2), (40, 4), (48, 0), (48, 2), (48, 4), (48, 6), (48, 8), (48, 0)]
+
+
+def test_fit_steps_per_epoch_must_agree_with_the_callback(tiny_spec):
+    schedule = progressive_schedule(tiny_spec, "paper", total_epochs=4, num_stages=2, image_size=(32, 48), dropout_rate=None)
+    model = ev2.build_model(tiny_spec, classes=4)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    # One-pass stage pipelines (6 batches) with fit(steps_per_epoch=4): Keras would keep one iterator
+    # across epochs and the stages would drift off the epoch boundaries.
+    progressive = ProgressiveLearning(schedule, _synthetic_dataset_fn(), verbose=0)
+    with pytest.raises(ValueError, match=r"ProgressiveLearning\(schedule, dataset_fn, steps_per_epoch=4\)"):
+        model.fit(progressive.dataset, epochs=4, steps_per_epoch=4, callbacks=[progressive], verbose=0)
+    assert "train_step" not in vars(model)  # the trace counter is unwrapped again
+    with pytest.raises(ValueError, match="endless"):
+        ProgressiveLearning(schedule, lambda stage: _synthetic_dataset_fn()(stage).repeat()).dataset
+    progressive = ProgressiveLearning(schedule, _synthetic_dataset_fn(), steps_per_epoch=4, verbose=0)
+    for fit_steps in (None, 3):
+        with pytest.raises(ValueError, match="fit\\(progressive.dataset, steps_per_epoch=progressive.steps_per_epoch"):
+            model.fit(progressive.dataset, epochs=4, steps_per_epoch=fit_steps, callbacks=[progressive], verbose=0)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", steps_per_execution=3)
+    with pytest.raises(ValueError, match="multiple of the model's steps_per_execution"):
+        model.fit(progressive.dataset, epochs=4, steps_per_epoch=4, callbacks=[progressive], verbose=0)
+
+
+def test_fit_with_steps_per_epoch_starts_every_stage_with_its_own_batches(tiny_spec):
+    keras.utils.set_random_seed(0)
+    schedule = progressive_schedule(tiny_spec, "paper", total_epochs=6, num_stages=3, image_size=(32, 48), dropout_rate=(0.0, 0.4))
+    model, image_recorder, head_recorder = _recorded_model(tiny_spec, classes=4)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    # One pass is 6 batches; epochs of 4 steps continue through it.
+    progressive = ProgressiveLearning(schedule, _synthetic_dataset_fn(), steps_per_epoch=4, verbose=0)
+    log = BatchLog(image_recorder, head_recorder)
+    history = model.fit(progressive.dataset, epochs=6, steps_per_epoch=4, callbacks=[progressive, log], verbose=0)
+    assert [row[0] for row in log.rows] == [32] * 8 + [40] * 8 + [48] * 8
+    zero_fractions = np.array([row[1] for row in log.rows]).reshape(3, -1).mean(axis=1)
+    assert zero_fractions[0] < 0.02 and 0.1 < zero_fractions[1] < 0.3 and 0.3 < zero_fractions[2] < 0.5
+    assert history.history["image_size"] == [32, 32, 40, 40, 48, 48]
+    assert progressive.trace_count <= 2
+
+
 def test_dataset_fn_with_the_wrong_structure_is_rejected(tiny_spec):
     schedule = progressive_schedule(tiny_spec, "paper", total_epochs=4, num_stages=2, image_size=(32, 48))
     good = _synthetic_dataset_fn()

@@ -1,13 +1,24 @@
 """`ProgressiveLearning`: the paper's Algorithm 1 inside one `model.fit`.
 
 Keras wraps the training dataset once, when `fit` starts, and no public API lets a callback swap
-it. So the callback hands `fit` one dataset that switches between the stages' pipelines:
-`tf.data.Dataset.choose_from_datasets` over the M pipelines `dataset_fn(stage)` built, steered by a
-stage variable that the callback sets in `on_epoch_begin`. With `steps_per_epoch=None`, Keras makes
-a new iterator every epoch, after `on_epoch_begin`, so every batch of an epoch comes from that
-epoch's stage; pipelines of other stages stay idle (tf.data starts a pipeline's work on its first
-read). The model-side regularizers (head dropout, stochastic depth) are Keras variables set in the
-same hook (`set_regularization`), read by the already compiled train step.
+it. So the callback hands `fit` one dataset built from the M pipelines `dataset_fn(stage)` returns,
+in one of two ways:
+
+* One pass per epoch (default, `fit` without `steps_per_epoch`): Keras makes a new iterator every
+  epoch, after `on_epoch_begin`. The dataset is `tf.data.Dataset.choose_from_datasets` over the
+  finite stage pipelines, steered by an epoch variable that `on_epoch_begin` sets, so every batch
+  of an epoch comes from that epoch's stage. The epoch's iterator, with every buffer of its stage
+  pipeline, is dropped at the end of the epoch.
+* `steps_per_epoch=N` (pass the same N to `fit`): Keras keeps one iterator for the whole run, so
+  switching on a variable would go wrong: prefetched batches of the old stage would start the new
+  one. Instead the dataset is a fixed sequence: for each run of epochs that share a stage, N
+  batches per epoch from that stage's (repeated) pipeline, continuing through the data from epoch
+  to epoch (epochs may be shorter than one pass). Which batch belongs to which stage is decided
+  by its position, not by timing. A stage's pipeline is started when its first batch is needed
+  and released (iterator, shuffle and prefetch buffers) when its last batch has been read.
+
+The model-side regularizers (head dropout, stochastic depth) are Keras variables set in
+`on_epoch_begin` (`set_regularization`), read by the already compiled train step.
 
 Weights, optimizer state, the LR schedule and EMA simply carry over: it is one `fit`. The train
 step sees images of shape [batch, None, None, 3] and is traced once; XLA (`jit_compile=True`)
@@ -18,6 +29,7 @@ the saved epoch, whose stage this callback looks up: resuming in stage k trains 
 import inspect
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from efficientnetv2_keras.models.regularization import set_regularization
@@ -28,21 +40,31 @@ LOGGED_FIELDS = ("image_size", "randaug_magnitude", "mixup_alpha", "cutmix_alpha
 class ProgressiveLearning(keras.callbacks.Callback):
     """Runs a `ProgressiveSchedule` inside one `model.fit`.
 
-    Usage:
+    Usage (one pass over the training split per epoch):
         schedule = progressive_schedule("s", "paper", total_epochs=350)
+        cached = CachedSource(source)  # decode and cache the split once, for every stage
         progressive = ProgressiveLearning(
-            schedule, lambda stage: build_dataset(source, "train", stage.image_size, 128,
+            schedule, lambda stage: build_dataset(cached, "train", stage.image_size, 128,
                 training=True, randaug_magnitude=stage.randaug_magnitude,
                 mixup_alpha=stage.mixup_alpha, cutmix_alpha=stage.cutmix_alpha))
         model.fit(progressive.dataset, epochs=schedule.total, callbacks=[progressive])
 
+    Epochs of a fixed number of steps (e.g. shorter than one pass over a huge dataset):
+        progressive = ProgressiveLearning(schedule, dataset_fn, steps_per_epoch=1000)
+        model.fit(progressive.dataset, epochs=schedule.total, steps_per_epoch=1000,
+                  callbacks=[progressive])
+
     Args:
       schedule: a `ProgressiveSchedule` (epochs; a step schedule needs `steps_per_epoch`).
-      dataset_fn: stage -> finite tf.data pipeline of (images, labels[, weights]) batches for one
-        epoch, images of the stage's size. Every stage must give the same element structure. It may
-        take a second argument, the `tf.distribute.InputContext`, for `distribute()`.
-      steps_per_epoch: only for step schedules: the epoch starting at step e*steps_per_epoch takes
-        the stage in effect there (stage boundaries are rounded to epoch starts).
+      dataset_fn: stage -> tf.data pipeline of (images, labels[, weights]) batches, images of the
+        stage's size. Every stage must give the same element structure. Without `steps_per_epoch`
+        it must be finite: one pass is one epoch. With `steps_per_epoch` it may be finite (it is
+        repeated) or repeated already (`build_dataset(repeat=True)`). It may take a second
+        argument, the `tf.distribute.InputContext`, for `distribute()`.
+      steps_per_epoch: batches per epoch; give `fit` the same `steps_per_epoch`. Each stage then
+        reads its pipeline continuously over its epochs, N batches per epoch. Needed for step
+        schedules: the epoch starting at step e*N takes the stage in effect there (stage
+        boundaries are rounded to epoch starts).
       verbose: print a line when a stage starts.
     Attributes:
       trace_count: how many times `fit` traced the train step. On a fresh model TensorFlow traces
@@ -53,6 +75,10 @@ class ProgressiveLearning(keras.callbacks.Callback):
 
     def __init__(self, schedule, dataset_fn, steps_per_epoch=None, verbose=1):
         super().__init__()
+        if steps_per_epoch is not None and (
+            isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, (int, np.integer)) or steps_per_epoch < 1
+        ):
+            raise ValueError(f"steps_per_epoch must be a positive int or None, got {steps_per_epoch!r}.")
         if schedule.unit == "step" and not steps_per_epoch:
             raise ValueError(
                 "This schedule counts steps; pass steps_per_epoch so stages can be mapped onto epochs, "
@@ -60,14 +86,18 @@ class ProgressiveLearning(keras.callbacks.Callback):
             )
         self.schedule = schedule
         self.dataset_fn = dataset_fn
-        self.steps_per_epoch = steps_per_epoch
+        self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
         self.verbose = verbose
         self.trace_count = 0
         self.current_stage = None
         self._dataset = None
+        self._pass_batches = None  # batches per epoch of one-pass stage pipelines, when known
         self._wrapped_train_step = False
+        # The stage of every epoch, looked up by the dataset at run time (epochs past the end keep
+        # the last stage).
+        self._stage_of_epoch = [self.stage_for_epoch(epoch).index for epoch in range(schedule.total)]
         with tf.init_scope():  # a plain host variable, also when created under a strategy scope
-            self._stage_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="progressive_stage")
+            self._epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="progressive_epoch")
 
     # -- the dataset ---------------------------------------------------------------------------
 
@@ -75,16 +105,14 @@ class ProgressiveLearning(keras.callbacks.Callback):
     def dataset(self):
         """The dataset to pass to `fit`: each epoch yields the batches of that epoch's stage."""
         if self._dataset is None:
-            self._dataset = self._switching_dataset([self._stage_dataset(s) for s in self.schedule.stages])
+            self._dataset = self._stream([self._stage_dataset(s) for s in self.schedule.stages])
         return self._dataset
 
     def distribute(self, strategy):
         """The dataset for `fit` under a multi-worker strategy: built per worker with its input context."""
 
         def per_worker(input_context):
-            return self._switching_dataset(
-                [self._stage_dataset(s, input_context) for s in self.schedule.stages]
-            )
+            return self._stream([self._stage_dataset(s, input_context) for s in self.schedule.stages])
 
         return strategy.distribute_datasets_from_function(per_worker)
 
@@ -96,18 +124,75 @@ class ProgressiveLearning(keras.callbacks.Callback):
                 f"dataset_fn must return a tf.data.Dataset, got {type(dataset).__name__} for stage "
                 f"{stage.index}."
             )
+        cardinality = int(dataset.cardinality())
+        if cardinality == 0:
+            raise ValueError(
+                f"dataset_fn returned an empty dataset for stage {stage.index}: the split has fewer "
+                "examples than one batch (with drop_remainder)?"
+            )
+        if cardinality == tf.data.INFINITE_CARDINALITY and self.steps_per_epoch is None:
+            raise ValueError(
+                f"dataset_fn returned an endless (repeated) dataset for stage {stage.index}, but without "
+                "steps_per_epoch every epoch is one pass over a finite stage pipeline. Build it without "
+                "repeat, or give ProgressiveLearning(..., steps_per_epoch=N) and fit(..., steps_per_epoch=N)."
+            )
         return dataset
 
-    def _switching_dataset(self, datasets):
+    def _stream(self, datasets):
         _check_element_specs(datasets, self.schedule.stages)
+        if self.steps_per_epoch is None:
+            return self._one_pass_per_epoch(datasets)
+        return self._fixed_steps_per_epoch(datasets)
+
+    def _current_stage_tensor(self):
+        epoch = tf.minimum(self._epoch_variable.read_value(), len(self._stage_of_epoch) - 1)
+        return tf.gather(tf.constant(self._stage_of_epoch, tf.int64), epoch)
+
+    def _one_pass_per_epoch(self, datasets):
+        # The stage is read when each element is produced: Keras makes the epoch's iterator after
+        # on_epoch_begin has set the epoch.
         choice = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat()
-        choice = choice.map(lambda _: self._stage_variable.read_value())
+        choice = choice.map(lambda _: self._current_stage_tensor())
         switching = tf.data.Dataset.choose_from_datasets(datasets, choice, stop_on_empty_dataset=True)
         cardinalities = {int(d.cardinality()) for d in datasets}
+        self._pass_batches = None
         if len(cardinalities) == 1 and min(cardinalities) > 0:
             # Same batch count in every stage: tell Keras, so the progress bar knows the epoch length.
-            switching = switching.apply(tf.data.experimental.assert_cardinality(cardinalities.pop()))
+            self._pass_batches = cardinalities.pop()
+            switching = switching.apply(tf.data.experimental.assert_cardinality(self._pass_batches))
         return switching
+
+    def _fixed_steps_per_epoch(self, datasets):
+        # Runs of epochs with the same stage: (stage, first epoch, end epoch); the last run is
+        # open-ended, so fit(epochs > schedule.total) keeps the last stage, as without steps_per_epoch.
+        runs = []
+        for epoch, stage in enumerate(self._stage_of_epoch):
+            if runs and runs[-1][0] == stage:
+                runs[-1][2] = epoch + 1
+            else:
+                runs.append([stage, epoch, epoch + 1])
+        stages, firsts, ends = (tf.constant(column, tf.int64) for column in zip(*runs))
+        is_last = tf.range(len(runs)) == len(runs) - 1
+        repeated = [dataset.repeat() for dataset in datasets]
+        steps = self.steps_per_epoch
+
+        def run_batches(stage, first, end, last):
+            # Evaluated when the run is reached, i.e. after on_epoch_begin of the first epoch of
+            # this fit: a resumed fit starts inside its run, later runs start at their first epoch.
+            start = tf.maximum(first, self._epoch_variable.read_value())
+            count = tf.where(last, tf.constant(-1, tf.int64), (end - start) * steps)
+            choice = tf.data.Dataset.from_tensors(stage).repeat()
+            # Only the chosen pipeline is read; the others' iterators are made but never started.
+            return tf.data.Dataset.choose_from_datasets(repeated, choice).take(count)
+
+        plan = tf.data.Dataset.from_tensor_slices((stages, firsts, ends, is_last))
+        plan = plan.filter(lambda stage, first, end, last: last | (end > self._epoch_variable.read_value()))
+        # Options (determinism, threading) reach the stream from its direct inputs only; the stage
+        # pipelines are inside flat_map, so pass theirs on.
+        options = datasets[0].options()
+        for dataset in datasets[1:]:
+            options = options.merge(dataset.options())
+        return plan.flat_map(run_batches).with_options(options)
 
     # -- the callback --------------------------------------------------------------------------
 
@@ -127,6 +212,11 @@ class ProgressiveLearning(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.current_stage = None
+        try:
+            self._check_fit_steps()
+        except ValueError:
+            self.on_train_end()
+            raise
         needs_dropout = any(s.dropout_rate is not None for s in self.schedule.stages)
         needs_depth = any(s.survival_prob is not None for s in self.schedule.stages)
         if needs_dropout or needs_depth:
@@ -139,15 +229,47 @@ class ProgressiveLearning(keras.callbacks.Callback):
                     "Build the schedule with dropout_rate=None (and survival_prob=None)."
                 ) from None
 
+    def _check_fit_steps(self):
+        """fit's steps per epoch must match how the dataset was built (see the module docstring)."""
+        params = self.params or {}
+        if "steps" not in params:  # not called by fit
+            return
+        fit_steps = params["steps"]
+        if self.steps_per_epoch is None:
+            # fit reports the dataset's own length when steps_per_epoch is not given.
+            if fit_steps is not None and fit_steps != self._pass_batches:
+                raise ValueError(
+                    f"fit(steps_per_epoch={fit_steps}) does not work with ProgressiveLearning built without "
+                    "steps_per_epoch: Keras would then keep one iterator across epochs, so stages would not "
+                    "start at epoch boundaries and one-pass stage pipelines would run out. Either drop "
+                    "steps_per_epoch from fit (every epoch is one pass over the stage's data), or build "
+                    f"ProgressiveLearning(schedule, dataset_fn, steps_per_epoch={fit_steps}) and call "
+                    "fit(progressive.dataset, steps_per_epoch=progressive.steps_per_epoch, ...)."
+                )
+            return
+        if fit_steps != self.steps_per_epoch:
+            raise ValueError(
+                f"ProgressiveLearning(steps_per_epoch={self.steps_per_epoch}) lays out {self.steps_per_epoch} "
+                f"batches per epoch, but fit runs {fit_steps or 'one pass of the dataset'} per epoch: call "
+                "fit(progressive.dataset, steps_per_epoch=progressive.steps_per_epoch, ...)."
+            )
+        per_execution = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        if self.steps_per_epoch % per_execution:
+            raise ValueError(
+                f"steps_per_epoch ({self.steps_per_epoch}) must be a multiple of the model's "
+                f"steps_per_execution ({per_execution}): Keras reads whole executions, so epochs would "
+                "not end where the stages expect."
+            )
+
     def stage_for_epoch(self, epoch):
         position = epoch * self.steps_per_epoch if self.schedule.unit == "step" else epoch
         return self.schedule.stage_at(min(position, self.schedule.total - 1))
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_variable.assign(epoch)  # read by the dataset (before this epoch's first batch)
         stage = self.stage_for_epoch(epoch)
         if stage is self.current_stage:
             return
-        self._stage_variable.assign(stage.index)
         if stage.dropout_rate is not None or stage.survival_prob is not None:
             set_regularization(self.model, dropout_rate=stage.dropout_rate, survival_prob=stage.survival_prob)
         self.current_stage = stage
