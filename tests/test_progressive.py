@@ -1,5 +1,6 @@
 """Progressive learning: the schedule (pure) and the callback inside one model.fit."""
 
+import json
 import os
 import subprocess
 import sys
@@ -412,6 +413,56 @@ def test_under_mirrored_strategy_with_two_logical_cpus():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MIRRORED OK" in result.stdout
+
+
+CACHE_MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import keras, tensorflow as tf
+    sys.path.insert(0, {tests!r})
+    from conftest import TINY_SPEC
+    import efficientnetv2_keras as ev2
+    from efficientnetv2_keras.data import DigitsSource
+    from efficientnetv2_keras.hparams import load_config
+    from efficientnetv2_keras.progressive import progressive_schedule
+    from efficientnetv2_keras.training.trainer import _train_dataset
+
+    def rss_mb():
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+
+    side = 112  # digits decoded (upsampled) to 112 px: one decoded copy of the split is ~52 MiB
+    source = DigitsSource(image_size=side)
+    copy_mb = source.num_examples("train") * side * side * 3 / 2**20
+    config = load_config("digits_demo", ["data.cache=true", "train.batch_size=128"])
+    # One image size for all stages: the TF runtime keeps ~25 MiB of state per new input shape
+    # (measured, with or without any cache), which would blur the input pipelines' memory.
+    schedule = progressive_schedule(TINY_SPEC, "paper", total_epochs=3, num_stages=3, image_size=32,
+                                    randaug_magnitude=0, mixup_alpha=(0, 0.2), dropout_rate=None)
+    train, progressive = _train_dataset(config, source, tf.distribute.get_strategy(), schedule)
+    progressive.verbose = 0
+    model = ev2.build_model(TINY_SPEC, classes=10)
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    rss = []  # at the end of each stage (one epoch each)
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: rss.append(rss_mb()))
+    model.fit(train, epochs=3, callbacks=[progressive, record], verbose=0)
+    print("RSS", round(copy_mb, 1), [round(r, 1) for r in rss])
+    """
+)
+
+
+def test_cached_split_is_decoded_once_for_all_stages():
+    # data.cache with progressive learning: one decoded copy for the run, not one per stage. RSS after
+    # stage 1 (the cache is full) must not grow by more than half a copy over the next two stages.
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    result = subprocess.run(
+        [sys.executable, "-c", CACHE_MEMORY_SCRIPT.format(tests=tests_dir)],
+        capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RSS"))
+    copy_mb, rss = float(line.split()[1]), json.loads(line.split(" ", 2)[2])
+    assert rss[2] - rss[0] < 0.5 * copy_mb, f"RSS at stage ends {rss} MiB; one decoded copy is {copy_mb} MiB"
 
 
 def test_jit_compile_and_mixed_precision(tiny_spec):
