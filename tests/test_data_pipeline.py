@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from efficientnetv2_keras.data import DigitsSource, build_dataset, num_batches
+from efficientnetv2_keras.data import CachedSource, DigitsSource, build_dataset, num_batches
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +54,58 @@ def _image_hashes(dataset):
     return sorted(hashlib.sha1(image.tobytes()).hexdigest() for batch, _ in dataset.as_numpy_iterator() for image in batch)
 
 
-def test_input_context_shards_examples_and_batch_per_worker(digits):
+@pytest.mark.parametrize("cached", [False, True], ids=["source", "cached"])
+def test_input_context_shards_examples_and_batch_per_worker(digits, cached):
     whole = build_dataset(digits, "test", 16, 40, training=False)
+    source = CachedSource(digits) if cached else digits  # a cache per worker's shard
     shards = []
     for worker in range(2):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker, num_replicas_in_sync=2)
-        dataset = build_dataset(digits, "test", 16, 40, training=False, input_context=context)
+        dataset = build_dataset(source, "test", 16, 40, training=False, input_context=context)
         assert max(int(b.shape[0]) for b, _ in dataset) == 20  # per-replica batch
         shards.append(_image_hashes(dataset))
     assert len(shards[0]) == len(shards[1]) == 180
     assert sorted(shards[0] + shards[1]) == _image_hashes(whole)
+
+
+class _CountingDigits(DigitsSource):
+    """Digits that count how many images they decode."""
+
+    def __init__(self):
+        super().__init__(image_size=16)
+        self.decoded = tf.Variable(0, dtype=tf.int64)
+
+    def decode(self, record):
+        self.decoded.assign_add(1)
+        return super().decode(record)
+
+
+def test_cached_source_decodes_a_split_once_for_every_pipeline(tmp_path):
+    source = _CountingDigits()
+    # cache=True in each pipeline: every stage decodes (and keeps) its own copy.
+    for size in (16, 24):
+        dataset = build_dataset(source, "train[:256]", size, 64, training=True, augment=None, cache=True)
+        assert [sum(1 for _ in dataset) for _ in range(2)] == [4, 4]
+    assert int(source.decoded.numpy()) == 2 * 256
+    # One CachedSource for all stages: decoded once, whatever the size, augmentation or epoch.
+    for cache in (True, str(tmp_path / "digits")):
+        source.decoded.assign(0)
+        cached = CachedSource(source, cache=cache)
+        stages = [build_dataset(cached, "train[:256]", size, 64, training=True, mixup_alpha=0.1 * i, seed=i)
+                  for i, size in enumerate((16, 24, 32))]  # fmt: skip
+        assert [sum(1 for _ in dataset) for dataset in stages + stages] == [4] * 6
+        assert int(source.decoded.numpy()) == 256
+    assert sorted(p.name for p in tmp_path.iterdir())[0].startswith("digits-train_256_-shuffled-0of1")
+    # Evaluation reads its own split; names, sizes and aliases pass through.
+    assert sum(int(b.shape[0]) for b, _ in build_dataset(cached, "val", 16, 100, training=False)) == 360
+    assert (cached.name, cached.num_classes, cached.num_examples("train[:10%]")) == ("digits", 10, 144)
+    assert num_batches(cached, "train", 128) == 11
+    with pytest.raises(ValueError, match="pass cache=False"):
+        build_dataset(cached, "train", 16, 8, training=True, cache=True)
+    with pytest.raises(ValueError, match="wrap the underlying source once"):
+        CachedSource(cached)
+    with pytest.raises(ValueError, match="file-name prefix"):
+        CachedSource(source, cache=1)
 
 
 def test_seeded_pipelines_repeat_and_epochs_differ(digits):
