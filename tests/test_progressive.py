@@ -302,19 +302,41 @@ def test_fit_steps_per_epoch_must_agree_with_the_callback(tiny_spec):
         model.fit(progressive.dataset, epochs=4, steps_per_epoch=4, callbacks=[progressive], verbose=0)
 
 
-def test_fit_with_steps_per_epoch_starts_every_stage_with_its_own_batches(tiny_spec):
-    keras.utils.set_random_seed(0)
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("simulated preemption")
+
+
+def test_fit_with_steps_per_epoch_starts_every_stage_with_its_own_batches(tiny_spec, tmp_path):
     schedule = progressive_schedule(tiny_spec, "paper", total_epochs=6, num_stages=3, image_size=(32, 48), dropout_rate=(0.0, 0.4))
-    model, image_recorder, head_recorder = _recorded_model(tiny_spec, classes=4)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    # One pass is 6 batches; epochs of 4 steps continue through it.
-    progressive = ProgressiveLearning(schedule, _synthetic_dataset_fn(), steps_per_epoch=4, verbose=0)
-    log = BatchLog(image_recorder, head_recorder)
-    history = model.fit(progressive.dataset, epochs=6, steps_per_epoch=4, callbacks=[progressive, log], verbose=0)
-    assert [row[0] for row in log.rows] == [32] * 8 + [40] * 8 + [48] * 8
-    zero_fractions = np.array([row[1] for row in log.rows]).reshape(3, -1).mean(axis=1)
+    logs = []
+
+    def run(extra_callbacks):
+        keras.utils.set_random_seed(0)
+        model, image_recorder, head_recorder = _recorded_model(tiny_spec, classes=4)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        # One pass is 6 batches; epochs of 4 steps continue through it.
+        progressive = ProgressiveLearning(schedule, _synthetic_dataset_fn(), steps_per_epoch=4, verbose=0)
+        logs.append(BatchLog(image_recorder, head_recorder))
+        backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+        # The progressive callback runs before BackupAndRestore (as in the trainer): the resumed
+        # run's stream must still start at the restored epoch.
+        callbacks = [progressive, backup, logs[-1]] + extra_callbacks
+        return model.fit(progressive.dataset, epochs=6, steps_per_epoch=4, callbacks=callbacks, verbose=0), progressive
+
+    with pytest.raises(RuntimeError, match="simulated preemption"):
+        run([_Interrupt(epoch=3)])  # in the middle of stage 1 (epochs 2-3)
+    history, progressive = run([])
+    assert history.epoch == [3, 4, 5] and history.history["image_size"] == [40, 48, 48]
+    rows = logs[0].rows + logs[1].rows  # epochs 0-2, then 3-5
+    assert [row[0] for row in rows] == [32] * 8 + [40] * 8 + [48] * 8
+    zero_fractions = np.array([row[1] for row in rows]).reshape(3, -1).mean(axis=1)
     assert zero_fractions[0] < 0.02 and 0.1 < zero_fractions[1] < 0.3 and 0.3 < zero_fractions[2] < 0.5
-    assert history.history["image_size"] == [32, 32, 40, 40, 48, 48]
     assert progressive.trace_count <= 2
 
 
@@ -361,7 +383,7 @@ def test_resume_with_backup_and_restore_continues_in_the_interrupted_stage(tiny_
     assert history.history["stage"] == [1, 2, 2]
     assert history.history["image_size"] == [48, 64, 64]
     steps = 96 // 16
-    assert [row[0] for row in log.rows[:steps]] == [48] * steps
+    assert [row[0] for row in log.rows] == [48] * steps + [64] * 2 * steps
     assert ev2.get_regularization(model)["dropout_rate"] == pytest.approx(0.5)
 
 
