@@ -281,6 +281,19 @@ def test_steps_per_epoch_stream_continues_through_each_stage_and_releases_finish
     assert resumed == [(40, 0), (40, 2), (40, 4), (48, 0), (48, 2), (48, 4), (48, 6), (48, 8), (48, 0)]
 
 
+def test_step_schedule_maps_stages_onto_epochs_of_steps_per_epoch(tiny_spec):
+    # Stages cover steps [0, 10), [10, 20), [20, 30); epochs of 4 steps start at 0, 4, ..., 28 and take
+    # the stage in effect there.
+    schedule = progressive_schedule(tiny_spec, "paper", total_steps=30, num_stages=3, image_size=(32, 48), dropout_rate=None)
+    with pytest.raises(ValueError, match="pass steps_per_epoch"):
+        ProgressiveLearning(schedule, _indexed_dataset_fn([]))
+    progressive = ProgressiveLearning(schedule, _indexed_dataset_fn([]), steps_per_epoch=4, verbose=0)
+    assert progressive.epochs == 8
+    assert [progressive.stage_for_epoch(e).index for e in range(8)] == [0, 0, 0, 1, 1, 2, 2, 2]
+    sizes = [int(x.shape[1]) for x, _ in progressive.dataset.take(36)]
+    assert sizes == [32] * 12 + [40] * 8 + [48] * 16  # the last stage goes on past the schedule's end
+
+
 def test_fit_steps_per_epoch_must_agree_with_the_callback(tiny_spec):
     schedule = progressive_schedule(tiny_spec, "paper", total_epochs=4, num_stages=2, image_size=(32, 48), dropout_rate=None)
     model = ev2.build_model(tiny_spec, classes=4)

@@ -51,7 +51,7 @@ class ProgressiveLearning(keras.callbacks.Callback):
 
     Epochs of a fixed number of steps (e.g. shorter than one pass over a huge dataset):
         progressive = ProgressiveLearning(schedule, dataset_fn, steps_per_epoch=1000)
-        model.fit(progressive.dataset, epochs=schedule.total, steps_per_epoch=1000,
+        model.fit(progressive.dataset, epochs=progressive.epochs, steps_per_epoch=1000,
                   callbacks=[progressive])
 
     Args:
@@ -71,6 +71,8 @@ class ProgressiveLearning(keras.callbacks.Callback):
         the first call twice (the optimizer and metrics create their variables in the first trace,
         and tf.function retraces after variable creation); after that, no stage adds a trace.
       current_stage: the `Stage` in effect.
+      epochs: the epochs the schedule covers, for `fit(epochs=...)`: `schedule.total`, or for a step
+        schedule ceil(total steps / steps_per_epoch).
     """
 
     def __init__(self, schedule, dataset_fn, steps_per_epoch=None, verbose=1):
@@ -93,9 +95,10 @@ class ProgressiveLearning(keras.callbacks.Callback):
         self._dataset = None
         self._pass_batches = None  # batches per epoch of one-pass stage pipelines, when known
         self._wrapped_train_step = False
+        self.epochs = schedule.total if schedule.unit == "epoch" else -(-schedule.total // self.steps_per_epoch)
         # The stage of every epoch, looked up by the dataset at run time (epochs past the end keep
         # the last stage).
-        self._stage_of_epoch = [self.stage_for_epoch(epoch).index for epoch in range(schedule.total)]
+        self._stage_of_epoch = [self.stage_for_epoch(epoch).index for epoch in range(self.epochs)]
         with tf.init_scope():  # a plain host variable, also when created under a strategy scope
             self._epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="progressive_epoch")
 
