@@ -133,7 +133,13 @@ def read_timm_checkpoint(source):
         raise FileNotFoundError(f"Checkpoint file not found: {path!r}.")
     find_timm_checkpoint(path)  # a clear error for names that are not released checkpoints
     timm, _ = import_timm()
-    model = timm.create_model(path, pretrained=True)
+    try:
+        model = timm.create_model(path, pretrained=True)
+    except Exception as error:  # no network, hub errors: say how to do it by hand
+        raise ConversionError(
+            f"timm could not download {path} ({type(error).__name__}: {error}). Download model.safetensors "
+            f"from https://huggingface.co/timm/{path} and pass that file (with name={path!r})."
+        ) from error
     return {k: _numpy(v) for k, v in model.state_dict().items()}, f"timm {path}", path
 
 
