@@ -177,6 +177,10 @@ def test_checkpoint_names():
         find_timm_checkpoint("efficientnetv2_rw_s.ra2_in1k")
     with pytest.raises(ValueError, match="no checkpoint 'tf_efficientnetv2_xl.in1k'"):
         find_timm_checkpoint("tf_efficientnetv2_xl.in1k")
+    with pytest.raises(ConversionError, match="with its tag: one of tf_efficientnetv2_m.in1k"):
+        convert_timm("tf_efficientnetv2_m", "unused")  # timm would pick a default tag silently
+    with pytest.raises(FileNotFoundError, match="not found"):
+        convert_timm("missing/model.safetensors", "unused")
     # B3's 1k checkpoints were trained on differently normalized inputs: the name must be given.
     b3 = ev2.get_model_spec("b3")
     with pytest.raises(ConversionError, match="tf_efficientnetv2_b3.in21k_ft_in1k"):

@@ -123,7 +123,10 @@ def read_timm_checkpoint(source):
                 ) from error
             state = load_file(path)
         elif path.endswith((".pth", ".pt", ".bin")):
-            _, torch = import_timm()
+            try:
+                import torch
+            except ImportError as error:
+                raise ImportError(f"Reading {path!r} needs torch: pip install 'efficientnetv2-keras[timm]'.") from error
             state = torch.load(path, map_location="cpu", weights_only=True)
         else:
             raise ConversionError(f"{path!r}: expected a .safetensors, .pth, .pt or .bin file.")
@@ -131,7 +134,9 @@ def read_timm_checkpoint(source):
         return state, os.path.abspath(path), None
     if os.sep in path or path.endswith((".safetensors", ".pth", ".pt", ".bin")):
         raise FileNotFoundError(f"Checkpoint file not found: {path!r}.")
-    find_timm_checkpoint(path)  # a clear error for names that are not released checkpoints
+    if find_timm_checkpoint(path) is None:  # also a clear error for names that are not released checkpoints
+        tags = [n for n in TIMM_CHECKPOINTS if n.startswith(path + ".")]
+        raise ConversionError(f"Name the checkpoint with its tag: one of {', '.join(tags)}.")
     timm, _ = import_timm()
     try:
         model = timm.create_model(path, pretrained=True)
