@@ -35,5 +35,9 @@ setup(
         "jax": ["jax>=0.4.34,<0.13"],
         # The TFLite interpreter now ships as LiteRT; conversion stays in TensorFlow.
         "litert": ["ai-edge-litert>=2.0,<3"],
+        # Converting timm's tf_efficientnetv2_* checkpoints (efficientnetv2_keras.weights) and the
+        # parity tests against timm. Install torch first from a CPU build (`pip install torch==2.13.0`
+        # where that file is on disk): a bare `torch` requirement resolves to a multi-GB CUDA build.
+        "timm": ["torch>=2.4,<2.14", "timm>=1.0,<2", "safetensors>=0.4,<1"],
     },
 )

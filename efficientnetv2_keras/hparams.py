@@ -81,6 +81,9 @@ class ModelConfig:
     init_checkpoint: Optional[str] = _key(None, "Pretrained weights loaded after building ('imagenet', .keras, "
                                                 ".weights.h5 or keras.applications .h5; REFERENCE §3.8 ft_init_ckpt).")
     skip_head: bool = _key(False, "Keep the new classifier when loading init_checkpoint (transfer learning).")
+    input_normalization: Optional[str] = _key(
+        None, "What include_preprocessing applies: imagenet (mean/std) or symmetric ((x-128)/128); null = the "
+        "variant's, or that of a converted init_checkpoint's JSON.", choices=("imagenet", "symmetric"))
 
 
 @dataclasses.dataclass

@@ -20,8 +20,8 @@ EXPECTED_CLASSES = {"imagenet": 1000, "imagenet21k": IMAGENET21K_CLASSES, "cifar
 
 
 def _expected_classes(recipe):
-    if recipe.startswith("finetune_"):
-        return EXPECTED_CLASSES[recipe.split("_", 1)[1]]
+    if recipe.startswith("finetune_"):  # finetune_<dataset>[_<from what>]
+        return EXPECTED_CLASSES[recipe.split("_")[1]]
     if recipe.startswith("digits"):
         return 10
     return EXPECTED_CLASSES[recipe.split("_", 1)[0]]

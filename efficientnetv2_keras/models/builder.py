@@ -40,6 +40,7 @@ MIN_INPUT_SIZE = 32
 # Python's default limit of 1,000 frames. Raised at import, so load_model works too; never lowered.
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
 POOLINGS = (None, "avg", "max")
+INPUT_NORMALIZATIONS = ("imagenet", "symmetric")
 
 
 def block_letters(index):
@@ -160,6 +161,7 @@ def build_model(
     bn_momentum=0.9,
     bn_epsilon=1e-3,
     activation="silu",
+    input_normalization=None,
 ):
     """Builds any EfficientNetV2 variant (a name or a `ModelSpec`) as a Keras functional model.
 
@@ -169,6 +171,10 @@ def build_model(
         1 - (1 - survival_prob) * i / N (the released code's linear decay). 1.0 disables it.
       bn_momentum: 0.9 as in the released code and keras.applications; the paper text says 0.99.
       bn_epsilon, activation: as in the released code (1e-3, SiLU).
+      input_normalization: what `include_preprocessing` applies to [0, 255] pixels: "imagenet"
+        (ImageNet mean/std) or "symmetric" ((x - 128) / 128); None = the variant's (B0-B3
+        "imagenet", S/M/L/XL "symmetric"). Weights trained with the other one need it changed, e.g.
+        timm's B3 ImageNet-21k checkpoints ("symmetric").
     `weights`: None, "imagenet" (keras.applications' ImageNet weights, downloaded by Keras), or the
     path of a weights file (ours, or a keras.applications one: .h5, .weights.h5 or .keras).
     Dropout and stochastic-depth rates can be changed later with `set_regularization`.
@@ -183,6 +189,12 @@ def build_model(
     dropout_rate = spec.dropout_rate if dropout_rate is None else dropout_rate
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}.")
+    if input_normalization is None:
+        input_normalization = spec.input_normalization
+    if input_normalization not in INPUT_NORMALIZATIONS:
+        raise ValueError(
+            f"input_normalization must be one of {INPUT_NORMALIZATIONS} or None, got {input_normalization!r}."
+        )
     if weights is not None and not isinstance(weights, str) and not hasattr(weights, "__fspath__"):
         raise ValueError(
             f"weights must be None, 'imagenet' or the path of a weights file, got {weights!r}."
@@ -204,7 +216,7 @@ def build_model(
     if include_preprocessing:
         # Inputs are float pixels in [0, 255]. REFERENCE §4.2: B0-B3 use ImageNet mean/std (V1
         # convention), S/M/L/XL map to [-1, 1) like the official (x - 128) / 128.
-        if spec.input_normalization == "imagenet":
+        if input_normalization == "imagenet":
             x = layers.Rescaling(scale=1.0 / 255, name="rescaling")(x)
             x = layers.Normalization(
                 axis=channels_axis, mean=IMAGENET_MEAN, variance=IMAGENET_VARIANCE, name="normalization"

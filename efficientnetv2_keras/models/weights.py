@@ -6,6 +6,7 @@ every layer that holds weights, so weights transfer by name. Every transfer is v
 before anything is assigned: a failed load leaves the model as it was.
 """
 
+import json
 import os
 import re
 
@@ -220,12 +221,48 @@ def load_weights_from_keras_applications(model, source, skip_head=False, spec=No
     return _assign_by_name(model, arrays, repr(path), skip_head)
 
 
+def weights_info_path(path):
+    """The JSON written beside a converted weights file: `x.weights.h5` -> `x.json`."""
+    path = os.fspath(path)
+    stem = path[: -len(".weights.h5")] if path.endswith(".weights.h5") else os.path.splitext(path)[0]
+    return stem + ".json"
+
+
+def _model_input_normalization(model):
+    """What the model's preprocessing layers apply: "imagenet", "symmetric", or None (none inside)."""
+    names = {layer.name for layer in model.layers}
+    if "normalization" in names:
+        return "imagenet"
+    return "symmetric" if "rescaling" in names else None
+
+
+def _check_input_normalization(model, path):
+    """Weights whose JSON names another input normalization than the model applies are refused."""
+    info_path = weights_info_path(path)
+    if not os.path.exists(info_path):
+        return
+    try:
+        with open(info_path, encoding="utf-8") as f:
+            wanted = json.load(f).get("input_normalization")
+    except (OSError, ValueError, AttributeError) as error:
+        raise ValueError(f"Cannot read the weights information {info_path!r}: {error}. Fix or remove it.") from None
+    have = _model_input_normalization(model)
+    if wanted and have and wanted != have:
+        raise WeightsMismatchError(
+            f"{path!r} was trained on inputs normalized {wanted!r} (see {info_path!r}), but model "
+            f"{model.name!r} normalizes {have!r}. Build it with input_normalization={wanted!r}, or with "
+            "include_preprocessing=False and normalize the inputs yourself."
+        )
+
+
 def load_weights(model, weights, spec=None, skip_head=False):
     """The `weights=` argument of the model constructors.
 
     "imagenet": keras.applications' ImageNet-1k weights (downloaded and cached by Keras).
-    A path: a weights file of this package (`model.save_weights`), or any keras.applications file
-    (see `load_weights_from_keras_applications`).
+    A path: a weights file of this package (`model.save_weights`, or converted by
+    `efficientnetv2_keras.weights.convert_timm`), or any keras.applications file (see
+    `load_weights_from_keras_applications`). A converted file's JSON (`weights_info_path`) must agree
+    with the model's input normalization.
     """
     spec = _model_spec_of(model, spec)
     has_top = any(layer.name == _HEAD for layer in model.layers)
@@ -246,6 +283,7 @@ def load_weights(model, weights, spec=None, skip_head=False):
         )
     path = os.fspath(weights)
     if path.endswith(".weights.h5") and os.path.exists(path):
+        _check_input_normalization(model, path)
         ours, classes = _keras3_weights_layout(path)
         if ours:
             return _load_our_weights_file(model, path, spec, classes, skip_head)

@@ -65,6 +65,7 @@ def build_model_from_config(config, num_classes=None, input_shape=None, load_che
         bn_momentum=model_config.bn_momentum,
         bn_epsilon=model_config.bn_epsilon,
         activation=model_config.activation,
+        input_normalization=model_config.input_normalization,
     )
     if load_checkpoint and model_config.init_checkpoint:
         load_pretrained(model, model_config.init_checkpoint, skip_head=model_config.skip_head)

@@ -34,6 +34,7 @@ from efficientnetv2_keras.training.ema import EMACallback
 from efficientnetv2_keras.training.finetune import training_steps
 from efficientnetv2_keras.training.losses import default_monitor
 from efficientnetv2_keras.training.strategy import configure_mixed_precision, get_strategy, resolve_mixed_precision
+from efficientnetv2_keras.weights import apply_weights_info
 
 MODES = ("train", "eval", "traineval")
 
@@ -257,6 +258,8 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
     started = time.perf_counter()
+    # A converted init_checkpoint's JSON: train and evaluate on the inputs its weights expect.
+    config = apply_weights_info(config)
     os.makedirs(model_dir, exist_ok=True)
     keras.utils.set_random_seed(config.runtime.seed)
     strategy = strategy or get_strategy(config.runtime.strategy, tpu=config.runtime.tpu)
