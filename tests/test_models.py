@@ -13,7 +13,7 @@ import pytest
 import efficientnetv2_keras as ev2
 from efficientnetv2_keras.models import family
 
-# Official totals (effnetv2_model_test.py; REFERENCE §3.4), 1000 classes, BN statistics included.
+# Official totals (google/automl efficientnetv2/effnetv2_model_test.py), 1000 classes, BN statistics included.
 OFFICIAL_PARAMS = {
     "b0": 7_200_312,
     "b1": 8_212_124,

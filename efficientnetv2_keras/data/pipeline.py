@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 
+import keras
 import tensorflow as tf
 
 from efficientnetv2_keras.data.mixing import mix_batch
@@ -34,6 +35,7 @@ from efficientnetv2_keras.data.sources import Source, get_source
 
 AUTOTUNE = tf.data.AUTOTUNE
 LABEL_FORMATS = ("sparse", "one_hot", "multi_hot_normalized", "multi_hot")
+DATA_FORMATS = ("channels_last", "channels_first")
 AUGMENTS = ("randaug", "ft", None)
 DEFAULT_SHUFFLE_BUFFER = 10_000  # records (encoded bytes / paths), not decoded images
 MIN_IMAGE_SIZE = 8
@@ -181,6 +183,7 @@ def build_dataset(
     drop_remainder=None,
     deterministic=None,
     data_dir=None,
+    data_format=None,
 ) -> tf.data.Dataset:
     """Builds the input pipeline of one stage: (float32 images [B, S, S, 3] in [0, 255], labels).
 
@@ -220,6 +223,9 @@ def build_dataset(
       deterministic: keep element order; default True for evaluation and for seeded pipelines, False for
         unseeded training (faster, as the official pipeline).
       data_dir: tensorflow-datasets data_dir when `source` is a tfds name.
+      data_format: "channels_last" (images [B, S, S, 3]) or "channels_first" ([B, 3, S, S], for models
+        built channels_first); None = `keras.config.image_data_format()`. Only the final batches are
+        transposed: augmentation and mixing always work on [B, S, S, 3].
     """
     if not _is_int(image_size) or image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"image_size must be an int >= {MIN_IMAGE_SIZE} (pixels per side), got {image_size!r}.")
@@ -242,6 +248,9 @@ def build_dataset(
     if seed is not None and not _is_int(seed):
         raise ValueError(f"seed must be an int or None, got {seed!r}.")
     eval_crop_padding = _check_number("eval_crop_padding", eval_crop_padding)
+    data_format = keras.config.image_data_format() if data_format is None else data_format
+    if data_format not in DATA_FORMATS:
+        raise ValueError(f"data_format must be 'channels_last', 'channels_first' or None, got {data_format!r}.")
 
     source = get_source(source, data_dir=data_dir)
     decoded = isinstance(source, CachedSource)  # its records are decoded, cached examples
@@ -319,6 +328,10 @@ def build_dataset(
             return mix_batch(images, labels, mixup_alpha, cutmix_alpha, batch_seed)
 
         dataset = tf.data.Dataset.zip((dataset, batch_seeds)).map(mix, num_parallel_calls=AUTOTUNE)
+
+    if data_format == "channels_first":
+        dataset = dataset.map(lambda images, labels: (tf.transpose(images, (0, 3, 1, 2)), labels),
+                              num_parallel_calls=AUTOTUNE)
 
     dataset = dataset.prefetch(AUTOTUNE)
     options = tf.data.Options()

@@ -4,7 +4,8 @@ Layer names follow keras.applications (`stem_conv`, `block4a_expand_conv`, ..., 
 `predictions`), so weights transfer by name; block letters go a..z, then aa, ab, ... for stages with
 more than 26 blocks (XL), where keras.applications' `chr(97 + j)` would run out of letters.
 
-Deliberate differences from keras.applications (REFERENCE §4.5), all following the released code:
+Deliberate differences from keras.applications, all following the released code (google/automl
+`efficientnetv2/effnetv2_model.py`):
 conv kernels are initialized with the untruncated fan-out normal, the head dropout defaults to the
 per-variant rate (0.2-0.4, keras.applications uses 0.2 for all), and every residual block has a
 `StochasticDepth` layer (keras.applications skips the first, whose rate is 0), so the rates can be
@@ -19,8 +20,9 @@ from keras import layers
 from efficientnetv2_keras.models.family import FUSED_MBCONV, get_model_spec
 from efficientnetv2_keras.models.layers import AdjustableDropout, StochasticDepth
 
-# REFERENCE §3.4: the released code's initializers. Dense: uniform(+-1/sqrt(classes)). Configs, not
-# instances: each layer deserializes its own initializer. An unseeded Keras initializer instance
+# The released code's initializers (effnetv2_model.py `conv_kernel_initializer`,
+# `dense_kernel_initializer`). Dense: uniform(+-1/sqrt(classes)). Configs, not instances: each
+# layer deserializes its own initializer. An unseeded Keras initializer instance
 # draws the same values on every call, so sharing one would start same-shaped layers identical.
 CONV_KERNEL_INITIALIZER = {
     "class_name": "VarianceScaling",
@@ -31,7 +33,7 @@ DENSE_KERNEL_INITIALIZER = {
     "config": {"scale": 1.0 / 3.0, "mode": "fan_out", "distribution": "uniform"},
 }
 
-# REFERENCE §4.2: ImageNet mean/std for B0-B3 (the V1 legacy pipeline they were trained with).
+# ImageNet mean/std for B0-B3 (the V1 legacy pipeline they were trained with; keras.applications too).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_VARIANCE = (0.229**2, 0.224**2, 0.225**2)
 MIN_INPUT_SIZE = 32
@@ -67,7 +69,7 @@ def _conv(filters, kernel, stride, name, use_bias=False, activation=None, paddin
 
 
 def _block(x, stage, in_filters, stride, drop_rate, block_fraction, prefix, cfg):
-    """One MBConv or Fused-MBConv block (paper Figure 2; REFERENCE §3.4)."""
+    """One MBConv or Fused-MBConv block (paper Figure 2; effnetv2_model.py `MBConvBlock`, `FusedMBConvBlock`)."""
     bn_axis = cfg["bn_axis"]
 
     def batch_norm(name):
@@ -116,27 +118,52 @@ def _block(x, stage, in_filters, stride, drop_rate, block_fraction, prefix, cfg)
     return x
 
 
-def _input_layer(input_tensor, input_shape, channels_axis, need_rgb):
+def _layout(channels_first):
+    """What input_shape means in the current image data format, for error messages."""
+    if channels_first:
+        return "(channels, height, width) (keras.config.image_data_format() is 'channels_first')"
+    return "(height, width, channels) (keras.config.image_data_format() is 'channels_last')"
+
+
+def _transposed_hint(input_shape, channels_first):
+    """A hint when input_shape looks written for the other layout, e.g. (224, 224, 3) in NCHW."""
+    channels = input_shape[-1] if channels_first else input_shape[0]
+    if channels not in (1, 3, 4):
+        return ""
+    spatial = input_shape[:2] if channels_first else input_shape[1:]
+    example = (3, *spatial) if channels_first else (*spatial, 3)
+    return (
+        f" {input_shape} looks like a shape for the other layout: input_shape is "
+        f"{_layout(channels_first)}, e.g. {example}."
+    )
+
+
+def _input_layer(input_tensor, input_shape, channels_first, need_rgb):
+    """The model input; `input_shape` excludes the batch axis, so channels are entry 0 or -1."""
     if input_shape is None:
-        input_shape = (None, None, 3) if channels_axis == -1 else (3, None, None)
+        input_shape = (3, None, None) if channels_first else (None, None, 3)
     input_shape = tuple(input_shape)
     if len(input_shape) != 3:
         raise ValueError(
-            f"input_shape must have 3 entries (height, width, channels), got {input_shape}."
+            f"input_shape must have 3 entries {_layout(channels_first)}, got {input_shape}."
         )
-    channels = input_shape[channels_axis]
-    spatial = input_shape[:2] if channels_axis == -1 else input_shape[1:]
+    channels = input_shape[0] if channels_first else input_shape[-1]
+    spatial = input_shape[1:] if channels_first else input_shape[:2]
     if channels is None or channels < 1 or (need_rgb and channels != 3):
         raise ValueError(
-            f"EfficientNetV2 expects RGB input with 3 channels, got input_shape={input_shape}. "
-            "Convert grayscale/RGBA images to RGB (e.g. tf.image.grayscale_to_rgb), or pass "
-            "include_preprocessing=False and weights=None to build a model for other channel counts."
+            f"EfficientNetV2 expects RGB input with 3 channels, got input_shape={input_shape}, "
+            f"which is {_layout(channels_first)}."
+            + (_transposed_hint(input_shape, channels_first) or
+               " Convert grayscale/RGBA images to RGB (e.g. tf.image.grayscale_to_rgb), or pass "
+               "include_preprocessing=False and weights=None to build a model for other channel counts.")
         )
     for size in spatial:
         if size is not None and size < MIN_INPUT_SIZE:
             raise ValueError(
                 f"Input height and width must be at least {MIN_INPUT_SIZE} (the network downsamples "
-                f"32x), got input_shape={input_shape}. Resize the images or pass None for any size."
+                f"32x), got input_shape={input_shape}, which is {_layout(channels_first)}."
+                + (_transposed_hint(input_shape, channels_first) or
+                   " Resize the images or pass None for any size.")
             )
     if input_tensor is None:
         return layers.Input(shape=input_shape), input_shape
@@ -178,6 +205,10 @@ def build_model(
     `weights`: None, "imagenet" (keras.applications' ImageNet weights, downloaded by Keras), or the
     path of a weights file (ours, or a keras.applications one: .h5, .weights.h5 or .keras).
     Dropout and stochastic-depth rates can be changed later with `set_regularization`.
+    The layout is `keras.config.image_data_format()` at build time, as in keras.applications:
+    channels_last models take [batch, height, width, 3] and `input_shape=(height, width, 3)`,
+    channels_first ones [batch, 3, height, width] and `input_shape=(3, height, width)`. Weights are
+    the same in both layouts, so weight files load into either.
     """
     spec = get_model_spec(model_name)
     if pooling not in POOLINGS:
@@ -200,10 +231,11 @@ def build_model(
             f"weights must be None, 'imagenet' or the path of a weights file, got {weights!r}."
         )
 
-    channels_last = keras.config.image_data_format() == "channels_last"
-    channels_axis = -1 if channels_last else 1
+    # Every layer reads the global image data format when it is made; the model keeps that layout.
+    channels_first = keras.config.image_data_format() == "channels_first"
+    channels_axis = 1 if channels_first else -1  # of the batched tensors, for BN and Normalization
     img_input, input_shape = _input_layer(
-        input_tensor, input_shape, channels_axis, need_rgb=include_preprocessing or weights is not None
+        input_tensor, input_shape, channels_first, need_rgb=include_preprocessing or weights is not None
     )
     cfg = {
         "bn_axis": channels_axis,
@@ -214,8 +246,8 @@ def build_model(
 
     x = img_input
     if include_preprocessing:
-        # Inputs are float pixels in [0, 255]. REFERENCE §4.2: B0-B3 use ImageNet mean/std (V1
-        # convention), S/M/L/XL map to [-1, 1) like the official (x - 128) / 128.
+        # Inputs are float pixels in [0, 255]. B0-B3 use ImageNet mean/std (V1 convention) along
+        # the channel axis of either layout; S/M/L/XL map to [-1, 1) like the official (x - 128) / 128.
         if input_normalization == "imagenet":
             x = layers.Rescaling(scale=1.0 / 255, name="rescaling")(x)
             x = layers.Normalization(
@@ -319,7 +351,8 @@ def _constructor(variant):
         "Same arguments as `keras.applications." + constructor.__name__ + "` (but `weights` "
         "defaults to None: nothing is downloaded unless asked), plus `dropout_rate`, "
         "`survival_prob`, `bn_momentum`, `bn_epsilon`, `activation`; see `build_model`.\n"
-        "The default input shape is (None, None, 3): any image size >= 32 px."
+        "The default input shape is (None, None, 3), or (3, None, None) under "
+        "keras.config.image_data_format() == 'channels_first': any image size >= 32 px."
     )
     return constructor
 

@@ -1,7 +1,8 @@
 """The EfficientNetV2 family as data.
 
-Each variant is a stage table (`StageSpec` rows, the released code's block strings, REFERENCE §3.2)
-plus scaling coefficients and training defaults (`ModelSpec`, REFERENCE §3.3). One builder
+Each variant is a stage table (`StageSpec` rows, the block strings of google/automl
+`efficientnetv2/effnetv2_configs.py`) plus scaling coefficients and training defaults (`ModelSpec`,
+that file's `efficientnetv2_params`). One builder
 (`builder.build_model`) turns any spec into a Keras model, so a new variant, or an architecture
 emitted by the NAS search, is a new table, not new code.
 
@@ -56,8 +57,8 @@ class ModelSpec:
     dropout_rate: float = 0.2
     randaug_magnitude: float = 0.0
     mixup_alpha: float = 0.0  # the official configs use the same value for cutmix
-    # REFERENCE §4.2: "imagenet" = ImageNet mean/std (B0-B3, the V1 convention they were trained
-    # with); "symmetric" = (x - 128) / 128 as the official V2 pipeline (S/M/L/XL).
+    # "imagenet" = ImageNet mean/std (B0-B3, the V1 convention they were trained with, as in
+    # keras.applications.EfficientNetV2B*); "symmetric" = (x - 128) / 128 as the official V2 pipeline (S/M/L/XL).
     input_normalization: str = "symmetric"
 
     def scaled_stages(self):
@@ -101,7 +102,7 @@ def _stages(*rows):
 
 F, M = FUSED_MBCONV, MBCONV
 
-# REFERENCE §3.2: block strings of effnetv2_configs.py. All kernels are 3x3; fused blocks never
+# The block strings of google/automl efficientnetv2/effnetv2_configs.py. All kernels are 3x3; fused blocks never
 # have SE in a released config.
 BASE_STAGES = _stages(  # V2 "base", scaled by width/depth into B0-B3
     (F, 3, 1, 1, 32, 16, 1, 0.0),
@@ -147,7 +148,7 @@ XL_STAGES = _stages(  # "only for 21k pretraining"
     (M, 3, 1, 6, 512, 640, 8, 0.25),
 )
 
-# REFERENCE §3.3 (`efficientnetv2_params`): width, depth, train size, eval size, dropout,
+# google/automl efficientnetv2/effnetv2_configs.py `efficientnetv2_params`: width, depth, train size, eval size, dropout,
 # RandAugment magnitude, mixup (= cutmix) alpha. B0-B3 were trained with the V1 AutoAugment
 # pipeline in the official code, hence magnitude 0 there.
 MODEL_SPECS = {

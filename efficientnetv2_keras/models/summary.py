@@ -19,11 +19,11 @@ def count_flops(model):
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, keras.layers.DepthwiseConv2D):
             kh, kw = layer.kernel_size
-            _, h, w, c = _nhwc(layer.output.shape)
+            _, h, w, c = _nhwc(layer)
             total += h * w * kh * kw * c * layer.depth_multiplier
         elif isinstance(layer, keras.layers.Conv2D):
             kh, kw = layer.kernel_size
-            _, h, w, c = _nhwc(layer.output.shape)
+            _, h, w, c = _nhwc(layer)
             in_channels = layer.kernel.shape[-2]
             total += h * w * kh * kw * in_channels * c
         elif isinstance(layer, keras.layers.Dense):
@@ -31,12 +31,16 @@ def count_flops(model):
     return total
 
 
-def _nhwc(shape):
-    if keras.config.image_data_format() == "channels_first":
+def _nhwc(layer):
+    """The layer's output shape as (batch, height, width, channels), in either layout."""
+    shape = layer.output.shape
+    channels_first = layer.data_format == "channels_first"  # the model's, not today's global setting
+    if channels_first:
         shape = (shape[0], shape[2], shape[3], shape[1])
     if any(dim is None for dim in shape[1:]):
+        example = "(3, 384, 384)" if channels_first else "(384, 384, 3)"
         raise ValueError(
-            "count_flops needs a model built with a fixed input size, e.g. input_shape=(384, 384, 3)."
+            f"count_flops needs a model built with a fixed input size, e.g. input_shape={example}."
         )
     return shape
 
@@ -46,7 +50,9 @@ def family_summary(variants=VARIANTS):
     rows = []
     for variant in variants:
         spec = get_model_spec(variant)
-        model = build_model(spec, input_shape=(spec.eval_size, spec.eval_size, 3))
+        size = spec.eval_size
+        channels_first = keras.config.image_data_format() == "channels_first"
+        model = build_model(spec, input_shape=(3, size, size) if channels_first else (size, size, 3))
         rows.append(
             {
                 "model": spec.name,

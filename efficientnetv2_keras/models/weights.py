@@ -162,7 +162,9 @@ def _keras_applications_model(spec, include_top, classes, weights=None):
     kwargs = {"include_top": include_top, "weights": weights}
     if include_top:
         kwargs["classes"] = classes
-        kwargs["input_shape"] = (spec.eval_size, spec.eval_size, 3)
+        size = spec.eval_size
+        channels_first = keras.config.image_data_format() == "channels_first"
+        kwargs["input_shape"] = (3, size, size) if channels_first else (size, size, 3)
     return constructor(**kwargs)
 
 

@@ -299,8 +299,15 @@ class ProgressiveLearning(keras.callbacks.Callback):
             self._wrapped_train_step = False
 
 
-def _check_element_specs(datasets, stages):
-    """Every stage must yield the same structure; only the image height/width may differ."""
+def _check_element_specs(datasets, stages, data_format=None):
+    """Every stage must yield the same structure; only the image height/width may differ.
+
+    Images are [batch, height, width, channels], or [batch, channels, height, width] when
+    `data_format` (default `keras.config.image_data_format()`) is "channels_first".
+    """
+    channels_first = (data_format or keras.config.image_data_format()) == "channels_first"
+    spatial_axes, other_axes = ((2, 3), (0, 1)) if channels_first else ((1, 2), (0, 3))
+    layout = "[batch, channels, height, width]" if channels_first else "[batch, height, width, channels]"
     reference = datasets[0].element_spec
     flat_reference = tf.nest.flatten(reference)
     for dataset, stage in zip(datasets, stages):
@@ -316,10 +323,10 @@ def _check_element_specs(datasets, stages):
         images = flat[0]
         if images.shape.rank != 4:
             raise ValueError(
-                f"dataset_fn must yield batches whose first element is images [batch, height, width, "
-                f"channels]; stage {stage.index} gives {images}. Batch the dataset."
+                f"dataset_fn must yield batches whose first element is images {layout}; stage "
+                f"{stage.index} gives {images}. Batch the dataset."
             )
-        size = images.shape[1:3]
+        size = tf.TensorShape([images.shape[axis] for axis in spatial_axes])
         if size.is_fully_defined() and tuple(size) != (stage.image_size, stage.image_size):
             raise ValueError(
                 f"Stage {stage.index} asks for image size {stage.image_size} but dataset_fn gave "
@@ -328,7 +335,8 @@ def _check_element_specs(datasets, stages):
         for position, (got, expected) in enumerate(zip(flat, flat_reference)):
             got_dims, expected_dims = got.shape.as_list(), expected.shape.as_list()
             if position == 0 and got.shape.rank == 4:  # images: only height and width may differ
-                got_dims, expected_dims = got_dims[::3], expected_dims[::3]
+                got_dims = [got_dims[axis] for axis in other_axes]
+                expected_dims = [expected_dims[axis] for axis in other_axes]
             same_shape = got.shape.rank == expected.shape.rank and got_dims == expected_dims
             if got.dtype != expected.dtype or not same_shape:
                 raise ValueError(
