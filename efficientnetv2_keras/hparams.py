@@ -93,12 +93,17 @@ class DataConfig:
     data_dir: Optional[str] = _key(None, "tensorflow-datasets data_dir, or the TFRecord folder for an empty "
                                          "'tfrecord:' source.")
     train_split: str = _key("train", "Training split (tfds slices such as 'train[:98%]' and 'a+b' work).")
-    eval_split: str = _key("validation", "Held-out split for evaluation (REFERENCE §3.8).")
+    eval_split: str = _key("validation", "Test split: evaluated once, after training, for the final and the best "
+                                         "checkpoint (ImageNet: the 50,000 'validation' images).")
+    minival: Optional[Union[int, float, str]] = _key(
+        25_000, "Held-out split for validation during training and best.keras selection, carved from "
+        "train_split (which then excludes it): a number of examples, a fraction in (0, 1), a split name, or null "
+        "(no validation, no best.keras). The released code holds out 25,000 ImageNet training images.")
     num_classes: Optional[int] = _key(None, "Classes of the head; null = the source's (1000, 21843, 10, ...).",
                                       low=1)
     train_size: Optional[Union[int, str]] = _key(
         None, "Training image size without progressive learning: null = the variant's train size, pixels, or "
-        "'eval' = eval size rounded down to 16 (finetuning, REFERENCE §3.8).", low=8)
+        "'eval' = eval size rounded down to 16 (finetuning, released datasets.py).", low=8)
     eval_size: Optional[int] = _key(None, "Evaluation image size; null = the variant's (S 384, M/L 480; §3.3).",
                                     low=8)
     label_format: Optional[str] = _key(
@@ -191,9 +196,9 @@ class ProgressiveConfig:
 class EvalConfig:
     """Evaluation."""
 
-    batch_size: int = _key(128, "Evaluation batch size (REFERENCE §3.8: 128 for 21k).", low=1)
-    validation_freq: int = _key(1, "In traineval mode, validate (and maybe save best.keras) every N epochs; the "
-                                   "final evaluation always runs.", low=1)
+    batch_size: int = _key(128, "Evaluation batch size (released datasets.py: 128 for 21k).", low=1)
+    validation_freq: int = _key(1, "In traineval mode, validate on data.minival (and maybe save best.keras) every "
+                                   "N epochs; the test evaluation after training always runs.", low=1)
 
 
 @dataclasses.dataclass
@@ -377,6 +382,8 @@ def _check_value(section, key, value, origin=None):
         if converted != "eval":
             raise ConfigError(f"{name} must be null, a size in pixels or 'eval', got {converted!r}{_where(origin)}.")
         return converted
+    if key == "minival":
+        return _check_minival(name, converted, origin)
     if key == "jit_compile" and isinstance(converted, str) and converted != "auto":
         raise ConfigError(f"{name} must be 'auto', true or false, got {converted!r}{_where(origin)}.")
     if meta["choices"] is not None and isinstance(converted, list):  # a list of choices
@@ -400,6 +407,23 @@ def _check_value(section, key, value, origin=None):
     if isinstance(converted, dict) and not all(isinstance(k, str) for k in converted):
         raise ConfigError(f"{name} must be a mapping with string keys, got {converted!r}{_where(origin)}.")
     return converted
+
+
+def _check_minival(name, value, origin):
+    """A count (int >= 1), a fraction in (0, 1) or a split name."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise ConfigError(f"{name} must not be empty; give a count, a fraction or a split name{_where(origin)}.")
+        return value.strip()
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1 examples, a fraction in (0, 1), a split name or null (no "
+                              f"minival), got {value!r}{_where(origin)}.")
+        return value
+    if not (math.isfinite(value) and 0.0 < value < 1.0):
+        raise ConfigError(f"{name} as a fraction of train_split must be in (0, 1), got {value!r}{_where(origin)} "
+                          "(a whole number is a count of examples).")
+    return value
 
 
 _PAIR_KEYS = ("image_size", "randaug_magnitude", "mixup_alpha", "cutmix_alpha", "dropout_rate", "survival_prob")
@@ -456,6 +480,12 @@ def _check_consistency(config):
                               "train.label_smoothing=0.")
         if train.loss == "sigmoid":
             raise ConfigError("train.loss=sigmoid needs one_hot or multi_hot labels, not sparse.")
+    if isinstance(data.minival, str) and data.minival == data.eval_split:
+        raise ConfigError(
+            f"data.minival is the test split ({data.eval_split!r}): model selection on the test split reports "
+            "an optimistic accuracy. Carve one from the training data (e.g. data.minival=0.05) or name another "
+            "split."
+        )
     for key in _PAIR_KEYS:
         value = getattr(config.progressive, key)
         if isinstance(value, list) and key != "image_size" and key != "survival_prob" and value[0] > value[1]:
