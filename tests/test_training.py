@@ -326,6 +326,42 @@ def test_ema_averages_batch_norm_statistics_when_asked(tiny_spec, tmp_path):
     np.testing.assert_allclose(_np(saved.get_layer("top_bn").moving_mean), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_optimizer_state_loads_with_and_without_averaged_statistics(tiny_spec, tmp_path):
+    """A compiled .keras file restores its weight averages even when the loader does not average BN
+    statistics (the saved statistic averages are then left out, with a warning), and an optimizer state
+    saved without statistic averages loads into one that has them (they start from the statistics)."""
+    x, y = _data(8)
+
+    def trained(average, steps=2):
+        keras.utils.set_random_seed(0)
+        model = _tiny_model(tiny_spec)
+        config = load_config(None, ["train.optimizer=momentum", "train.ema_decay=0.9", "train.weight_decay=0",
+                                    f"train.ema_bn_statistics={str(average).lower()}"])
+        model.compile(optimizer=training.build_optimizer(config, 0.1, model), loss="categorical_crossentropy",
+                      run_eagerly=True)
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+        return model
+
+    averaged = trained(True)
+    averaged.save(str(tmp_path / "compiled.keras"))
+    with pytest.warns(UserWarning, match="BatchNorm-statistic averages were not restored"):
+        loaded = keras.models.load_model(str(tmp_path / "compiled.keras"))
+    for (_, expected), (_, restored) in zip(training.ema_variables(averaged)[: len(averaged.trainable_variables)],
+                                            training.ema_variables(loaded)):
+        np.testing.assert_array_equal(_np(restored), _np(expected))
+
+    plain = trained(False, steps=3)  # other averages than the target's own
+    plain.save_weights(str(tmp_path / "plain.weights.h5"))
+    target = trained(True)
+    target.load_weights(str(tmp_path / "plain.weights.h5"))
+    pairs = training.ema_variables(target)
+    for (_, expected), (_, restored) in zip(training.ema_variables(plain), pairs):
+        np.testing.assert_array_equal(_np(restored), _np(expected))
+    for statistic, average in target.optimizer.ema_statistic_pairs():
+        np.testing.assert_array_equal(_np(average), _np(statistic))
+
+
 def test_export_reads_the_ema_through_a_loss_scale_optimizer(tiny_spec):
     """Under mixed_float16 compile wraps the optimizer in a LossScaleOptimizer; export still finds the
     averages (weights and BN statistics) through the one lookup of training/ema.py."""
