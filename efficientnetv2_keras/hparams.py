@@ -7,7 +7,7 @@
 
 A recipe is six sections (`model`, `data`, `train`, `progressive`, `eval`, `runtime`); every key has
 a type, a one-line meaning and a default. Defaults are the paper's ImageNet recipe (§5.1 text and
-Table 6) and, where the paper is silent, the released code's (REFERENCE §3.5). `describe()` lists
+Table 6) and, where the paper is silent, the released code's (`hparams.py`). `describe()` lists
 every key. A mistyped key, a wrong type or an out-of-range value is an error that names the key, the
 file it came from and, for unknown keys, the nearest valid one.
 
@@ -54,7 +54,7 @@ class ConfigError(ValueError):
 
 
 def _key(default, doc, *, choices=None, low=None, high=None, low_open=False, high_open=False, min_len=None):
-    """A schema entry: its default, its one-line meaning (with the paper/REFERENCE source) and limits."""
+    """A schema entry: its default, its one-line meaning (with the paper or released-code source) and limits."""
     meta = {"doc": doc, "choices": choices, "low": low, "high": high, "low_open": low_open, "high_open": high_open}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
@@ -63,23 +63,23 @@ def _key(default, doc, *, choices=None, low=None, high=None, low_open=False, hig
 
 @dataclasses.dataclass
 class ModelConfig:
-    """The network (REFERENCE §3.3-3.5)."""
+    """The network (the released `effnetv2_configs.py`, `effnetv2_model.py`)."""
 
     name: str = _key("efficientnetv2-s", "Variant: efficientnetv2-{b0,b1,b2,b3,s,m,l,xl} or a short form (s, b0).")
     dropout_rate: Optional[float] = _key(
-        None, "Head dropout; null = the variant's official rate (S 0.2, M 0.3, L/XL 0.4; REFERENCE §3.3). "
+        None, "Head dropout; null = the variant's official rate (S 0.2, M 0.3, L/XL 0.4; released effnetv2_configs.py). "
         "Progressive learning may schedule it.", low=0.0, high=1.0, high_open=True)
     survival_prob: float = _key(0.8, "Stochastic depth: survival of the last block, linear in depth (§5.1: 0.8).",
                                 low=0.0, high=1.0, low_open=True)
     bn_momentum: float = _key(0.99, "BatchNorm moving-average momentum (§5.1: 0.99; the released code and "
                                     "keras.applications use 0.9).", low=0.0, high=1.0, high_open=True)
-    bn_epsilon: float = _key(1e-3, "BatchNorm epsilon (REFERENCE §3.5: 1e-3).", low=0.0, low_open=True)
-    activation: str = _key("silu", "Activation of every block (REFERENCE §3.5: silu).", choices=ACTIVATIONS)
-    include_preprocessing: bool = _key(True, "Model takes [0, 255] pixels and normalizes inside (REFERENCE §4.2).")
+    bn_epsilon: float = _key(1e-3, "BatchNorm epsilon (released hparams.py: 1e-3).", low=0.0, low_open=True)
+    activation: str = _key("silu", "Activation of every block (released hparams.py: silu).", choices=ACTIVATIONS)
+    include_preprocessing: bool = _key(True, "Model takes [0, 255] pixels and normalizes inside (as keras.applications).")
     weights: Optional[str] = _key(None, "Weights for build_model: null, 'imagenet' or a weights file; the head "
                                         "must match. For finetuning use init_checkpoint.")
     init_checkpoint: Optional[str] = _key(None, "Pretrained weights loaded after building ('imagenet', .keras, "
-                                                ".weights.h5 or keras.applications .h5; REFERENCE §3.8 ft_init_ckpt).")
+                                                ".weights.h5 or keras.applications .h5; released ft_init_ckpt).")
     skip_head: bool = _key(False, "Keep the new classifier when loading init_checkpoint (transfer learning).")
     input_normalization: Optional[str] = _key(
         None, "What include_preprocessing applies: imagenet (mean/std) or symmetric ((x-128)/128); null = the "
@@ -88,7 +88,7 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-    """The input pipeline (REFERENCE §3.7-3.9); arguments of `data.build_dataset`."""
+    """The input pipeline (the released `preprocessing.py`, `datasets.py`); arguments of `data.build_dataset`."""
 
     source: str = _key("imagenet2012", "Data source for data.get_source: digits, imagenet2012, cifar10, ..., "
                                        "tfds:<name>, folder:<dir>, tfrecord:<dir>, tfrecord21k:<dir>.")
@@ -96,12 +96,17 @@ class DataConfig:
     data_dir: Optional[str] = _key(None, "tensorflow-datasets data_dir, or the TFRecord folder for an empty "
                                          "'tfrecord:' source.")
     train_split: str = _key("train", "Training split (tfds slices such as 'train[:98%]' and 'a+b' work).")
-    eval_split: str = _key("validation", "Held-out split for evaluation (REFERENCE §3.8).")
+    eval_split: str = _key("validation", "Test split: evaluated once, after training, for the final and the best "
+                                         "checkpoint (ImageNet: the 50,000 'validation' images).")
+    minival: Optional[Union[int, float, str]] = _key(
+        25_000, "Held-out split for validation during training and best.keras selection, carved from "
+        "train_split (which then excludes it): a number of examples, a fraction in (0, 1), a split name, or null "
+        "(no validation, no best.keras). The released code holds out 25,000 ImageNet training images.")
     num_classes: Optional[int] = _key(None, "Classes of the head; null = the source's (1000, 21843, 10, ...).",
                                       low=1)
     train_size: Optional[Union[int, str]] = _key(
         None, "Training image size without progressive learning: null = the variant's train size, pixels, or "
-        "'eval' = eval size rounded down to 16 (finetuning, REFERENCE §3.8).", low=8)
+        "'eval' = eval size rounded down to 16 (finetuning, released datasets.py).", low=8)
     eval_size: Optional[int] = _key(None, "Evaluation image size; null = the variant's (S 384, M/L 480; §3.3).",
                                     low=8)
     label_format: Optional[str] = _key(
@@ -109,9 +114,9 @@ class DataConfig:
         "multi_hot_normalized (21k softmax, §5.2), multi_hot (sigmoid loss), sparse.", choices=LABEL_FORMATS)
     augment: str = _key("randaug", "randaug (crop+flip+RandAugment, §5.1), ft (finetune: resize+flip+cutout, "
                                    "§5.3) or none.", choices=AUGMENTS)
-    randaug_layers: int = _key(2, "RandAugment ops per image (REFERENCE §3.7: 2).", low=0)
+    randaug_layers: int = _key(2, "RandAugment ops per image (released code: 2).", low=0)
     randaug_ops: Optional[list] = _key(
-        None, "RandAugment ops to draw from; null = all 16 of the released code (REFERENCE §3.7). Narrow it "
+        None, "RandAugment ops to draw from; null = all 16 of the released autoaugment.py. Narrow it "
         "where ops destroy the label (no Invert/Solarize/Equalize for handwriting).", choices=RANDAUGMENT_OP_NAMES)
     randaug_magnitude: Optional[float] = _key(
         None, "RandAugment magnitude without progressive learning; null = the variant's official one; 0 = off.",
@@ -120,10 +125,10 @@ class DataConfig:
                                               "official one; 0 = off.", low=0.0)
     cutmix_alpha: Optional[float] = _key(None, "CutMix alpha without progressive learning; null = as mixup_alpha "
                                                "(the released configs); 0 = off.", low=0.0)
-    crop_area_min: float = _key(0.05, "Smallest area fraction kept by the random crop (REFERENCE §3.7: 0.05).",
+    crop_area_min: float = _key(0.05, "Smallest area fraction kept by the random crop (released preprocessing.py: 0.05).",
                                 low=0.0, high=1.0, low_open=True)
     flip: bool = _key(True, "Random horizontal flips in training.")
-    eval_crop_padding: int = _key(32, "Eval center crop size/(size+padding) below 320 px (REFERENCE §3.7: 32); "
+    eval_crop_padding: int = _key(32, "Eval center crop size/(size+padding) below 320 px (released preprocessing.py: 32); "
                                       "0 = resize only.", low=0)
     shuffle_buffer: int = _key(10_000, "Training shuffle buffer, in records.", low=0)
     cache: bool = _key(False, "Cache decoded images in memory (small datasets).")
@@ -131,7 +136,7 @@ class DataConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Optimization (paper §5.1; REFERENCE §3.5)."""
+    """Optimization (paper §5.1; the released `hparams.py`)."""
 
     epochs: int = _key(350, "Training epochs (§5.1: 350).", low=1)
     batch_size: int = _key(4096, "Global batch size over all replicas (§5.1: 4096).", low=1)
@@ -141,7 +146,7 @@ class TrainConfig:
     optimizer: str = _key("rmsprop", "rmsprop (§5.1), sgd, momentum, adam or adamw.", choices=OPTIMIZERS)
     rmsprop_rho: float = _key(0.9, "RMSProp decay (§5.1: 0.9).", low=0.0, high=1.0, high_open=True)
     momentum: float = _key(0.9, "Momentum of rmsprop/momentum (§5.1: 0.9).", low=0.0, high=1.0, high_open=True)
-    optimizer_epsilon: float = _key(1e-3, "Epsilon of rmsprop/adam (REFERENCE §3.5: 0.001).", low=0.0, low_open=True)
+    optimizer_epsilon: float = _key(1e-3, "Epsilon of rmsprop/adam (released utils.build_optimizer: 0.001).", low=0.0, low_open=True)
     lr_base: float = _key(0.016, "Learning rate per 256 images: peak LR = lr_base * batch_size / 256 (§5.1: "
                                  "0.016 -> 0.256 at 4096).", low=0.0, low_open=True)
     lr_schedule: str = _key("exponential", "exponential (staircase, §5.1), cosine (§5.2-5.3), linear or constant.",
@@ -149,17 +154,19 @@ class TrainConfig:
     lr_warmup_epochs: float = _key(5.0, "Linear warmup from 0 (§5.1: 5 epochs).", low=0.0)
     lr_decay_factor: float = _key(0.97, "Exponential decay factor (§5.1: 0.97).", low=0.0, high=1.0, low_open=True)
     lr_decay_epochs: float = _key(2.4, "Epochs per exponential decay step (§5.1: 2.4).", low=0.0, low_open=True)
-    lr_min: float = _key(0.0, "LR floor per 256 images, after warmup (REFERENCE §3.5: 0).", low=0.0)
+    lr_min: float = _key(0.0, "LR floor per 256 images, after warmup (released hparams.py: 0).", low=0.0)
     weight_decay: float = _key(1e-5, "L2 penalty wd * sum(w^2)/2 on conv/dense kernels, not BN or biases "
                                      "(§5.1: 1e-5); adamw: decoupled decay.", low=0.0)
-    label_smoothing: float = _key(0.1, "Label smoothing (REFERENCE §3.5: 0.1).", low=0.0, high=1.0, high_open=True)
+    label_smoothing: float = _key(0.1, "Label smoothing (released hparams.py: 0.1).", low=0.0, high=1.0, high_open=True)
     loss: str = _key("softmax", "softmax cross-entropy (multi-hot labels normalized, §5.2) or sigmoid "
-                                "(multi-label, REFERENCE §3.9).", choices=LOSSES)
+                                "(multi-label, released code).", choices=LOSSES)
     ema_decay: float = _key(0.9999, "EMA of the weights used for evaluation and export (§5.1: 0.9999); 0 = off.",
                             low=0.0, high=1.0, high_open=True)
     ema_warmup: bool = _key(True, "Ramp the EMA decay as min(decay, (1+t)/(10+t)) like the released code's "
                                   "TF1 EMA (matters for short runs).")
-    gradient_clip_norm: float = _key(0.0, "Global gradient-norm clipping; 0 = off (REFERENCE §3.5 gclip).", low=0.0)
+    ema_bn_statistics: bool = _key(True, "Average the BatchNorm moving means/variances with the EMA too (the "
+                                         "released code); false: the EMA weights use the raw model's statistics.")
+    gradient_clip_norm: float = _key(0.0, "Global gradient-norm clipping; 0 = off (released hparams.py gclip).", low=0.0)
     mixed_precision: str = _key("auto", "auto (bf16 on TPU, fp16 + loss scaling on GPU, float32 on CPU), or a "
                                         "Keras dtype policy.", choices=PRECISIONS)
     jit_compile: Union[bool, str] = _key("auto", "XLA: auto (Keras decides; off on CPU where it is slower), "
@@ -192,9 +199,9 @@ class ProgressiveConfig:
 class EvalConfig:
     """Evaluation."""
 
-    batch_size: int = _key(128, "Evaluation batch size (REFERENCE §3.8: 128 for 21k).", low=1)
-    validation_freq: int = _key(1, "In traineval mode, validate (and maybe save best.keras) every N epochs; the "
-                                   "final evaluation always runs.", low=1)
+    batch_size: int = _key(128, "Evaluation batch size (released datasets.py: 128 for 21k).", low=1)
+    validation_freq: int = _key(1, "In traineval mode, validate on data.minival (and maybe save best.keras) every "
+                                   "N epochs; the test evaluation after training always runs.", low=1)
 
 
 @dataclasses.dataclass
@@ -378,6 +385,8 @@ def _check_value(section, key, value, origin=None):
         if converted != "eval":
             raise ConfigError(f"{name} must be null, a size in pixels or 'eval', got {converted!r}{_where(origin)}.")
         return converted
+    if key == "minival":
+        return _check_minival(name, converted, origin)
     if key == "jit_compile" and isinstance(converted, str) and converted != "auto":
         raise ConfigError(f"{name} must be 'auto', true or false, got {converted!r}{_where(origin)}.")
     if meta["choices"] is not None and isinstance(converted, list):  # a list of choices
@@ -401,6 +410,23 @@ def _check_value(section, key, value, origin=None):
     if isinstance(converted, dict) and not all(isinstance(k, str) for k in converted):
         raise ConfigError(f"{name} must be a mapping with string keys, got {converted!r}{_where(origin)}.")
     return converted
+
+
+def _check_minival(name, value, origin):
+    """A count (int >= 1), a fraction in (0, 1) or a split name."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise ConfigError(f"{name} must not be empty; give a count, a fraction or a split name{_where(origin)}.")
+        return value.strip()
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1 examples, a fraction in (0, 1), a split name or null (no "
+                              f"minival), got {value!r}{_where(origin)}.")
+        return value
+    if not (math.isfinite(value) and 0.0 < value < 1.0):
+        raise ConfigError(f"{name} as a fraction of train_split must be in (0, 1), got {value!r}{_where(origin)} "
+                          "(a whole number is a count of examples).")
+    return value
 
 
 _PAIR_KEYS = ("image_size", "randaug_magnitude", "mixup_alpha", "cutmix_alpha", "dropout_rate", "survival_prob")
@@ -457,6 +483,12 @@ def _check_consistency(config):
                               "train.label_smoothing=0.")
         if train.loss == "sigmoid":
             raise ConfigError("train.loss=sigmoid needs one_hot or multi_hot labels, not sparse.")
+    if isinstance(data.minival, str) and data.minival == data.eval_split:
+        raise ConfigError(
+            f"data.minival is the test split ({data.eval_split!r}): model selection on the test split reports "
+            "an optimistic accuracy. Carve one from the training data (e.g. data.minival=0.05) or name another "
+            "split."
+        )
     for key in _PAIR_KEYS:
         value = getattr(config.progressive, key)
         if isinstance(value, list) and key != "image_size" and key != "survival_prob" and value[0] > value[1]:
@@ -686,7 +718,7 @@ def image_sizes(config):
     train_size = config.data.train_size
     if train_size is None:
         train_size = spec.train_size
-    elif train_size == "eval":  # REFERENCE §3.8: finetune at 1.0 x eval size, rounded down to 16
+    elif train_size == "eval":  # the released finetune configs: 1.0 x eval size, rounded down to 16
         train_size = max(16, eval_size // 16 * 16)
     return int(train_size), int(eval_size)
 
@@ -694,7 +726,7 @@ def image_sizes(config):
 def static_augmentation(config):
     """RandAugment magnitude, mixup and CutMix alphas when progressive learning is off.
 
-    `data.*` values, else the variant's official ones (REFERENCE §3.3); CutMix follows mixup when unset,
+    `data.*` values, else the variant's official ones (released effnetv2_configs.py); CutMix follows mixup when unset,
     as in the released configs.
     """
     from efficientnetv2_keras.models.family import get_model_spec

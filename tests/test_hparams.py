@@ -23,7 +23,7 @@ def test_defaults_are_the_paper_imagenet_recipe():
     config = load_config()
     train = config.train
     # §5.1: RMSProp decay 0.9 momentum 0.9; BN momentum 0.99; wd 1e-5; 350 epochs; batch 4096;
-    # warmup to 0.256 then 0.97 every 2.4 epochs; EMA 0.9999; survival 0.8. REFERENCE §3.5: eps 1e-3, LS 0.1.
+    # warmup to 0.256 then 0.97 every 2.4 epochs; EMA 0.9999; survival 0.8. Released hparams.py: eps 1e-3, LS 0.1.
     assert (train.optimizer, train.rmsprop_rho, train.momentum, train.optimizer_epsilon) == ("rmsprop", 0.9, 0.9, 1e-3)
     assert (train.epochs, train.batch_size, train.lr_base * train.batch_size / 256) == (350, 4096, 0.256)
     assert (train.lr_schedule, train.lr_warmup_epochs, train.lr_decay_factor, train.lr_decay_epochs) == (
@@ -153,7 +153,7 @@ def test_base_inheritance_and_cycles(tmp_path):
 def test_image_sizes_and_describe():
     assert hparams.image_sizes(load_config("imagenet_s")) == (300, 384)
     b2 = load_config("finetune_imagenet", ["model.name=b2"])
-    assert hparams.image_sizes(b2) == (256, 260)  # REFERENCE §3.8: 260 rounded down to 16
+    assert hparams.image_sizes(b2) == (256, 260)  # released finetune configs: 260 rounded down to 16
     table = hparams.describe()
     for section, cls in hparams.SECTION_TYPES.items():
         for field in dataclasses.fields(cls):
@@ -163,7 +163,7 @@ def test_image_sizes_and_describe():
 def test_pipeline_arguments_from_a_recipe():
     s21k = load_config("imagenet21k_s")
     assert hparams.static_augmentation(s21k) == {"randaug_magnitude": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}
-    # Unset: the variant's official values (REFERENCE §3.3: L RandAugment 20, mixup = cutmix 0.5).
+    # Unset: the variant's official values (released effnetv2_configs.py: L RandAugment 20, mixup = cutmix 0.5).
     large = load_config("imagenet_l", ["data.cutmix_alpha=0"])
     assert hparams.static_augmentation(large) == {"randaug_magnitude": 20.0, "mixup_alpha": 0.5, "cutmix_alpha": 0.0}
     options = hparams.dataset_options(load_config("digits_demo", ["data.augment=none"]))

@@ -21,7 +21,7 @@ def test_train_py_traineval_runs_one_tiny_epoch_on_digits(tmp_path):
             "data.source_options.image_size=40",
             "data.eval_size=32",
             "eval.batch_size=180",
-            "eval.validation_freq=1",
+            "eval.validation_freq=2",  # the last epoch only: best.keras = last.keras, evaluated once
         ]
     )
     result = subprocess.run(
@@ -31,29 +31,57 @@ def test_train_py_traineval_runs_one_tiny_epoch_on_digits(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     for name in ("config.yaml", "labels.txt", "schedule.txt", "schedule.png", "last.keras", "best.keras",
-                 "log.csv", "training_curves.png", "results.json"):
+                 "last.json", "best.json", "log.csv", "training_curves.png", "results.json"):
         assert (model_dir / name).exists(), name
     assert not (model_dir / "backup").exists()  # BackupAndRestore cleans up after a finished run
     results = json.loads((model_dir / "results.json").read_text())
     assert [row["image_size"] for row in results["stages"]] == [32, 40]
-    assert 0.0 <= results["evaluation"]["accuracy"] <= 1.0
-    assert "held-out 'test' at 32 px" in result.stdout
+    # Selection on a minival carved from the training digits; the test split once, after training, for
+    # the final model and for best.keras, each labelled.
+    assert results["minival"] == {"split": "minival", "carved_from": "train", "size": 0.1, "examples": 144,
+                                  "train_examples": 1293}
+    final, best = results["evaluations"]
+    assert (final["role"], best["role"], final["eval_split"], best["eval_split"]) == ("final", "best", "test", "test")
+    assert final["checkpoint"] == "last.keras: EMA weights after epoch 2"
+    assert best["checkpoint"].startswith("best.keras: EMA weights after epoch 2, best val_accuracy ")
+    assert best["checkpoint"].endswith(" on minival (144 examples carved from 'train') (the final weights)")
+    assert best["accuracy"] == final["accuracy"] and 0.0 <= final["accuracy"] <= 1.0 and final["l2_loss"] > 0
+    assert "minival: 144 examples carved from 'train'" in result.stdout
+    assert "test split 'test' at 32 px:" in result.stdout
+    assert "| final | last.keras: EMA weights after epoch 2 |" in result.stdout
+    assert "| best | best.keras: EMA weights after epoch 2, best val_accuracy" in result.stdout
     log = (model_dir / "log.csv").read_text().splitlines()
-    assert "image_size" in log[0] and "val_accuracy" in log[0] and len(log) == 3
+    header = log[0].split(",")
+    assert {"image_size", "val_accuracy", "loss", "l2_loss"} <= set(header) and len(log) == 3
 
     # Checkpoints hold the model alone (no optimizer or compile config to restore).
     import keras
 
     assert not keras.models.load_model(str(model_dir / "best.keras")).compiled
 
-    # The saved checkpoint evaluates to the number the run printed (both are the EMA weights).
+    from efficientnetv2_keras.data import get_source
     from efficientnetv2_keras.hparams import load_config
-    from efficientnetv2_keras.training.trainer import evaluate_model, load_for_evaluation
+    from efficientnetv2_keras.training.trainer import (
+        _eval_dataset,
+        load_for_evaluation,
+        minival_split,
+        train_and_evaluate,
+    )
 
+    # Eval mode: the saved checkpoints give the test numbers the run printed (both are the EMA weights),
+    # with the same labels.
     config = load_config(str(model_dir / "config.yaml"))
+    again = train_and_evaluate(config, str(model_dir), mode="eval", verbose=0)["evaluations"]
+    assert [(e["role"], e["checkpoint"]) for e in again] == [(e["role"], e["checkpoint"]) for e in (final, best)]
+    assert again[0]["accuracy"] == pytest.approx(final["accuracy"], abs=1e-6)
+    # The validation metrics of the run were the minival's, not the test split's.
     model = load_for_evaluation(config, str(model_dir / "last.keras"))
-    evaluation = evaluate_model(model, config)
-    assert evaluation["accuracy"] == pytest.approx(results["evaluation"]["accuracy"], abs=1e-6)
+    source = get_source(config.data.source, **config.data.source_options)
+    _, minival, _ = minival_split(config, source)
+    on_minival = model.evaluate(_eval_dataset(config, source, minival), verbose=0, return_dict=True)
+    last_epoch = dict(zip(header, log[-1].split(",")))
+    assert float(last_epoch["val_accuracy"]) == pytest.approx(on_minival["accuracy"], abs=1e-6)
+    assert float(last_epoch["val_loss"]) == pytest.approx(on_minival["loss"], rel=1e-5)
 
     # tools/predict.py on image files gives the model's own top-1 for the same (decoded) images.
     import numpy as np
@@ -66,7 +94,7 @@ def test_train_py_traineval_runs_one_tiny_epoch_on_digits(tmp_path):
     for i, image in enumerate(images):
         paths.append(str(tmp_path / f"digit{i}.png"))
         tf.io.write_file(paths[-1], tf.io.encode_png(tf.cast(tf.round(image), tf.uint8)))
-    expected = np.argmax(model.predict(images, verbose=0), axis=-1)
+    expected = np.argmax(model.predict(images, verbose=0), axis=-1)  # predict.py picks best.keras: the same weights
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tools", "predict.py"), f"--model_dir={model_dir}", "--top_k=2", *paths],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),

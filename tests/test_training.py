@@ -95,6 +95,7 @@ def test_build_optimizer_is_the_recipe_rmsprop(tiny_spec):
     assert optimizer.use_ema and optimizer.ema_momentum == 0.9999 and optimizer.ema_warmup
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
     assert type(restored) is training.RMSprop and restored.ema_warmup
+    assert restored.l2_weight_decay == optimizer.l2_weight_decay == 1e-5  # the coupled L2 term (§5.1)
     for name, cls in (("sgd", keras.optimizers.SGD), ("momentum", keras.optimizers.SGD),
                       ("adam", keras.optimizers.Adam), ("adamw", keras.optimizers.AdamW)):
         built = training.build_optimizer(load_config(None, [f"train.optimizer={name}"]), 0.1, model)
@@ -129,22 +130,68 @@ def test_weight_decay_excludes_batchnorm_and_biases(tiny_spec, optimizer):
     opt = training.build_optimizer(config, 1.0, model)
     # Eager: the optimizer's update is the same code; tracing would only cost time.
     model.compile(optimizer=opt, loss=lambda y_true, y_pred: 0.0 * ops.sum(y_pred), run_eagerly=True)
-    if optimizer == "sgd":  # coupled L2 term: wd * sum(w^2) / 2 per kernel, nothing for the others
-        expected = sum(wd * 0.5 * float(np.sum(_np(v) ** 2)) for v in decayed)
-        assert float(sum(_np(loss) for loss in model.losses)) == pytest.approx(expected, rel=1e-5)
-        assert len(model.losses) == len(decayed)
-    else:  # decoupled: no loss term, the excluded variables are skipped by the optimizer
-        assert not model.losses
+    assert not model.losses  # nothing is added to the reported loss
+    expected = sum(wd * 0.5 * float(np.sum(_np(v).astype("float64") ** 2)) for v in decayed)
+    assert training.weight_decay_loss(model, wd) == pytest.approx(expected, rel=1e-9)
     before = {id(v): _np(v).copy() for v in model.trainable_weights}
     x, y = _data(8)
     model.train_on_batch(x, y)
     _assert_only_kernels_decayed(model, before, 1.0 - wd)  # SGD: w - lr * wd * w; AdamW the same
 
 
-def test_weight_decay_zero_removes_the_term(tiny_spec):
+def test_l2_in_the_gradient_is_the_released_loss_term(tiny_spec):
+    """RMSProp with l2_weight_decay takes the same steps as RMSProp on CE + wd * sum(w^2) / 2 (the released
+    code's loss term): the objective is unchanged, while the reported loss is the cross-entropy alone."""
+    wd, (x, y) = 0.05, _data(8)
+
+    def two_steps(coupled):
+        keras.utils.set_random_seed(3)
+        model = ev2.build_model(tiny_spec, classes=3, input_shape=(32, 32, 3), dropout_rate=0.0, survival_prob=1.0)
+        if coupled:
+            optimizer = training.RMSprop(learning_rate=0.01, momentum=0.9, epsilon=1e-3, l2_weight_decay=wd)
+        else:  # the loss term, as a Keras regularizer: l2 * sum(w^2) with l2 = wd / 2
+            optimizer = keras.optimizers.RMSprop(learning_rate=0.01, momentum=0.9, epsilon=1e-3)
+            for variable in training.split_weight_decay_variables(model)[0]:
+                variable.regularizer = keras.regularizers.L2(wd / 2)
+        model.compile(optimizer=optimizer, loss="categorical_crossentropy", run_eagerly=True)
+        l2_before = training.weight_decay_loss(model, wd)
+        losses = [model.train_on_batch(x, y, return_dict=True)["loss"] for _ in range(2)]
+        return model, losses, l2_before
+
+    coupled, coupled_losses, l2_before = two_steps(True)
+    reference, reference_losses, _ = two_steps(False)
+    for a, b in zip(coupled.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
+    assert reference_losses[0] - coupled_losses[0] == pytest.approx(l2_before, rel=1e-4)
+
+
+def test_reported_loss_is_the_cross_entropy_and_the_l2_term_is_logged_apart(tiny_spec):
+    """At init: `loss` (evaluate, fit, val_loss) is the cross-entropy of the predictions; `l2_loss` is
+    wd * sum(w^2) / 2 over the decayed kernels, in the epoch logs."""
+    wd = 0.5  # large, so an L2 term hidden in the loss could not go unnoticed
+    config = load_config(None, [f"train.weight_decay={wd}", "train.ema_decay=0", "train.label_smoothing=0.1"])
+    keras.utils.set_random_seed(0)
     model = _tiny_model(tiny_spec)
-    assert training.apply_weight_decay(model, 1e-5) and model.losses
-    assert training.apply_weight_decay(model, 0.0) == [] and not model.losses
+    training.compile_from_config(model, config, steps_per_epoch=1, total_steps=10)  # warmup: lr 0 at step 0
+    model.run_eagerly = True  # the same loss and metrics code; tracing would only cost time
+    x, y = _data(16)
+
+    def cross_entropy():
+        probabilities = model.predict(x, verbose=0).astype("float64")
+        return float(np.mean(-((y * 0.9 + 0.1 / 3) * np.log(probabilities)).sum(-1)))
+
+    decayed, _ = training.split_weight_decay_variables(model)
+    l2 = wd * 0.5 * sum(float(np.sum(_np(v).astype("float64") ** 2)) for v in decayed)
+    initial = cross_entropy()
+    assert l2 > 10 * initial
+
+    assert model.evaluate(x, y, verbose=0, return_dict=True)["loss"] == pytest.approx(initial, rel=1e-4)
+    history = model.fit(x, y, batch_size=16, epochs=1, validation_data=(x, y), verbose=0,
+                        callbacks=[training.LogL2Loss()])
+    # lr was 0: the same kernels (the step moved the BN statistics only).
+    assert history.history["val_loss"][0] == pytest.approx(cross_entropy(), rel=1e-4)
+    assert history.history["l2_loss"][0] == pytest.approx(l2, rel=1e-6)
+    assert history.history["loss"][0] < 3 * initial  # the training loss is a cross-entropy too
 
 
 # ------------------------------------------------------------------------------------------------
@@ -236,6 +283,115 @@ def test_ema_weights_are_evaluated_and_saved(tiny_spec, tmp_path):
     assert training.max_ema_difference(model) == 0.0
     with pytest.raises(ValueError, match="use_ema"):
         training.swap_ema_weights(keras.Sequential())  # not compiled: no EMA to swap
+
+
+def test_ema_averages_batch_norm_statistics_when_asked(tiny_spec, tmp_path):
+    """train.ema_bn_statistics: the BN moving statistics are averaged in the train step with the weights'
+    decay and ramp; validation, checkpoints and the model after fit use the averages."""
+    from efficientnetv2_keras.training.trainer import ModelCheckpoint
+
+    def config(average):
+        return load_config(None, ["train.optimizer=momentum", "train.ema_decay=0.9", "train.weight_decay=0",
+                                  "train.label_smoothing=0", f"train.ema_bn_statistics={str(average).lower()}"])
+
+    assert training.build_optimizer(config(False), 0.05, _tiny_model(tiny_spec)).ema_statistics == []
+    keras.utils.set_random_seed(0)
+    model = _tiny_model(tiny_spec)
+    optimizer = training.build_optimizer(config(True), 0.05, model)
+    statistics = training.batch_norm_statistics(model)
+    assert [id(v) for v in optimizer.ema_statistics] == [id(v) for v in statistics]
+    assert {v.path.split("/")[-1] for v in statistics} == {"moving_mean", "moving_variance"}
+    model.compile(optimizer=optimizer, loss=training.build_loss(config(True)))
+    bn = model.get_layer("top_bn")
+    raw_means = []  # top_bn's moving mean after every step, as training updates it
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raw_means.append(_np(bn.moving_mean).copy())
+
+    x, y = _data(16)
+    checkpoint = ModelCheckpoint(str(tmp_path))
+    history = model.fit(x, y, batch_size=4, epochs=2, validation_data=(x, y), verbose=0,
+                        callbacks=[training.EMACallback([checkpoint]), Record()])
+    expected = raw_means[0]  # the first step copies, then min(0.9, (1 + t) / (10 + t))
+    for t, value in enumerate(raw_means[1:], start=2):
+        decay = min(0.9, (1 + t) / (10 + t))
+        expected = decay * expected + (1 - decay) * value
+    # After fit the model holds the averaged statistics (and they are not the raw ones).
+    np.testing.assert_allclose(_np(bn.moving_mean), expected, rtol=1e-5, atol=1e-6)
+    assert np.abs(_np(bn.moving_mean) - raw_means[-1]).max() > 1e-4
+    # The last epoch's validation ran with them, and last.keras holds them.
+    assert history.history["val_loss"][-1] == pytest.approx(model.evaluate(x, y, batch_size=4, verbose=0), rel=1e-5)
+    saved = keras.models.load_model(str(tmp_path / "last.keras"))
+    np.testing.assert_allclose(_np(saved.get_layer("top_bn").moving_mean), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_optimizer_state_loads_with_and_without_averaged_statistics(tiny_spec, tmp_path):
+    """A compiled .keras file restores its weight averages even when the loader does not average BN
+    statistics (the saved statistic averages are then left out, with a warning), and an optimizer state
+    saved without statistic averages loads into one that has them (they start from the statistics)."""
+    x, y = _data(8)
+
+    def trained(average, steps=2):
+        keras.utils.set_random_seed(0)
+        model = _tiny_model(tiny_spec)
+        config = load_config(None, ["train.optimizer=momentum", "train.ema_decay=0.9", "train.weight_decay=0",
+                                    f"train.ema_bn_statistics={str(average).lower()}"])
+        model.compile(optimizer=training.build_optimizer(config, 0.1, model), loss="categorical_crossentropy",
+                      run_eagerly=True)
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+        return model
+
+    averaged = trained(True)
+    averaged.save(str(tmp_path / "compiled.keras"))
+    with pytest.warns(UserWarning, match="BatchNorm-statistic averages were not restored"):
+        loaded = keras.models.load_model(str(tmp_path / "compiled.keras"))
+    for (_, expected), (_, restored) in zip(training.ema_variables(averaged)[: len(averaged.trainable_variables)],
+                                            training.ema_variables(loaded)):
+        np.testing.assert_array_equal(_np(restored), _np(expected))
+
+    plain = trained(False, steps=3)  # other averages than the target's own
+    plain.save_weights(str(tmp_path / "plain.weights.h5"))
+    target = trained(True)
+    target.load_weights(str(tmp_path / "plain.weights.h5"))
+    pairs = training.ema_variables(target)
+    for (_, expected), (_, restored) in zip(training.ema_variables(plain), pairs):
+        np.testing.assert_array_equal(_np(restored), _np(expected))
+    for statistic, average in target.optimizer.ema_statistic_pairs():
+        np.testing.assert_array_equal(_np(average), _np(statistic))
+
+
+def test_export_reads_the_ema_through_a_loss_scale_optimizer(tiny_spec):
+    """Under mixed_float16 compile wraps the optimizer in a LossScaleOptimizer; export still finds the
+    averages (weights and BN statistics) through the one lookup of training/ema.py."""
+    from efficientnetv2_keras.export import common
+
+    previous = keras.mixed_precision.global_policy().name
+    try:
+        training.configure_mixed_precision("mixed_float16")
+        keras.utils.set_random_seed(0)
+        model = _tiny_model(tiny_spec)
+        config = load_config(None, ["train.optimizer=momentum", "train.ema_decay=0.5", "train.weight_decay=0"])
+        model.compile(optimizer=training.build_optimizer(config, 0.2, model), loss=training.build_loss(config),
+                      run_eagerly=True)
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        x, y = _data(8)
+        for _ in range(3):
+            model.train_on_batch(x, y)
+        mapping = common.ema_state_mapping(model, use_ema=True)
+        mapped = {id(v) for v, _ in mapping}
+        assert {id(v) for v in model.trainable_variables} <= mapped
+        assert {id(v) for v in training.batch_norm_statistics(model)} <= mapped
+        assert [id(v) for v, _ in common.ema_state_mapping(model, "auto")] == [id(v) for v, _ in mapping]
+        served = common.keras_outputs(model, x, mapping)  # what every export traces
+        raw = common.keras_outputs(model, x)
+        with training.ema_weights(model):
+            averaged = common.keras_outputs(model, x)
+        np.testing.assert_allclose(served, averaged, atol=2e-3)
+        assert np.abs(served - raw).max() > 1e-2
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def test_ema_callback_rejects_batch_checkpoints():
@@ -401,7 +557,7 @@ def test_compile_from_config_trains_one_step(tiny_spec):
     optimizer = training.compile_from_config(model, config, steps_per_epoch=2, total_steps=4)
     model.run_eagerly = True  # wiring only
     assert isinstance(optimizer, keras.optimizers.Adam) and optimizer.ema_momentum == 0.99
-    assert model.losses  # weight decay attached
+    assert optimizer.l2_weight_decay == 1e-5 and not model.losses  # weight decay in the gradient, not the loss
     x, y = _data(8, classes=10)
     logs = model.train_on_batch(x, y, return_dict=True)
     assert set(logs) >= {"loss", "accuracy", "top5_accuracy"}

@@ -51,17 +51,23 @@ SCRIPT = textwrap.dedent(
 
     history = model.fit(train, epochs=3, steps_per_epoch=2, validation_data=(x, y), validation_batch_size=16,
                         callbacks=[training.EMACallback(), Probe()], verbose=0)
-    replicas_equal = all(
-        all(np.array_equal(t.numpy(), v.value.values[0].numpy()) for t in v.value.values)
-        for v, _ in training.ema_variables(model)
-    )
+    def same_on_replicas(variable):
+        copies = getattr(variable.value, "values", (variable.value,))
+        return all(np.array_equal(c.numpy(), copies[0].numpy()) for c in copies)
+
+    replicas_equal = all(same_on_replicas(v) and same_on_replicas(a) for v, a in training.ema_variables(model))
     print(json.dumps({
         "replicas": strategy.num_replicas_in_sync,
         "per_replica": per_replica,
         "differences": differences,
         "last_val_loss": history.history["val_loss"][-1],
         "ema_eval_loss": model.evaluate(x, y, batch_size=16, verbose=0)[0],
-        "regularization_terms": len(model.losses),
+        "l2_weight_decay": model.optimizer.l2_weight_decay,
+        "averaged_statistics": len(model.optimizer.ema_statistic_pairs()),
+        "statistics_averaged": bool(np.allclose(
+            model.get_layer("top_bn").moving_mean.numpy(),
+            dict((id(v), a) for v, a in model.optimizer.ema_statistic_pairs())[
+                id(model.get_layer("top_bn").moving_mean)].numpy())),
         "replicas_equal": replicas_equal,
     }))
     """
@@ -76,4 +82,7 @@ def test_mirrored_strategy_two_replicas():
     assert report["replicas"] == 2 and report["per_replica"] == 4
     assert all(d > 0 for d in report["differences"])  # EMA != raw weights during training
     assert report["ema_eval_loss"] == pytest.approx(report["last_val_loss"], rel=1e-5)  # validated with EMA
-    assert report["regularization_terms"] > 0 and report["replicas_equal"]
+    # The L2 term is in the optimizer (not the loss); the BN statistics are averaged on every replica alike
+    # (the pairs checked by replicas_equal include them) and copied into the model at the end of fit.
+    assert report["l2_weight_decay"] == 1e-5 and report["replicas_equal"]
+    assert report["averaged_statistics"] > 0 and report["statistics_averaged"]

@@ -12,7 +12,7 @@ import keras
 from efficientnetv2_keras import hparams, training
 from efficientnetv2_keras.data import IMAGENET21K_CLASSES, PAPER_TFDS_DATASETS
 
-# Training-set sizes for steps_per_epoch (REFERENCE §3.8); digits 1,437.
+# Training-set sizes for steps_per_epoch (tensorflow-datasets splits; 21k: the released code's); digits 1,437.
 TRAIN_EXAMPLES = {"imagenet2012": 1_281_167, "tfrecord21k:": 12_720_275, "cifar10": 50_000, "cifar100": 50_000,
                   "oxford_flowers102": 2_040, "cars196": 8_144, "digits": 1_437}
 EXPECTED_CLASSES = {"imagenet": 1000, "imagenet21k": IMAGENET21K_CLASSES, "cifar10": 10, "cifar100": 100,
@@ -52,7 +52,13 @@ def test_every_recipe_builds_its_model_and_optimizer():
             optimizer = training.compile_from_config(model, config, steps_per_epoch, total)
             train = config.train
             assert optimizer.use_ema == (train.ema_decay > 0)
-            assert bool(model.losses) == (train.weight_decay > 0 and train.optimizer != "adamw"), recipe
+            # Weight decay: the coupled L2 term is in the optimizer's gradient, never in the reported loss.
+            assert not model.losses, recipe
+            coupled = getattr(optimizer, "l2_weight_decay", 0.0)
+            assert coupled == (train.weight_decay if train.optimizer != "adamw" else 0.0), recipe
+            averaged = train.ema_decay > 0 and train.ema_bn_statistics
+            statistics = training.batch_norm_statistics(model) if averaged else []
+            assert [id(v) for v in optimizer.ema_statistics] == [id(v) for v in statistics], recipe
             lr_peak = float(keras.ops.convert_to_numpy(optimizer.learning_rate))  # step 0 of the warmup
             assert lr_peak == 0.0 or train.lr_warmup_epochs == 0, recipe
             expected_loss = (keras.losses.CategoricalCrossentropy, training.MultiLabelSoftmaxCrossEntropy)

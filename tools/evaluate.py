@@ -1,4 +1,4 @@
-"""Evaluates a checkpoint on a recipe's held-out split.
+"""Evaluates a checkpoint on a recipe's test split (data.eval_split) and says which weights it holds.
 
     python tools/evaluate.py --model_dir=runs/demo                  # its best.keras (else last.keras)
     python tools/evaluate.py --hparams=digits_demo --checkpoint=runs/demo/last.keras
@@ -31,7 +31,8 @@ def main(argv):
     config = load_config(recipe, FLAGS.override)
     checkpoint = FLAGS.checkpoint or find_checkpoint(FLAGS.model_dir)
     model = load_for_evaluation(config, checkpoint)
-    evaluation = evaluate_model(model, config, checkpoint_name=os.path.basename(checkpoint))
+    # The path: the results then say which weights the file holds (describe_checkpoint).
+    evaluation = evaluate_model(model, config, checkpoint_name=checkpoint)
     print(format_results({"model": config.model.name, "precision": "float32", "replicas": 1, "evaluation": evaluation}))
 
 

@@ -12,6 +12,11 @@ Sources: `DigitsSource` (bundled, offline), `TFDSSource` (tensorflow-datasets, n
 `TFRecordSource` (ImageNet-style and ImageNet-21k TFRecords), `ImageFolderSource` (one sub-folder per
 class; unreadable files are skipped and counted), `ArraySource` (numpy arrays in memory).
 `get_source(name_or_path)` picks one from a string.
+
+`source.hold_out(split, size)` carves a held-out part (the minival used for model selection) from a
+training split, deterministically: stratified by label for in-memory sources, a tail slice of each
+part for tensorflow-datasets, whole files for TFRecords (the released code's ImageNet minival is the
+first 20 training shards, 25,021 images).
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ from absl import logging
 AUTOTUNE = tf.data.AUTOTUNE
 
 # The transfer datasets of the paper (section 5.3) and ImageNet, via tensorflow-datasets.
-# name -> (classes, split sizes); REFERENCE 3.8 (tfds split sizes; oxford_flowers102's train split is
-# 1,020 images, the official FlowersFt config trains on train+validation).
+# name -> (classes, split sizes) as tensorflow-datasets prepares them (oxford_flowers102's train split is
+# 1,020 images; the released FlowersFt config trains on train+validation).
 PAPER_TFDS_DATASETS = {
     "imagenet2012": (1000, {"train": 1_281_167, "validation": 50_000}),
     "cifar10": (10, {"train": 50_000, "test": 10_000}),
@@ -35,7 +40,7 @@ PAPER_TFDS_DATASETS = {
     "oxford_flowers102": (102, {"train": 1_020, "validation": 1_020, "test": 6_149}),
     "cars196": (196, {"train": 8_144, "test": 8_041}),
 }
-IMAGENET21K_CLASSES = 21_843  # REFERENCE 3.9 / official ImageNet21kInput
+IMAGENET21K_CLASSES = 21_843  # the released code's ImageNet21kInput
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 # A requested split name that does not exist is looked up under these names, in order.
@@ -46,6 +51,34 @@ _SPLIT_ALIASES = {
     "test": ("validation", "val"),
 }
 _SLICE = re.compile(r"^(?P<base>[^\[\]]+)(\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
+
+
+# The names `hold_out` gives to the carved splits (in-memory and TFRecord sources).
+MINIVAL = "minival"
+TRAIN_REST = "train-minival"
+
+
+def held_out_count(split, total, size):
+    """Examples to hold out of `total`: `size` as a count (int) or a fraction (float in (0, 1))."""
+    if isinstance(size, bool) or not isinstance(size, (int, float)):
+        raise TypeError(f"The held-out size must be a count or a fraction, got {size!r}.")
+    count = int(round(total * size)) if isinstance(size, float) else int(size)
+    if not 1 <= count < total:
+        raise ValueError(
+            f"A minival of {size!r} from split {split!r} ({total} examples) is {count} examples: it must keep "
+            "at least one example on each side. Choose a smaller count or fraction (data.minival)."
+        )
+    return count
+
+
+def _proportional(count, sizes):
+    """`count` divided over parts of the given sizes (largest remainder), each share <= its part."""
+    total = sum(sizes)
+    exact = [count * size / total for size in sizes]
+    shares = [int(x) for x in exact]
+    for i in sorted(range(len(sizes)), key=lambda i: -(exact[i] - shares[i]))[: count - sum(shares)]:
+        shares[i] += 1
+    return shares
 
 
 def _decode_image(image_bytes):
@@ -121,6 +154,24 @@ class Source:
         """One record -> (uint8 image [H, W, 3], label)."""
         return record
 
+    def hold_out(self, split, size, *, seed=0):
+        """Carves `size` examples (a count, or a fraction in (0, 1)) out of `split`, deterministically.
+
+        Returns (the rest of `split`, the held-out part) as split names this source reads; the two are
+        disjoint and together are `split`.
+        """
+        raise NotImplementedError(
+            f"{self.name} cannot carve a minival out of {split!r}: set data.minival to the name of a "
+            "held-out split of this source, or null."
+        )
+
+    def _check_carve_name(self, carved):
+        if MINIVAL in self.splits and MINIVAL not in carved:
+            raise ValueError(
+                f"{self.name} already has a split named {MINIVAL!r}: set data.minival={MINIVAL} to validate on "
+                "it instead of carving one from the training split."
+            )
+
     def as_dataset(self, split, *, shuffle_files=False, input_context=None, seed=None) -> tf.data.Dataset:
         """Decoded (image, label) examples of `split`."""
         dataset = self.records(split, shuffle_files=shuffle_files, input_context=input_context, seed=seed)
@@ -168,21 +219,41 @@ class _InMemoryIndexSource(Source):
     a set of row indices: `self.split_indices[split]`.
     """
 
+    def _stored_split_sizes(self):
+        return {name: len(idx) for name, idx in self.split_indices.items()}
+
     @property
     def split_sizes(self):
-        return {name: len(idx) for name, idx in self.split_indices.items()}
+        carved = {name: len(arrays[1]) for name, arrays in self._carved().items()}
+        return {**self._stored_split_sizes(), **carved}
+
+    def _carved(self):
+        return self.__dict__.setdefault("_carved_arrays", {})
 
     def _split_arrays(self, split) -> tuple:
         idx = self.split_indices[split]
         return self._records[idx], self._labels[idx]
 
+    def _arrays(self, split):
+        """(records, labels) of a split name or slice, carved splits included."""
+        base, bounds = self._parse_split(split)
+        arrays = self._carved()[base] if base in self._carved() else self._split_arrays(base)
+        selected = slice(*self._slice_bounds(bounds, len(arrays[0])))
+        return tuple(a[selected] for a in arrays)
+
     def records(self, split, *, shuffle_files=False, input_context=None, seed=None):
         del shuffle_files, seed  # one "file": the pipeline's element shuffle does the work
-        base, bounds = self._parse_split(split)
-        arrays = self._split_arrays(base)
-        selected = slice(*self._slice_bounds(bounds, len(arrays[0])))
-        dataset = tf.data.Dataset.from_tensor_slices(tuple(a[selected] for a in arrays))
+        dataset = tf.data.Dataset.from_tensor_slices(self._arrays(split))
         return _shard(dataset, input_context)
+
+    def hold_out(self, split, size, *, seed=0):
+        """Stratified by label (`stratified_split` with `seed`): splits "train-minival" and "minival"."""
+        self._check_carve_name(self._carved())
+        records, labels = self._arrays(split)
+        rest, held = stratified_split(labels, held_out_count(split, len(labels), size), seed)
+        self._carved()[TRAIN_REST] = (records[rest], labels[rest])
+        self._carved()[MINIVAL] = (records[held], labels[held])
+        return TRAIN_REST, MINIVAL
 
 
 class ArraySource(_InMemoryIndexSource):
@@ -195,7 +266,7 @@ class ArraySource(_InMemoryIndexSource):
     def __init__(self, splits, num_classes, *, name="arrays"):
         self.name = name
         self.num_classes = int(num_classes)
-        self._arrays = {}
+        self._split_data = {}
         for split, (images, labels) in splits.items():
             images = np.asarray(images)
             labels = np.asarray(labels).reshape(-1).astype(np.int32)
@@ -211,14 +282,13 @@ class ArraySource(_InMemoryIndexSource):
                     f"ArraySource split {split!r}: need one label in [0, {num_classes}) per image, got "
                     f"{len(labels)} labels for {len(images)} images."
                 )
-            self._arrays[split] = (np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images, labels)
+            self._split_data[split] = (np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images, labels)
 
-    @property
-    def split_sizes(self):
-        return {split: len(labels) for split, (_, labels) in self._arrays.items()}
+    def _stored_split_sizes(self):
+        return {split: len(labels) for split, (_, labels) in self._split_data.items()}
 
     def _split_arrays(self, split):
-        return self._arrays[split]
+        return self._split_data[split]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -334,6 +404,24 @@ class TFDSSource(Source):
             parts.append(base if bounds == (None, None) else f"{base}[{bounds[0] or ''}:{bounds[1] or ''}]")
         return "+".join(parts)
 
+    def hold_out(self, split, size, *, seed=0):
+        """The tail of each part of `split` ('a+b' and slices work), as absolute tfds slices.
+
+        tensorflow-datasets shuffles examples when it prepares a dataset, so a contiguous slice is a
+        uniform sample (the released code's ImageNet finetuning minival is a 2 % slice of 'train').
+        """
+        del seed  # fixed by the prepared data
+        parts = []
+        for part in str(split).split("+"):
+            base, bounds = self._parse_split(part.strip())
+            start, stop, _ = slice(*self._slice_bounds(bounds, self.split_sizes[base])).indices(self.split_sizes[base])
+            parts.append((base, start, max(start, stop)))
+        sizes = [stop - start for _, start, stop in parts]
+        shares = _proportional(held_out_count(split, sum(sizes), size), sizes)
+        rest = [f"{b}[{start}:{stop - n}]" for (b, start, stop), n in zip(parts, shares) if stop - n > start]
+        held = [f"{b}[{stop - n}:{stop}]" for (b, _, stop), n in zip(parts, shares) if n]
+        return "+".join(rest), "+".join(held)
+
     def num_examples(self, split):
         if self._builder.info.splits:
             return int(self._builder.info.splits[self._resolve(split)].num_examples)
@@ -411,6 +499,7 @@ class TFRecordSource(Source):
                 "train-00000-of-01024 and validation-00000-of-00128, or pass split_patterns={split: glob}."
             )
         self._sizes = dict(split_sizes or {})
+        self._carved = set()  # split names made by hold_out
 
     @property
     def split_sizes(self):
@@ -422,6 +511,35 @@ class TFRecordSource(Source):
     @property
     def splits(self):
         return tuple(self._files)
+
+    def hold_out(self, split, size, *, seed=0):
+        """The first whole files of `split`, in name order, until they hold at least `size` examples.
+
+        ImageNet at 25,000: the first 20 of the 1,024 training shards (25,021 images), the released
+        code's minival. Splits "train-minival" and "minival".
+        """
+        del seed  # files in name order
+        self._check_carve_name(self._carved)
+        base, bounds = self._parse_split(split)
+        if bounds != (None, None):
+            raise ValueError(f"TFRecordSource does not slice splits ({split!r}); use split_patterns to choose files.")
+        files, total = self._files[base], self.split_sizes[base]
+        count = held_out_count(split, total, size)
+        held, examples = [], 0
+        for path in files:
+            if examples >= count:
+                break
+            held.append(path)
+            examples += int(tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda n, _: n + 1))
+        if len(held) == len(files):
+            raise ValueError(
+                f"A minival of {size!r} takes every file of split {split!r} ({len(files)} files, {total} examples): "
+                "choose a smaller data.minival, or give a minival split with split_patterns."
+            )
+        self._files[MINIVAL], self._files[TRAIN_REST] = held, files[len(held):]
+        self._sizes[MINIVAL], self._sizes[TRAIN_REST] = examples, total - examples
+        self._carved = {MINIVAL, TRAIN_REST}
+        return TRAIN_REST, MINIVAL
 
     def records(self, split, *, shuffle_files=False, input_context=None, seed=None):
         base, bounds = self._parse_split(split)

@@ -88,25 +88,25 @@ def check_batch_size(batch_size):
 def ema_state_mapping(model, use_ema="auto"):
     """(model variable, EMA variable) pairs to serve instead of the model's current values.
 
-    Keras optimizers built with `use_ema=True` keep one moving average per trainable variable in
-    `optimizer._model_variables_moving_average`, aligned with `optimizer._trainable_variables`
-    (Keras 3.15 `BaseOptimizer.build`). `fit` copies them into the model only when it ends, so a
-    model exported from a callback or a restored mid-training checkpoint still holds the raw
-    weights. The pairs are applied with `keras.StatelessScope` inside the traced function, which
-    reads the EMA variables instead of the model's: the user's model is never modified.
-    BatchNorm statistics are not averaged by Keras' EMA; they are used as they are.
+    The pairs come from `training.ema.ema_variables`, the package's one EMA lookup: the optimizer's
+    average of every trainable variable and, when the recipe averages them (`train.ema_bn_statistics`),
+    of the BatchNorm moving statistics, seen through the `LossScaleOptimizer` that wraps the optimizer
+    under mixed_float16. `fit` copies the averages into the model only when it ends, so a model
+    exported from a callback or a restored mid-training checkpoint still holds the raw weights. The
+    pairs are applied with `keras.StatelessScope` inside the traced function, which reads the EMA
+    variables instead of the model's: the user's model is never modified.
 
     use_ema: "auto" = the EMA values when the model's optimizer keeps them, else the weights;
       True = the EMA values, an error if there are none; False = the model's weights.
     """
+    from efficientnetv2_keras.training.ema import ema_optimizer, ema_variables  # keras only, no cycle
+
     if use_ema not in EMA_CHOICES:
         raise ValueError(f"use_ema must be one of {EMA_CHOICES}, got {use_ema!r}.")
     if use_ema is False:
         return []
-    optimizer = getattr(model, "optimizer", None)
-    averages = getattr(optimizer, "_model_variables_moving_average", None)
-    tracked = getattr(optimizer, "_trainable_variables", None)
-    if not (optimizer is not None and getattr(optimizer, "use_ema", False) and averages and tracked):
+    pairs = ema_variables(model) if ema_optimizer(model) is not None else []
+    if not pairs:
         if use_ema is True:
             raise ValueError(
                 "use_ema=True, but the model's optimizer keeps no moving averages (compile with an "
@@ -114,16 +114,12 @@ def ema_state_mapping(model, use_ema="auto"):
                 "Use use_ema='auto' or False to export the weights as they are."
             )
         return []
-    model_variables = {id(v) for v in model.trainable_variables}
-    pairs = [
-        (var, average)
-        for var, average in zip(tracked, averages)
-        if average is not None and id(var) in model_variables
-    ]
+    model_variables = {id(v) for v in model.variables}
+    pairs = [(variable, average) for variable, average in pairs if id(variable) in model_variables]
     if not pairs and use_ema is True:
         raise ValueError(
             "use_ema=True, but the optimizer's moving averages belong to other variables than this "
-            "model's trainable variables (was the optimizer built for another model?)."
+            "model's variables (was the optimizer built for another model?)."
         )
     return pairs
 

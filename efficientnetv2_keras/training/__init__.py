@@ -1,9 +1,11 @@
-"""The paper's training recipe as Keras pieces (paper §5; REFERENCE §3.5, §3.8-3.9).
+"""The paper's training recipe as Keras pieces (paper §5; the released code's `main.py`, `utils.py` and configs).
 
 * `schedules`: warmup + exponential staircase decay (ImageNet), warmup + cosine (21k, finetuning),
   warmup + constant/linear; `scaled_learning_rate` (lr_base * batch / 256); `build_lr_schedule`.
-* `optimizers`: RMSProp(0.9, 0.9, 1e-3) and friends with EMA; L2 weight decay on kernels only.
-* `ema`: EMA-decay ramp, swapping EMA weights in for evaluation and checkpoints (`EMACallback`).
+* `optimizers`: RMSProp(0.9, 0.9, 1e-3) and friends with EMA; L2 weight decay on kernels only, in the
+  gradient (the reported loss is the cross-entropy; `LogL2Loss` logs the L2 term).
+* `ema`: EMA-decay ramp, averaged BatchNorm statistics, swapping EMA weights in for evaluation and
+  checkpoints (`EMACallback`).
 * `losses`: label-smoothed softmax CE, 21k multi-label softmax/sigmoid CE, precision@k / recall@k.
 * `strategy`: `get_strategy`, mixed-precision policy per device, per-replica batch sizes.
 * `finetune`: pretrained weights without the head, `min_steps`.
@@ -20,6 +22,7 @@ from efficientnetv2_keras.training.ema import (
     EMACallback,
     EMAWarmupMixin,
     apply_ema_weights,
+    batch_norm_statistics,
     ema_optimizer,
     ema_variables,
     ema_weights,
@@ -39,11 +42,13 @@ from efficientnetv2_keras.training.optimizers import (
     SGD,
     Adam,
     AdamW,
+    L2WeightDecayMixin,
+    LogL2Loss,
     RMSprop,
-    WeightDecayL2,
-    apply_weight_decay,
     build_optimizer,
+    is_decayed,
     split_weight_decay_variables,
+    weight_decay_loss,
 )
 from efficientnetv2_keras.training.schedules import (
     LinearWarmup,
@@ -91,8 +96,10 @@ __all__ = [
     "SGD",
     "Adam",
     "AdamW",
-    "WeightDecayL2",
-    "apply_weight_decay",
+    "L2WeightDecayMixin",
+    "LogL2Loss",
+    "is_decayed",
+    "weight_decay_loss",
     "split_weight_decay_variables",
     "build_optimizer",
     # EMA
@@ -104,6 +111,7 @@ __all__ = [
     "ema_optimizer",
     "ema_variables",
     "max_ema_difference",
+    "batch_norm_statistics",
     # losses and metrics
     "MultiLabelSoftmaxCrossEntropy",
     "PrecisionAtK",

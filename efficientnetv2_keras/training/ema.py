@@ -9,6 +9,11 @@ step. This module adds what the recipe needs around it:
   so early on the average follows the weights closely. Keras uses the fixed decay from step 2, and
   0.9999 then needs ~10^4 steps before the average forgets the random initialization: useless for
   short runs and finetuning. With `ema_warmup=True` the ramp is applied (t = the step being taken).
+  It also averages BatchNorm moving means and variances when asked (`average_statistics`), as the
+  released code does (`get_ema_vars` in google/automl `efficientnetv2/utils.py` adds every
+  `moving_mean`/`moving_variance` to the averaged variables): Keras averages trainable variables only.
+* `ema_variables(model)`: the one lookup of (model variable, average) pairs, through a
+  `LossScaleOptimizer` (mixed_float16); export uses it too.
 * `ema_weights(model)`: a context manager that swaps the EMA values into the model and back (exactly:
   values are copied, not added and subtracted).
 * `EMACallback`: evaluation inside `fit` (validation metrics) uses the EMA weights, and the callbacks
@@ -17,21 +22,45 @@ step. This module adds what the recipe needs around it:
   see the raw weights and the optimizer's averages, which is what a resumed run needs.
 * `apply_ema_weights(model)`: copies the averages into the model for good (export, manual loops).
 
-Two behaviours of Keras to know:
+Behaviours to know:
 * At the end of `fit`, Keras overwrites the model weights with the averages
-  (`optimizer.finalize_variable_values`). After `fit` the model holds the EMA weights; a second `fit`
-  continues from them.
-* Only trainable variables are averaged. The released code also averages BatchNorm moving means and
-  variances; here they stay the running statistics of the raw weights (they are themselves moving
-  averages, with momentum 0.99/0.9), so evaluation uses EMA weights with raw-weight BN statistics.
+  (`optimizer.finalize_variable_values`; the mixin adds the averaged BN statistics). After `fit` the
+  model holds the EMA weights; a second `fit` continues from them.
+* BatchNorm statistics, two choices (`train.ema_bn_statistics`): averaged with the weights (the
+  released code, the default of every recipe), or left as the running statistics of the raw weights
+  (themselves moving averages, momentum 0.99/0.9), so the EMA weights are evaluated with raw-weight
+  BN statistics. The statistics average is updated in the compiled train step, after the forward
+  pass has updated the statistics, like the weights' average; on the JAX backend, whose stateless
+  train step does not show the updated statistics to the optimizer, it is not available.
 """
 
 import contextlib
 import functools
+import warnings
 
 import keras
 import numpy as np
 from keras import ops
+
+
+class _Untracked:
+    """Holds model variables an optimizer refers to without owning them.
+
+    Keras optimizers track every variable (and list of variables) assigned to an attribute and would
+    save, restore and reset the model's BatchNorm statistics as if they were optimizer state.
+    """
+
+    def __init__(self, items=()):
+        self.items = list(items)
+
+
+def batch_norm_statistics(model):
+    """The moving means and variances of every BatchNormalization layer of `model`, in layer order."""
+    statistics = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.built:
+            statistics += [layer.moving_mean, layer.moving_variance]
+    return statistics
 
 
 class EMAWarmupMixin:
@@ -40,11 +69,51 @@ class EMAWarmupMixin:
     Mix into a Keras optimizer class before it: `class RMSprop(EMAWarmupMixin, keras.optimizers.RMSprop)`.
     t is the number of the step being applied (1 for the first); as in Keras, the very first step
     copies the weights into the average (the TF1 average starts from the initial weights instead).
+
+    `average_statistics(variables)` adds non-trainable variables (BatchNorm moving statistics, see
+    `batch_norm_statistics`) to the average, with the same decay, in the same compiled step. Their
+    averages are optimizer variables (saved and restored with the optimizer, e.g. by
+    `BackupAndRestore`), created after all others when the optimizer is built.
     """
 
     def __init__(self, *args, ema_warmup=True, **kwargs):
         super().__init__(*args, **kwargs)
         self.ema_warmup = bool(ema_warmup)
+        self._ema_statistics = _Untracked()  # model variables
+        self._ema_statistic_averages = _Untracked()  # their averages (optimizer variables)
+
+    def average_statistics(self, variables):
+        """Also average these non-trainable model variables (call before the optimizer is built)."""
+        variables = list(variables)
+        if any(v.trainable for v in variables):
+            raise ValueError("average_statistics takes non-trainable variables (BatchNorm moving "
+                             "statistics); trainable variables are averaged already.")
+        if self.built:
+            raise ValueError("Call average_statistics before the optimizer is built (before compile/fit "
+                             "takes its first step).")
+        if variables and keras.backend.backend() == "jax":
+            # JAX's stateless train step hands the optimizer the statistics of the last state sync,
+            # not the ones this step computed: the average would lag silently.
+            warnings.warn("BatchNorm statistics are not averaged on the JAX backend; the EMA weights "
+                          "are used with the raw model's statistics.", stacklevel=2)
+            return
+        self._ema_statistics = _Untracked(variables)
+
+    def build(self, variables):
+        super().build(variables)
+        if self.use_ema and self._ema_statistics.items:
+            self._ema_statistic_averages = _Untracked(
+                self.add_variable_from_reference(v, name="average") for v in self._ema_statistics.items
+            )
+
+    @property
+    def ema_statistics(self):
+        """The non-trainable model variables averaged besides the trainable ones (see `average_statistics`)."""
+        return list(self._ema_statistics.items)
+
+    def ema_statistic_pairs(self):
+        """[(statistic, its average)] once built, else []."""
+        return list(zip(self._ema_statistics.items, self._ema_statistic_averages.items))
 
     def effective_ema_momentum(self, step=None):
         """The decay used for the update at `step` (default: the next one), as a tensor."""
@@ -56,15 +125,49 @@ class EMAWarmupMixin:
         return momentum
 
     def _update_model_variables_moving_average(self, trainable_variables):
-        if not self.use_ema or not self.ema_warmup:
-            return super()._update_model_variables_moving_average(trainable_variables)
-        not_first_step = ops.cast(ops.not_equal(self.iterations, 0), "float32")
-        momentum32 = not_first_step * self.effective_ema_momentum()
-        for var, average in zip(trainable_variables, self._model_variables_moving_average):
+        if not self.use_ema:
+            return
+        if self.ema_warmup:
+            not_first_step = ops.cast(ops.not_equal(self.iterations, 0), "float32")
+            momentum32 = not_first_step * self.effective_ema_momentum()
+            pairs = zip(trainable_variables, self._model_variables_moving_average)
+        else:
+            super()._update_model_variables_moving_average(trainable_variables)  # Keras' own update
+            momentum32 = ops.cast(ops.not_equal(self.iterations, 0), "float32") * float(self.ema_momentum)
+            pairs = ()
+        for var, average in list(pairs) + self.ema_statistic_pairs():
             if average is None:
                 continue
-            momentum = ops.cast(momentum32, var.dtype)
-            average.assign(ops.add(ops.multiply(momentum, average), ops.multiply(ops.subtract(1, momentum), var)))
+            momentum = ops.cast(momentum32, average.dtype)
+            value = ops.cast(var, average.dtype)
+            average.assign(ops.add(ops.multiply(momentum, average), ops.multiply(ops.subtract(1, momentum), value)))
+
+    def finalize_variable_values(self, var_list):
+        super().finalize_variable_values(var_list)
+        if self.use_ema:
+            for statistic, average in self.ema_statistic_pairs():
+                statistic.assign(average)
+
+    def load_own_variables(self, store):
+        # A compiled model saved with averaged statistics and loaded without `average_statistics`
+        # (keras.models.load_model) has fewer variables than the file: restore the others (the
+        # statistic averages are last) instead of skipping the whole optimizer state. A file without
+        # them (older runs) leaves the averages to start from the statistics.
+        saved, own = len(store.keys()), len(self.variables)
+        extra = len(self._ema_statistic_averages.items)
+        shared = min(saved, own)
+        matches = all(tuple(store[str(i)].shape) == tuple(v.shape) for i, v in enumerate(self.variables[:shared]))
+        if saved == own or not matches or not (saved > own or saved == own - extra):
+            return super().load_own_variables(store)
+        for i, variable in enumerate(self.variables[:shared]):
+            variable.assign(store[str(i)])
+        if saved > own:
+            warnings.warn(f"Optimizer {self.name!r}: {saved - own} saved BatchNorm-statistic averages were not "
+                          "restored (call average_statistics(batch_norm_statistics(model)) before loading to "
+                          "restore them).", stacklevel=2)
+        else:
+            for statistic, average in self.ema_statistic_pairs():
+                average.assign(statistic)
 
     def get_config(self):
         config = super().get_config()
@@ -97,16 +200,23 @@ def _pairs(model, optimizer):
     averages = optimizer._model_variables_moving_average
     if len(variables) != len(averages):
         raise ValueError(f"The optimizer tracks {len(variables)} variables but {len(averages)} averages.")
-    return [(v, a) for v, a in zip(variables, averages) if a is not None]
+    pairs = [(v, a) for v, a in zip(variables, averages) if a is not None]
+    if hasattr(optimizer, "ema_statistic_pairs"):
+        pairs += optimizer.ema_statistic_pairs()
+    return pairs
 
 
 def ema_variables(model, optimizer=None):
-    """[(model variable, its moving average)] for the model's trainable variables."""
+    """[(model variable, its moving average)]: the trainable variables, then any averaged statistics.
+
+    The one EMA lookup of the package (training and export): it sees through a LossScaleOptimizer.
+    Raises ValueError when the model's optimizer keeps no averages; [] before the optimizer is built.
+    """
     return _pairs(model, optimizer)
 
 
 def swap_ema_weights(model, optimizer=None):
-    """Exchanges the model's trainable weights and their averages in place (exact copies)."""
+    """Exchanges the model's averaged variables and their averages in place (exact copies)."""
     for variable, average in _pairs(model, optimizer):
         raw = ops.convert_to_numpy(variable)
         variable.assign(ops.convert_to_numpy(average))
@@ -130,7 +240,7 @@ def ema_weights(model, optimizer=None):
 
 
 def max_ema_difference(model, optimizer=None):
-    """Largest |weight - average| over all trainable variables (0.0 before the first step)."""
+    """Largest |weight - average| over all averaged variables (0.0 before the first step)."""
     diffs = [
         float(np.max(np.abs(ops.convert_to_numpy(v) - ops.convert_to_numpy(a))))
         for v, a in _pairs(model, optimizer)

@@ -4,18 +4,27 @@
     from efficientnetv2_keras.training.trainer import train_and_evaluate
     results = train_and_evaluate(load_config("digits_demo"), "runs/demo", mode="traineval")
 
+Three splits, as in the paper's released code: `data.minival` is carved from `data.train_split`
+(which then excludes it) and is the only split seen during training (validation metrics `val_*`,
+the choice of `best.keras`); `data.eval_split` is the test split, evaluated once after training, for
+the final model (`last.keras`) and the selected one (`best.keras`), each labelled as such.
+
 One `model.fit` runs every progressive-learning stage. `model_dir` receives:
   config.yaml            the resolved recipe
   schedule.txt/.png      the progressive-learning stages
   labels.txt             class names, one per line (for tools/predict.py)
-  last.keras, best.keras EMA weights, written atomically every epoch / when the monitored metric
+  last.keras, best.keras EMA weights, written atomically every epoch / when the monitored minival metric
                          improves (no optimizer state: ready for evaluate, predict and export)
+  last.json, best.json   which epoch each holds and, for best.keras, the metric value that selected it
+                         (a resumed run starts from it, so a worse epoch never replaces best.keras)
   backup/                BackupAndRestore state (raw weights + optimizer + EMA): a rerun resumes
-  log.csv, tensorboard/  metrics and stage parameters per epoch
+  log.csv, tensorboard/  metrics and stage parameters per epoch; `loss` is the cross-entropy, `l2_loss`
+                         the weight-decay term (the objective is their sum)
   training_curves.png    loss/accuracy per epoch with the stage boundaries marked
   results.json           the printed results
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -33,6 +42,7 @@ from efficientnetv2_keras.training.builders import build_model_from_config, comp
 from efficientnetv2_keras.training.ema import EMACallback
 from efficientnetv2_keras.training.finetune import training_steps
 from efficientnetv2_keras.training.losses import default_monitor
+from efficientnetv2_keras.training.optimizers import LogL2Loss, weight_decay_loss
 from efficientnetv2_keras.training.strategy import configure_mixed_precision, get_strategy, resolve_mixed_precision
 from efficientnetv2_keras.weights import apply_weights_info
 
@@ -53,37 +63,75 @@ def _atomic_write(path, write):
             os.remove(tmp)
 
 
+def _record_path(checkpoint_path):
+    """best.keras -> best.json: what the checkpoint holds (epoch, selection)."""
+    return os.path.splitext(checkpoint_path)[0] + ".json"
+
+
+def _read_record(checkpoint_path):
+    try:
+        with open(_record_path(checkpoint_path), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
 class ModelCheckpoint(keras.callbacks.Callback):
     """Writes `last.keras` every epoch and `best.keras` when `monitor` improves, atomically.
 
     Saves an uncompiled twin of the model (same weights, no optimizer state: a quarter of the size),
     so the files load with `keras.models.load_model` for evaluation, prediction and export. Put it
-    inside `EMACallback` to save the EMA weights.
+    inside `EMACallback` to save the EMA weights. Next to each file, `last.json` / `best.json` say
+    which epoch it holds and (best) the value that selected it, plus `record` (e.g. the split).
+
+    restore_best: start from the value in best.json (a resumed run) instead of -inf, so the first
+      validated epoch after a restart replaces best.keras only if it is better.
     """
 
-    def __init__(self, directory, monitor="val_accuracy"):
+    def __init__(self, directory, monitor="val_accuracy", restore_best=False, record=None):
         super().__init__()
         self.directory = directory
         self.monitor = monitor  # higher is better; None: only last.keras
+        self.restore_best = restore_best
+        self.record = dict(record or {})
         self.best = -math.inf
         self._twin = None
 
     def on_train_begin(self, logs=None):
         # From the config, not clone_model: a clone keeps the compile config (optimizer, schedule).
         self._twin = self.model.__class__.from_config(self.model.get_config())
+        if self.restore_best and self.monitor:
+            saved = _read_record(os.path.join(self.directory, "best.keras")) or {}
+            if saved.get("monitor") == self.monitor and isinstance(saved.get("value"), (int, float)):
+                self.best = float(saved["value"])
 
-    def _save(self, name):
+    def _save(self, name, record):
         self._twin.set_weights(self.model.get_weights())
-        _atomic_write(os.path.join(self.directory, name), self._twin.save)
+        path = os.path.join(self.directory, name)
+        _atomic_write(path, self._twin.save)
+        text = json.dumps({**self.record, **record}, indent=2) + "\n"
+        _atomic_write(_record_path(path), lambda tmp: open(tmp, "w", encoding="utf-8").write(text))
 
     def on_epoch_end(self, epoch, logs=None):
-        self._save("last.keras")
+        self._save("last.keras", {"epoch": epoch + 1})
         value = (logs or {}).get(self.monitor) if self.monitor else None
         if value is None:
             return
         if value > self.best:
             self.best = float(value)
-            self._save("best.keras")
+            self._save("best.keras", {"epoch": epoch + 1, "monitor": self.monitor, "value": self.best})
+
+
+def describe_checkpoint(path):
+    """'best.keras: EMA weights after epoch 16, best val_accuracy 0.9931 on minival ...' from its record."""
+    name = os.path.basename(path)
+    record = _read_record(path)
+    if not record:
+        return name
+    text = f"{name}: {record.get('weights', 'model')} weights after epoch {record['epoch']}"
+    if "monitor" in record:
+        text += f", best {record['monitor']} {record['value']:.4f} on {record.get('selected_on', 'validation')}"
+    return text
 
 
 class StageTimer(keras.callbacks.Callback):
@@ -163,11 +211,28 @@ def _write_text(path, text):
     _atomic_write(path, lambda tmp: open(tmp, "w", encoding="utf-8").write(text))
 
 
-def _eval_dataset(config, source):
-    """The recipe's held-out split at its eval size, with the evaluation preprocessing."""
+def _eval_dataset(config, source, split=None):
+    """`split` (default: the test split, data.eval_split) at the eval size, with the evaluation preprocessing."""
     _, eval_size = hparams.image_sizes(config)
-    return build_dataset(source, config.data.eval_split, eval_size, config.eval.batch_size, training=False,
-                         **hparams.dataset_options(config))
+    return build_dataset(source, split or config.data.eval_split, eval_size, config.eval.batch_size,
+                         training=False, **hparams.dataset_options(config))
+
+
+def minival_split(config, source):
+    """(training split, minival split or None, description) for `data.minival`.
+
+    A count or fraction is carved from data.train_split with `source.hold_out` (seed 0: the same minival
+    for every run of a dataset, whatever runtime.seed); a split name is used as it is; null: none.
+    """
+    data = config.data
+    if data.minival is None:
+        return data.train_split, None, None
+    if isinstance(data.minival, str):
+        return data.train_split, data.minival, {"split": data.minival, "examples": source.num_examples(data.minival)}
+    train_split, held = source.hold_out(data.train_split, data.minival, seed=0)
+    info = {"split": held, "carved_from": data.train_split, "size": data.minival,
+            "examples": source.num_examples(held), "train_examples": source.num_examples(train_split)}
+    return train_split, held, info
 
 
 def _train_dataset(config, source, strategy, schedule):
@@ -222,20 +287,30 @@ def _schedule(config, epochs):
 
 
 def find_checkpoint(model_dir):
-    """model_dir's best.keras, else its last.keras (the path of best.keras when neither exists)."""
+    """model_dir's best.keras (selected on the minival), else its last.keras (the path of best.keras when
+    neither exists). `describe_checkpoint` says which weights the file holds."""
     for name in ("best.keras", "last.keras"):
         if os.path.exists(os.path.join(model_dir, name)):
             return os.path.join(model_dir, name)
     return os.path.join(model_dir, "best.keras")
 
 
-def evaluate_model(model, config, source=None, checkpoint_name=""):
-    """Evaluates a compiled model on the recipe's eval split at its eval size; returns the metrics."""
+def evaluate_model(model, config, source=None, checkpoint_name="", role=None):
+    """Evaluates a compiled model on the test split (data.eval_split) at the eval size; returns the metrics.
+
+    checkpoint_name: a label, or the checkpoint's path (then labelled with `describe_checkpoint`).
+    role: "final" or "best", for the results table. `loss` is the cross-entropy; `l2_loss` (when the
+    recipe has a coupled weight decay) the L2 term of these weights, which is not part of it.
+    """
     source = source or get_source(config.data.source, data_dir=config.data.data_dir, **config.data.source_options)
     metrics = model.evaluate(_eval_dataset(config, source), verbose=0, return_dict=True)
-    return {"checkpoint": checkpoint_name, "eval_split": config.data.eval_split,
-            "eval_size": hparams.image_sizes(config)[1],
-            **{k: float(v) for k, v in metrics.items()}}
+    if checkpoint_name and os.path.exists(checkpoint_name):
+        checkpoint_name = describe_checkpoint(checkpoint_name)
+    result = {"role": role, "checkpoint": checkpoint_name, "eval_split": config.data.eval_split,
+              "eval_size": hparams.image_sizes(config)[1], **{k: float(v) for k, v in metrics.items()}}
+    if config.train.weight_decay > 0 and config.train.optimizer != "adamw":
+        result["l2_loss"] = weight_decay_loss(model, config.train.weight_decay)
+    return result
 
 
 def load_for_evaluation(config, checkpoint_path):
@@ -250,10 +325,51 @@ def load_for_evaluation(config, checkpoint_path):
     return model
 
 
-def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbose=1):
-    """Runs a recipe: "train", "eval" (of model_dir's best or last checkpoint) or "traineval".
+def _evaluate_checkpoints(config, model_dir, strategy, source, final=None):
+    """The test split for last.keras (role "final") and best.keras (role "best"), each evaluated once.
 
-    Returns the results dict that is printed and written to `model_dir/results.json`.
+    final: the final model's metrics when it was evaluated in memory. best.keras is not evaluated again
+    when it holds the same epoch as last.keras.
+    """
+    def evaluate_file(path, role):
+        with strategy.scope():
+            model = load_for_evaluation(config, path)
+        return evaluate_model(model, config, source, path, role=role)
+
+    evaluations = []
+    last, best = (os.path.join(model_dir, name) for name in ("last.keras", "best.keras"))
+    if final is not None:
+        evaluations.append({**final, "role": "final", "checkpoint": describe_checkpoint(last)})
+    elif os.path.exists(last):
+        evaluations.append(evaluate_file(last, "final"))
+    if os.path.exists(best):
+        best_record, last_record = _read_record(best), _read_record(last)
+        if evaluations and best_record and last_record and best_record.get("epoch") == last_record.get("epoch"):
+            evaluations.append({**evaluations[0], "role": "best",
+                                "checkpoint": describe_checkpoint(best) + " (the final weights)"})
+        else:
+            evaluations.append(evaluate_file(best, "best"))
+    return evaluations
+
+
+def _remove_stale_selection(model_dir, verbose):
+    """A fresh run must not inherit best.keras (and its recorded value) from an earlier run in model_dir."""
+    removed = []
+    for name in ("best.keras", "best.json"):
+        path = os.path.join(model_dir, name)
+        if os.path.exists(path):
+            os.remove(path)
+            removed.append(name)
+    if removed and verbose:
+        print(f"New run in {model_dir}: removed the earlier run's {' and '.join(removed)}.")
+
+
+def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbose=1):
+    """Runs a recipe: "train", "eval" (of model_dir's last and best checkpoints) or "traineval".
+
+    traineval validates on data.minival during training (choosing best.keras), then evaluates the test
+    split (data.eval_split) once for the final model and for best.keras. Returns the results dict that
+    is printed and written to `model_dir/results.json`.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
@@ -268,16 +384,20 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     results = {"model": config.model.name, "mode": mode, "precision": policy, "replicas": strategy.num_replicas_in_sync}
 
     if mode == "eval":
-        checkpoint = find_checkpoint(model_dir)
-        with strategy.scope():
-            model = load_for_evaluation(config, checkpoint)
-        results["evaluation"] = evaluate_model(model, config, source, os.path.basename(checkpoint))
+        if not any(os.path.exists(os.path.join(model_dir, n)) for n in ("last.keras", "best.keras")):
+            load_for_evaluation(config, find_checkpoint(model_dir))  # raises its "train first" error
+        results["evaluations"] = _evaluate_checkpoints(config, model_dir, strategy, source)
         _finish(results, model_dir, verbose)
         return results
 
     hparams.to_yaml(config, os.path.join(model_dir, "config.yaml"))
     _write_text(os.path.join(model_dir, "labels.txt"), "\n".join(_class_names(source)) + "\n")
-    steps_per_epoch, epochs, total_steps = training_steps(config, source.num_examples(config.data.train_split))
+    train_split, minival, minival_info = minival_split(config, source)
+    if minival_info:
+        results["minival"] = minival_info
+    # The data functions read the training split from the recipe: give them the one without the minival.
+    data_config = dataclasses.replace(config, data=dataclasses.replace(config.data, train_split=train_split))
+    steps_per_epoch, epochs, total_steps = training_steps(config, source.num_examples(train_split))
     schedule = _schedule(config, epochs)
     if schedule is not None:
         table = schedule.table()
@@ -285,21 +405,30 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
         schedule.plot(os.path.join(model_dir, "schedule.png"))
         if verbose:
             print(table)
+    if verbose and minival_info and mode == "traineval":
+        print(_minival_text(minival_info))
 
     with strategy.scope():
         model = build_model_from_config(config, num_classes=int(source.num_classes))
         compile_from_config(model, config, steps_per_epoch, total_steps, multi_label=is_multi_label(config, source),
                             num_classes=int(source.num_classes))
-    train, progressive = _train_dataset(config, source, strategy, schedule)
-    with_validation = mode == "traineval"
+    train, progressive = _train_dataset(data_config, source, strategy, schedule)
+    with_validation = mode == "traineval" and minival is not None
     monitor = default_monitor(config, is_multi_label(config, source))
     backup_dir = os.path.join(model_dir, "backup")
     resuming = os.path.isdir(backup_dir)  # an interrupted run: fit continues from its last epoch
+    if not resuming:
+        _remove_stale_selection(model_dir, verbose)
+    record = {"weights": "EMA" if config.train.ema_decay > 0 else "model",
+              "ema_bn_statistics": bool(config.train.ema_decay > 0 and config.train.ema_bn_statistics)}
+    if with_validation:
+        record["selected_on"] = _minival_text(minival_info, short=True)
     timer = StageTimer(steps_per_epoch * config.train.batch_size)
-    # The timer right after the stage switch (which adds the stage to the logs) and before
-    # checkpointing, so it times training alone.
-    callbacks = ([progressive] if progressive else []) + [timer] + [
-        EMACallback([ModelCheckpoint(model_dir, monitor=monitor if with_validation else None)]),
+    # The L2 term and the timer right after the stage switch (which adds the stage to the logs) and
+    # before checkpointing and the loggers, so the timer times training alone and the loggers see l2_loss.
+    callbacks = ([progressive] if progressive else []) + [LogL2Loss(), timer] + [
+        EMACallback([ModelCheckpoint(model_dir, monitor=monitor if with_validation else None,
+                                     restore_best=resuming, record=record)]),
         keras.callbacks.BackupAndRestore(backup_dir),
         keras.callbacks.CSVLogger(os.path.join(model_dir, "log.csv"), append=resuming),
         keras.callbacks.TensorBoard(os.path.join(model_dir, "tensorboard"), write_graph=False),
@@ -308,7 +437,7 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     model.fit(
         train,
         epochs=epochs,
-        validation_data=_eval_dataset(config, source) if with_validation else None,
+        validation_data=_eval_dataset(config, source, minival) if with_validation else None,
         validation_freq=config.eval.validation_freq,
         callbacks=callbacks,
         verbose=verbose,
@@ -318,12 +447,28 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     results["stages"] = timer.rows()
     plot_training_curves(timer.epoch_logs, os.path.join(model_dir, "training_curves.png"),
                          title=f"{config.model.name} on {config.data.source}")
-    if with_validation:
-        # fit() has copied the EMA weights into the model (use_ema): this is the EMA model.
-        results["evaluation"] = evaluate_model(model, config, source, "final EMA weights")
+    if mode == "traineval":
+        # fit() has copied the EMA weights (and averaged BN statistics) into the model: the final model.
+        final = evaluate_model(model, config, source, role="final")
+        results["evaluations"] = _evaluate_checkpoints(config, model_dir, strategy, source, final=final)
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     _finish(results, model_dir, verbose)
     return results
+
+
+def _minival_text(info, short=False):
+    name = f"'{info['split']}'"
+    if "carved_from" not in info:
+        return name if short else f"minival: split {name} ({info['examples']} examples)"
+    if short:
+        return f"minival ({info['examples']} examples carved from '{info['carved_from']}')"
+    return (f"minival: {info['examples']} examples carved from '{info['carved_from']}' (data.minival={info['size']}); "
+            f"training on the other {info['train_examples']}. Validation (val_*) and best.keras use the minival; "
+            "the test split is evaluated once, after training.")
+
+
+def _format_metric(value):
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def format_results(results):
@@ -337,10 +482,20 @@ def format_results(results):
             f"\nfit: {results['train_seconds']} s over {results['epochs']} epochs (validation and checkpoints "
             f"included); whole run: {results.get('total_seconds', '-')} s"
         )
-    evaluation = results.get("evaluation")
-    if evaluation:
-        metrics = ", ".join(f"{k} {v:.4f}" for k, v in evaluation.items() if isinstance(v, float))
-        lines.append(f"held-out '{evaluation['eval_split']}' at {evaluation['eval_size']} px ({evaluation['checkpoint']}): {metrics}")
+    if results.get("minival"):
+        lines.append(_minival_text(results["minival"]))
+    evaluations = results.get("evaluations") or ([results["evaluation"]] if results.get("evaluation") else [])
+    if evaluations:
+        first = evaluations[0]
+        skip = {"role", "checkpoint", "eval_split", "eval_size"}
+        names = [k for k in first if k not in skip and isinstance(first[k], float)]
+        header = {"loss": "loss (cross-entropy)", "l2_loss": "L2 term (not in loss)"}
+        lines += ["", f"test split '{first['eval_split']}' at {first['eval_size']} px:",
+                  "| model | checkpoint | " + " | ".join(header.get(n, n) for n in names) + " |",
+                  "|---|---|" + "---:|" * len(names)]
+        for evaluation in evaluations:
+            values = " | ".join(_format_metric(evaluation.get(n, "-")) for n in names)
+            lines.append(f"| {evaluation.get('role') or '-'} | {evaluation['checkpoint']} | {values} |")
     return "\n".join(lines)
 
 
