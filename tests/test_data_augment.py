@@ -200,7 +200,7 @@ def test_translate_never_moves_the_content_out_of_the_frame(size):
 
 def test_importing_the_package_creates_no_tensors_so_multiworker_strategy_still_starts():
     # A tensor created at import initialises the TF context; MultiWorkerMirroredStrategy then fails
-    # with "Collective ops must be configured at program startup".
+    # with "Collective ops must be configured at program startup" (it was `tf.range` in randaugment).
     script = textwrap.dedent(
         """
         import json, os, socket
@@ -211,6 +211,8 @@ def test_importing_the_package_creates_no_tensors_so_multiworker_strategy_still_
         os.environ["TF_CONFIG"] = json.dumps(
             {"cluster": {"worker": [f"localhost:{port}"]}, "task": {"type": "worker", "index": 0}})
         import efficientnetv2_keras.data
+        for name in ("progressive", "training", "export", "hparams"):  # the rest of the package
+            getattr(efficientnetv2_keras, name)
         import tensorflow as tf
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         print("replicas", strategy.num_replicas_in_sync)
