@@ -138,10 +138,9 @@ def test_randaugment_does_not_erase_images_at_any_magnitude_and_stage_size():
     # The issue this pins: with factor max(0, 1 +- 0.09 m) and translations growing with the side,
     # 6-42 % of these images came out as one flat colour at magnitudes 15-30 (N = 2).
     count = 48
-    layers = [RandAugment(m) for m in SWEEP_MAGNITUDES]
 
     def flat_flags(image, seed):  # one graph per size, only the flags leave it
-        outs = tf.cast(tf.stack([layer(image, seed) for layer in layers]), tf.float32)
+        outs = tf.cast(tf.stack([RandAugment(m)(image, seed) for m in SWEEP_MAGNITUDES]), tf.float32)
         return tf.reduce_all(tf.math.reduce_std(outs, axis=[1, 2]) < 1.0, axis=-1)
 
     rates = {}
