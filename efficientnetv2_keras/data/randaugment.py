@@ -1,65 +1,91 @@
 """RandAugment on the paper's magnitude scale, one op per image, in TensorFlow ops on uint8.
 
 The paper (section 4, Table 6) schedules RandAugment magnitude per progressive stage: 5 at the first
-stage, up to 15 (S), 20 (M) or 25 (L) at the last. The magnitude is the official `autoaugment.py` level:
-level 10 (`_MAX_LEVEL`) gives each op its nominal maximum parameter (REFERENCE 3.7).
+stage, up to 15 (S), 20 (M) or 25 (L) at the last. The magnitude is the level of the released code
+(google/automl `efficientnetv2/autoaugment.py`, `distort_image_with_randaugment` and `level_to_arg`):
+level 10 (`_MAX_LEVEL`) is the nominal maximum, and the paper's levels above 10 extrapolate its formulas.
 
 Why not `keras.layers.RandAugment(factor=...)`
 -----------------------------------------------
-Keras' layer cannot express this scale (REFERENCE, "Measured on this machine kind"):
+Keras' layer cannot express this scale (measured with Keras 3 on 2 CPU cores):
 
 * It samples the magnitude uniformly in [0, factor] for every image; the paper uses one fixed magnitude
   per stage. `factor` is also a fraction of the op's range in [0, 1], so magnitudes above 10 do not exist.
-* It has 11 ops; the official RandAugment has 16 (no Invert, Posterize-at-level, SolarizeAdd, Cutout, ...).
+* It has 11 ops; the released RandAugment has 16 (no Invert, Posterize-at-level, SolarizeAdd, Cutout, ...).
 * Its magnitude cannot change after construction (setting `.factor` does not reach its sub-layers and a
   `tf.Variable` factor is rejected), so a stage change needs a new layer anyway.
 * It computes every sub-op for every image and then picks: 27 img/s at 300 px on 2 CPU cores against
   486 img/s when one op is chosen with `tf.switch_case` (18x).
 
-So this module implements the official op set with `tf.switch_case` (only the chosen op runs), a fixed
+So this module implements the released op set with `tf.switch_case` (only the chosen op runs), a fixed
 magnitude given as a Python float per pipeline build (the progressive callback rebuilds the pipeline
 per stage), and stateless randomness (reproducible from a seed).
 
-Magnitude mapping (m = magnitude, l = m / 10; side = image side in pixels)
--------------------------------------------------------------------------
-The official mapping is *not* monotone for several ops: Posterize keeps int(4 l) bits (level 0 keeps
-0 bits: a black image), Solarize uses threshold int(256 l) (level 0 inverts everything, level 10 is the
-identity) and the enhance ops use factor 1.8 l + 0.1 (strongest at level 0, identity at level 5). We use
-the monotone "increasing" form of each op instead, so that magnitude 0 is an exact identity and larger
-magnitudes are always stronger; level 10 still reaches the official extreme parameter. Values above 10
-extrapolate linearly and are clipped where the parameter would stop meaning anything.
+Magnitude mapping (m = magnitude, l = m / 10, side = image side in pixels)
+--------------------------------------------------------------------------
+The released code's `level_to_arg`, with caps (last column) only where its formula would erase the
+image or stop meaning anything. Values at m = 5, 10 and 20 are for a 300 px image; +- is a random sign
+per image. "id" marks an identity.
 
-====================  =====================================  ==================  ====================
-op                    parameter at magnitude m               at m = 10           clipped to
-====================  =====================================  ==================  ====================
-AutoContrast          none (magnitude-free)                  --                  --
-Equalize              none (magnitude-free)                  --                  --
-Invert                none (magnitude-free)                  --                  --
-Rotate                +-30 l degrees                          +-30 deg            --  (m = 30: 90 deg)
-Posterize             keep round(8 - 4 l) bits               4 bits              >= 1 bit (m >= 17.5)
-Solarize              invert pixels >= 256 - 256 l           threshold 0         threshold >= 0 (m >= 10)
-SolarizeAdd           add 110 l to pixels < 128              +110                <= +255
-Color                 blend factor 1 +- 0.9 l                0.1 or 1.9          factor >= 0
-Contrast              blend factor 1 +- 0.9 l                0.1 or 1.9          factor >= 0
-Brightness            blend factor 1 +- 0.9 l                0.1 or 1.9          factor >= 0
-Sharpness             blend factor 1 +- 0.9 l                0.1 or 1.9          factor >= 0
-ShearX, ShearY        +-0.3 l                                 +-0.3               --  (m = 30: 0.9)
-TranslateX, -Y        +-(100/224) l side pixels               100 px at 224 px    <= side
-Cutout                square of side 2 (40/224) l side        80 px at 224 px     <= side
-====================  =====================================  ==================  ====================
+============  ======================================  =======  =======  =======  ==================
+op            parameter at magnitude m                m = 5    m = 10   m = 20   cap
+============  ======================================  =======  =======  =======  ==================
+AutoContrast  none (magnitude-free)                   --       --       --       --
+Equalize      none (magnitude-free)                   --       --       --       --
+Invert        none (magnitude-free)                   --       --       --       --
+Rotate        +-30 l degrees                          15       30       60       --
+Posterize     keep int(4 l) bits                      2        4        8 (id)   1 <= bits <= 8
+Solarize      invert pixels >= int(256 l)             128      256 (id) 256 (id) threshold <= 256
+SolarizeAdd   add int(110 l) to pixels < 128          55       110      128      <= 128
+Color         blend factor 0.1 + 1.8 l                1.0 (id) 1.9      3.7      --
+Contrast      blend factor 0.1 + 1.8 l                1.0 (id) 1.9      3.7      --
+Sharpness     blend factor 0.1 + 1.8 l                1.0 (id) 1.9      3.7      --
+Brightness    blend factor 0.1 + 1.8 l                1.0 (id) 1.9      1.9      <= 1.9 (m = 10)
+ShearX, -Y    +-0.3 l                                 0.15     0.3      0.6      --
+TranslateX,-Y +-100 l px (x side/224 below 224 px)    50 px    100 px   135 px   <= 0.45 side
+Cutout        square of side 2 int(40 l) px (same)    40 px    80 px    150 px   half side <= side/4
+============  ======================================  =======  =======  =======  ==================
 
-Translate and Cutout: the official constants are absolute pixels (translate_const 100, cutout_const
-40) tuned at ImageNet's 224 px. Fixed pixel counts would make augmentation *stronger* at the small images
-of early progressive stages (100 px is 78 % of a 128 px image), the opposite of the paper's premise, and
-would erase a 32 px digit entirely; we scale them with the image side (`reference_size=224`, the same
-relative size as timm's translate_pct 0.45). Pass `reference_size=None` for the official absolute pixels.
+Unlike the "increasing" variants of other libraries, the released mapping is not monotone: Posterize
+and Solarize are strongest at low levels (identity from m = 20 and m = 10), the enhance ops weaken
+images below m = 5 (factor 0.1 at level 0), are the identity at 5 and strengthen them above. Below
+the paper's 5, Posterize, Solarize and the enhance ops are therefore strong (enhance factor 0.28 at
+m = 1).
 
-Magnitude 0: every parameterised op above is an exact identity at 0, but AutoContrast, Equalize and
-Invert have no magnitude. So magnitude 0 skips RandAugment entirely (an exact identity for the whole
-layer). Other official details kept: N = 2 layers, each picks one of the 16 ops uniformly per image and
-always applies it; geometric ops use nearest-neighbour sampling (translations move whole pixels) and
-fill with 128 (gray). One official quirk is fixed: official Contrast blends towards (number of pixels /
-256) instead of the mean gray level; we use the mean gray level, as PIL does.
+Where and why we differ from the released code. Uncapped, the released formulas with N = 2 leave
+25-37 % of 128 px images one flat colour from m = 15 on, 25-31 % of 300 px images at m = 30 and up to
+6 % at 300/380 px for m = 15-25 (synthetic images and photo crops, 400 per cell); with the caps below,
+none at m = 5-30 and 128/300/380 px (`tests/test_data_augment.py` sweeps this).
+
+* Magnitude 0 turns RandAugment off (an exact identity for the whole layer): our recipes and schedules
+  use 0 to mean "no RandAugment". The released code at level 0 would still apply strong ops (Posterize
+  to 0 bits = black, Solarize inverting every pixel, enhance factor 0.1).
+* Translate and Cutout: the released constants are absolute pixels (`translate_const=100`,
+  `cutout_const=40`) chosen at ImageNet's 224 px. Below 224 px (the small early progressive stages, a
+  32 px digit) they scale with the side (x side/224), so augmentation does not get *stronger* as images
+  get smaller, against the premise of progressive learning (100 px is 78 % of a 128 px image). From
+  224 px up they are the released absolute pixels. `reference_size=None` keeps absolute pixels at every
+  size.
+* Translate is capped at 0.45 side (the released level-10 shift at 224 px, 100/224): the released
+  100 l px reaches the whole side at m = 13 on 128 px or m = 30 on 300 px, shifting the image out of
+  the frame. The cap keeps at least 55 % of the content in view.
+* Cutout's half side is capped at side/4 (a square of at most half the side, the size the released
+  finetuning Cutout uses): the released 40 l px covers a whole 224 px image from m = 28.
+* Brightness stops at factor 1.9 (m = 10). Larger factors only push more pixels to white: on random
+  crops of photos (scikit-learn's sample images, 1000 crops of 5-100 % area) the share of images left at
+  least 90 % white grows from 2.4 % at 1.9 to 8.9 % at 5.5 (m = 30); Contrast, Color and Sharpness keep
+  the released extrapolation (Contrast at 5.5 binarises an image around its mean; 0.5 % of crops end
+  90 % saturated).
+* SolarizeAdd adds at most 128 (m >= 11.6), the largest addition that keeps every pixel below 128
+  distinct; the released 110 l turns an image darker than 128 everywhere into a flat white one (from
+  m = 23 at the latest).
+* Posterize keeps at least 1 bit (released int(4 l) = 0 bits below m = 2.5: a black image) and at most
+  8 (released int(4 l) > 8 from m = 22.5, a negative bit shift).
+
+Other released details kept: N = 2 layers, each picks one of the 16 ops uniformly per image and always
+applies it; geometric ops use nearest-neighbour sampling (translations move whole pixels) and fill with
+128 (gray). Two released quirks are fixed: Contrast blends towards the mean gray level as PIL does (the
+released code uses pixel count / 256), and blends round instead of truncating.
 """
 
 from __future__ import annotations
@@ -68,14 +94,19 @@ import math
 
 import tensorflow as tf
 
-MAX_LEVEL = 10.0  # official autoaugment.py `_MAX_LEVEL`: level 10 = each op's nominal maximum.
+MAX_LEVEL = 10.0  # released autoaugment.py `_MAX_LEVEL`: level 10 = each op's nominal maximum.
 MAX_MAGNITUDE = 30.0  # paper uses 5-25 (Table 6); the RandAugment paper's search range ends at 30.
-FILL_VALUE = 128  # official `replace_value = [128] * 3`.
-REFERENCE_SIZE = 224  # image side at which the official pixel constants below were chosen.
-TRANSLATE_CONST = 100.0  # official RandAugment `translate_const` (pixels at level 10).
-CUTOUT_CONST = 40.0  # official RandAugment `cutout_const` (half side, pixels at level 10).
+FILL_VALUE = 128  # released `replace_value = [128] * 3`.
+REFERENCE_SIZE = 224  # image side at which the released pixel constants below were chosen.
+TRANSLATE_CONST = 100.0  # released RandAugment `translate_const` (pixels at level 10).
+CUTOUT_CONST = 40.0  # released RandAugment `cutout_const` (half side, pixels at level 10).
+# Caps where the released formulas would erase an image (module docstring, "Where and why we differ").
+MAX_TRANSLATE_FRACTION = 0.45  # of the side: the released level-10 shift at 224 px (100/224).
+MAX_CUTOUT_FRACTION = 0.25  # half side of the Cutout square, of the side (released finetuning Cutout).
+MAX_BRIGHTNESS_FACTOR = 1.9  # the released level-10 factor.
+MAX_SOLARIZE_ADD = 128  # the largest addition that keeps pixels below 128 distinct.
 
-# The official op list, in the official order (autoaugment.py `distort_image_with_randaugment`).
+# The released op list, in the released order (autoaugment.py `distort_image_with_randaugment`).
 RANDAUGMENT_OPS = (
     "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color", "Contrast",
     "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY", "Cutout", "SolarizeAdd",
@@ -95,7 +126,7 @@ def validate_magnitude(magnitude) -> float:
     if not 0.0 <= magnitude <= MAX_MAGNITUDE or math.isnan(magnitude):
         raise ValueError(
             f"RandAugment magnitude must be in [0, {MAX_MAGNITUDE:g}] (the paper uses 5-25, Table 6; "
-            f"10 is each op's official maximum, above 10 extrapolates), got {magnitude}."
+            f"10 is the released code's maximum level, above 10 extrapolates), got {magnitude}."
         )
     return magnitude
 
@@ -114,7 +145,11 @@ def _to_uint8(image_float):
     return tf.cast(tf.round(tf.clip_by_value(image_float, 0.0, 255.0)), tf.uint8)
 
 
-_VALUES = tf.range(256, dtype=tf.float32)  # every uint8 value, for lookup tables
+def _uint8_values():
+    """Every uint8 value as float32, for lookup tables. Built per call (inside the traced graph), never
+    at import: a tensor created at import initialises TensorFlow's context, after which
+    `tf.distribute.MultiWorkerMirroredStrategy` can no longer configure its collective ops."""
+    return tf.range(256, dtype=tf.float32)
 
 
 def _apply_lut(image, lut):
@@ -137,10 +172,11 @@ def blend(degenerate, image, factor):
 
 def autocontrast(image):
     """Stretches each channel to [0, 255]; a constant channel is left alone (PIL ImageOps.autocontrast)."""
+    values = _uint8_values()
     lo = tf.cast(tf.reduce_min(image, axis=[0, 1]), tf.float32)[:, None]
     hi = tf.cast(tf.reduce_max(image, axis=[0, 1]), tf.float32)[:, None]
-    stretched = _to_uint8((_VALUES - lo) * (255.0 / tf.maximum(hi - lo, 1.0)))  # [3, 256]
-    return _apply_lut(image, tf.where(hi > lo, stretched, tf.cast(_VALUES, tf.uint8)))
+    stretched = _to_uint8((values - lo) * (255.0 / tf.maximum(hi - lo, 1.0)))  # [3, 256]
+    return _apply_lut(image, tf.where(hi > lo, stretched, tf.cast(values, tf.uint8)))
 
 
 def equalize(image):
@@ -171,13 +207,15 @@ def posterize(image, bits):
 
 def solarize(image, threshold):
     """Inverts pixels >= threshold (threshold 256 = identity, 0 = Invert)."""
-    return _apply_lut(image, tf.where(_VALUES < tf.cast(threshold, tf.float32), _VALUES, 255.0 - _VALUES))
+    values = _uint8_values()
+    return _apply_lut(image, tf.where(values < tf.cast(threshold, tf.float32), values, 255.0 - values))
 
 
 def solarize_add(image, addition, threshold=128):
-    """Adds `addition` to pixels below `threshold` (official: threshold 128), saturating at 255."""
-    added = tf.clip_by_value(_VALUES + tf.cast(addition, tf.float32), 0.0, 255.0)
-    return _apply_lut(image, tf.where(_VALUES < threshold, added, _VALUES))
+    """Adds `addition` to pixels below `threshold` (released: threshold 128), saturating at 255."""
+    values = _uint8_values()
+    added = tf.clip_by_value(values + tf.cast(addition, tf.float32), 0.0, 255.0)
+    return _apply_lut(image, tf.where(values < threshold, added, values))
 
 
 def color(image, factor):
@@ -186,17 +224,17 @@ def color(image, factor):
 
 
 def contrast(image, factor):
-    # Blend towards the mean gray level (PIL); the official code's "mean" is pixel count / 256.
+    # Blend towards the mean gray level (PIL); the released code's "mean" is pixel count / 256.
     mean = tf.reduce_mean(tf.cast(tf.image.rgb_to_grayscale(image), tf.float32))
-    return _apply_lut(image, blend(mean, _VALUES, factor))
+    return _apply_lut(image, blend(mean, _uint8_values(), factor))
 
 
 def brightness(image, factor):
-    return _apply_lut(image, blend(0.0, _VALUES, factor))
+    return _apply_lut(image, blend(0.0, _uint8_values(), factor))
 
 
 def sharpness(image, factor):
-    """Blends with PIL's SMOOTH-filtered image; border pixels keep their values (as PIL and official)."""
+    """Blends with PIL's SMOOTH-filtered image; border pixels keep their values (as PIL and released)."""
     x = tf.cast(image, tf.float32)[None]
     kernel = tf.constant([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0  # PIL SMOOTH
     kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
@@ -215,7 +253,7 @@ def _transform(image, transform, fill_value=FILL_VALUE):
         transforms=transform,
         output_shape=tf.shape(image)[:2],
         fill_value=tf.cast(fill_value, tf.float32),
-        interpolation="NEAREST",  # official (tfa image_ops default)
+        interpolation="NEAREST",  # released (tfa image_ops default)
         fill_mode="CONSTANT",
     )
     return tf.ensure_shape(out[0], image.shape)
@@ -267,7 +305,7 @@ def translate_y(image, pixels, fill_value=FILL_VALUE):
 
 
 def cutout(image, pad_size, seed, fill_value=FILL_VALUE):
-    """Fills a (2 pad_size)^2 square at a uniformly random centre, clipped at the borders (official).
+    """Fills a (2 pad_size)^2 square at a uniformly random centre, clipped at the borders (released).
 
     `fill_value` may be a scalar or a tensor broadcastable to the image (finetuning fills with noise).
     """
@@ -293,6 +331,9 @@ _ENHANCE_OPS = {"Color": color, "Contrast": contrast, "Brightness": brightness, 
 _GEOMETRIC_OPS = {"Rotate": rotate, "ShearX": shear_x, "ShearY": shear_y, "TranslateX": translate_x,
                   "TranslateY": translate_y}  # fmt: skip
 _PIXEL_OPS = {"Posterize": posterize, "Solarize": solarize, "SolarizeAdd": solarize_add}
+# Parameter values at which an op is an exact identity (the rest: 0, e.g. Rotate 0 or Cutout 0).
+_IDENTITY_VALUES = {"Posterize": 8, "Solarize": 256, "Color": 1.0, "Contrast": 1.0, "Brightness": 1.0,
+                    "Sharpness": 1.0}  # fmt: skip
 
 
 def _random_sign(seed):
@@ -303,20 +344,21 @@ class RandAugment:
     """Callable `(uint8 image [H, W, 3], seed [2]) -> uint8 image` with the paper's magnitude scale.
 
     Args:
-      magnitude: Python float in [0, 30], the official level (10 = each op's nominal maximum).
-        0 disables the layer (see the module docstring for why).
-      num_layers: ops applied in sequence per image (official N = 2).
-      ops: op names to choose from (default: the official 16).
-      fill_value: pixel value for areas uncovered by geometric ops and Cutout (official 128).
-      reference_size: image side at which the official pixel constants apply; translate and cutout
-        scale with the image side relative to it. None = the official absolute pixels.
+      magnitude: Python float in [0, 30], the released code's level (10 = its nominal maximum; see the
+        module docstring's table). 0 disables the layer.
+      num_layers: ops applied in sequence per image (released N = 2).
+      ops: op names to choose from (default: the released 16).
+      fill_value: pixel value for areas uncovered by geometric ops and Cutout (released 128).
+      reference_size: image side at which the released pixel constants of Translate and Cutout apply;
+        below it they scale with the image side. None = the released absolute pixels at every size.
+        Both stay capped (Translate <= 0.45 side, Cutout half side <= side/4).
     """
 
     def __init__(self, magnitude, num_layers=2, *, ops=RANDAUGMENT_OPS, fill_value=FILL_VALUE,
                  reference_size=REFERENCE_SIZE):  # fmt: skip
         self.magnitude = validate_magnitude(magnitude)
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
-            raise ValueError(f"RandAugment num_layers must be an int >= 0 (official 2), got {num_layers!r}.")
+            raise ValueError(f"RandAugment num_layers must be an int >= 0 (released 2), got {num_layers!r}.")
         unknown = [op for op in ops if op not in RANDAUGMENT_OPS]
         if unknown or not ops:
             raise ValueError(f"Unknown RandAugment op(s) {unknown or ops!r}; choose from {list(RANDAUGMENT_OPS)}.")
@@ -336,28 +378,32 @@ class RandAugment:
         return self.magnitude == 0.0 or self.num_layers == 0
 
     def parameters(self, image_side=REFERENCE_SIZE) -> dict:
-        """The magnitude mapping of the module docstring's table, as unsigned numbers (one source of truth).
+        """The module docstring's table at this magnitude (one source of truth), as unsigned numbers.
 
-        Enhance ops give the deviation d of the blend factor 1 +- d (clipped at factor 0); the sign of
-        Rotate, Shear, Translate and the enhance factors is drawn per image.
+        Enhance ops give the blend factor; Posterize the bits kept; Solarize the threshold; SolarizeAdd
+        the addition; Translate the shift in pixels; Cutout the half side in pixels. Rotate, Shear and
+        Translate get a random sign per image.
         """
         level = self.magnitude / MAX_LEVEL
-        pixel_scale = 1.0 if self.reference_size is None else image_side / self.reference_size
-        translate = min(float(image_side), TRANSLATE_CONST * level * pixel_scale)
+        side = float(image_side)
+        # Released pixel constants from `reference_size` up; proportionally smaller below it.
+        pixel_scale = 1.0 if self.reference_size is None else min(1.0, side / self.reference_size)
+        enhance = 0.1 + 1.8 * level  # released `_enhance_level_to_arg`
+        translate = min(MAX_TRANSLATE_FRACTION * side, TRANSLATE_CONST * level * pixel_scale)
         return {
             "Rotate": 30.0 * level,
-            "Posterize": int(min(8, max(1, round(8 - 4 * level)))),
-            "Solarize": int(max(0, round(256 - 256 * level))),
-            "SolarizeAdd": int(min(255, round(110 * level))),
-            "Color": 0.9 * level,
-            "Contrast": 0.9 * level,
-            "Brightness": 0.9 * level,
-            "Sharpness": 0.9 * level,
+            "Posterize": min(8, max(1, int(4 * level))),
+            "Solarize": min(256, int(256 * level)),
+            "SolarizeAdd": min(MAX_SOLARIZE_ADD, int(110 * level)),
+            "Color": enhance,
+            "Contrast": enhance,
+            "Brightness": min(MAX_BRIGHTNESS_FACTOR, enhance),
+            "Sharpness": enhance,
             "ShearX": 0.3 * level,
             "ShearY": 0.3 * level,
             "TranslateX": translate,
             "TranslateY": translate,
-            "Cutout": float(round(min(image_side / 2.0, CUTOUT_CONST * level * pixel_scale))),
+            "Cutout": min(int(MAX_CUTOUT_FRACTION * side), int(CUTOUT_CONST * level * pixel_scale)),
         }
 
     def apply_op(self, image, name, seed):
@@ -373,11 +419,12 @@ class RandAugment:
         if name in _PLAIN_OPS:
             return _PLAIN_OPS[name](image)
         value = self.parameters(min(height, width))[name]
-        sign = _random_sign(seed)
+        if abs(value - _IDENTITY_VALUES.get(name, 0)) < 1e-9:
+            return image  # e.g. enhance factor 1 at m = 5, Solarize from m = 10: skip the work
         if name in _ENHANCE_OPS:
-            return _ENHANCE_OPS[name](image, tf.maximum(0.0, 1.0 + sign * value))  # factor < 0: meaningless
+            return _ENHANCE_OPS[name](image, value)  # released: no random sign
         if name in _GEOMETRIC_OPS:
-            return _GEOMETRIC_OPS[name](image, sign * value, self.fill_value)
+            return _GEOMETRIC_OPS[name](image, _random_sign(seed) * value, self.fill_value)
         if name == "Cutout":
             return cutout(image, value, tf.random.fold_in(seed, 1), self.fill_value)
         return _PIXEL_OPS[name](image, value)  # Posterize, Solarize, SolarizeAdd
@@ -395,8 +442,9 @@ class RandAugment:
             return image
         seed = random_seed() if seed is None else seed
         if self._traced_layer is None:
-            # Traced once and called per layer: halves graph building (the 16-branch switch is large).
-            self._traced_layer = tf.function(self._layer, reduce_retracing=True)
+            # Traced once per image shape and called per layer: halves graph building (the 16-branch
+            # switch is large). No reduce_retracing: the ops need the static side (pixel parameters).
+            self._traced_layer = tf.function(self._layer, autograph=False)
         for layer_seed in tf.unstack(tf.random.split(seed, self.num_layers)):
             image = self._traced_layer(image, layer_seed)
         return image
