@@ -46,37 +46,28 @@ def load_model_for_export(model_path=None, *, variant=None, weights=None, classe
     """The model to export: a `.keras` file, or a variant built with a weights file.
 
     model_path: a `.keras` file (`model.save`); our layers are registered, no custom_objects needed.
+      A missing, truncated, damaged or foreign file raises FileNotFoundError / `ModelFileError`
+      naming the problem (`models.io.load_model_file`).
     variant + weights: `build_model(variant, weights=weights, classes=classes)` with a dynamic input
       size (the export picks the size); weights is a weights file, "imagenet", or None for random
       weights (to try the pipeline; the parity check is then not meaningful for int8).
     """
-    import os
-
-    import keras
-
     from efficientnetv2_keras.models import build_model
+    from efficientnetv2_keras.models.io import IncompatibleModelFileError, load_model_file
 
     if (model_path is None) == (variant is None):
         raise ValueError("Give either a .keras model file or a variant (with its weights), not both or neither.")
     if model_path is not None:
-        model_path = os.fspath(model_path)
-        if not os.path.exists(model_path):
-            raise FileNotFoundError(f"Model file {model_path} does not exist.")
-        if not model_path.endswith(".keras"):
-            raise ValueError(
-                f"{model_path} is not a .keras file. For a weights file (.weights.h5, .h5) pass the "
-                "variant too (tools/export.py --variant=b0 --weights=PATH)."
-            )
         try:  # compiled, so that the optimizer's EMA variables come back too
-            return keras.models.load_model(model_path)
-        except Exception as error:  # e.g. a custom loss or metric that is not registered here
+            return load_model_file(model_path, compile=True)
+        except IncompatibleModelFileError as error:  # e.g. a custom loss or metric not registered here
             from absl import logging
 
             logging.warning(
                 "Could not restore the training configuration of %s (%s); loading the model without "
                 "it: EMA weights kept by its optimizer (if any) cannot be exported.", model_path, error
             )
-            return keras.models.load_model(model_path, compile=False)
+            return load_model_file(model_path, compile=False)
     return build_model(variant, weights=weights, classes=classes)
 
 
