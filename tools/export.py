@@ -20,8 +20,10 @@ flags.DEFINE_string("variant", None, "Variant to build (b0-b3, s, m, l, xl) when
 flags.DEFINE_string("weights", None, "With --variant: a weights file, 'imagenet', or 'none' (random weights).")
 flags.DEFINE_integer("classes", 1000, "With --variant: classes of the classifier head in --weights.")
 flags.DEFINE_integer(
-    "image_size", None, "Input size in pixels; default the model's fixed size or the variant's eval size."
-)
+    "image_size", None,
+    "Input size in pixels; default: the eval size in the config.yaml of the run --model comes from, else "
+    "the model's fixed size or the variant's eval size.",
+)  # fmt: skip
 flags.DEFINE_enum("format", "saved_model", ["saved_model", "tflite"], "Export format.")
 flags.DEFINE_enum("quantization", "none", list(QUANTIZATIONS), "TFLite quantization.")
 flags.DEFINE_string(
@@ -31,8 +33,9 @@ flags.DEFINE_string(
 )  # fmt: skip
 flags.DEFINE_integer(
     "crop_padding", None,
-    "Evaluation center crop size/(size+padding) for the bytes signature and sample images; default the "
-    "official 32; 0 = resize whole images (e.g. digits, as the demo recipe's data.eval_crop_padding).",
+    "Evaluation center crop size/(size+padding) for the bytes signature and sample images; default: "
+    "data.eval_crop_padding in the config.yaml of the run --model comes from, else the official 32; "
+    "0 = resize whole images (e.g. digits).",
 )
 flags.DEFINE_integer("num_calibration", 100, "Images that calibrate int8.")
 flags.DEFINE_integer("num_parity_samples", 64, "Images in the parity check.")
@@ -71,6 +74,7 @@ def main(argv):
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TensorFlow logs several INFO lines per SavedModel write
     from efficientnetv2_keras import export
+    from efficientnetv2_keras.runs import eval_preprocessing
 
     weights = None if (FLAGS.weights or "").lower() == "none" else FLAGS.weights
     thresholds = None
@@ -82,6 +86,10 @@ def main(argv):
             default_top1 if FLAGS.min_top1_agreement is None else FLAGS.min_top1_agreement,
         )
     try:
+        # A checkpoint from a training run is exported at the run's eval size and crop, not the variant's.
+        preprocessing = eval_preprocessing(FLAGS.model, FLAGS.image_size, FLAGS.crop_padding)
+        if preprocessing.config_path:
+            print(f"Exporting at {preprocessing.describe()}.")
         model = export.load_model_for_export(
             FLAGS.model, variant=FLAGS.variant, weights=weights, classes=FLAGS.classes
         )
@@ -93,8 +101,8 @@ def main(argv):
             representative_data=FLAGS.representative_source,
             num_calibration=FLAGS.num_calibration,
             num_parity_samples=FLAGS.num_parity_samples,
-            image_size=FLAGS.image_size,
-            crop_padding=FLAGS.crop_padding,
+            image_size=preprocessing.image_size,
+            crop_padding=preprocessing.crop_padding,
             batch_size=batch_size,
             use_ema={"auto": "auto", "true": True, "false": False}[FLAGS.use_ema],
             thresholds=thresholds,

@@ -73,6 +73,17 @@ def resolve_image_size(model, image_size=None):
         ) from None
 
 
+def resolve_crop_padding(crop_padding=None):
+    """The evaluation centre-crop padding (None: the official 32; 0: resize the whole image)."""
+    from efficientnetv2_keras.data.preprocessing import CROP_PADDING
+
+    if crop_padding is None:
+        return CROP_PADDING
+    if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
+        raise ValueError(f"crop_padding must be None or an int >= 0 (pixels), got {crop_padding!r}.")
+    return crop_padding
+
+
 def check_batch_size(batch_size):
     """None = dynamic batch (any batch at serving time); an int fixes it (some accelerators need it)."""
     if batch_size is None:
@@ -239,7 +250,7 @@ class ExportResult:
     """What was written and how well it matches the Keras model."""
 
     path: str
-    format: str  # "saved_model" or "tflite"
+    format: str  # "saved_model", "tflite" or "onnx"
     quantization: str
     image_size: int
     batch_size: object  # int, or None for dynamic
@@ -248,12 +259,14 @@ class ExportResult:
     sample_source: str
     parity: tuple  # ParityReport per checked signature
     op_types: tuple
+    crop_padding: object = None  # int: of the sample images read from sources and of the bytes signature
 
     def __str__(self):
         batch = "dynamic" if self.batch_size is None else self.batch_size
         lines = [
             f"Exported {self.format} ({self.quantization}) to {self.path}: "
-            f"{self.size_bytes / 2**20:.1f} MiB, {self.image_size}x{self.image_size} px, batch {batch}, "
+            f"{self.size_bytes / 2**20:.1f} MiB, {self.image_size}x{self.image_size} px"
+            f"{'' if self.crop_padding is None else f' (eval crop padding {self.crop_padding})'}, batch {batch}, "
             f"{'EMA' if self.used_ema else 'model'} weights.",
             f"Parity vs Keras on {self.parity[0].num_samples} images from {self.sample_source} "
             f"({self.parity[0].compared}):",

@@ -160,6 +160,7 @@ def export_tflite(
     check_quantization(quantization, representative_data)
     path = common.check_target(path, overwrite)
     image_size = common.resolve_image_size(model, image_size)
+    crop_padding = common.resolve_crop_padding(crop_padding)
     batch_size = common.check_batch_size(batch_size)
     ema = common.ema_state_mapping(model, use_ema)
     parity.thresholds_for(quantization, thresholds)  # validates early
@@ -212,5 +213,6 @@ def export_tflite(
         sample_source=sample_source,
         parity=(report,),
         op_types=tuple(op_types),
+        crop_padding=crop_padding,
     )
 
