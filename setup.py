@@ -35,5 +35,8 @@ setup(
         "jax": ["jax>=0.4.34,<0.13"],
         # The TFLite interpreter now ships as LiteRT; conversion stays in TensorFlow.
         "litert": ["ai-edge-litert>=2.0,<3"],
+        # ONNX export: tf2onnx converts the TensorFlow graph (1.16 pins protobuf 3.20, which
+        # TensorFlow 2.21 cannot use); ONNX Runtime runs the parity check.
+        "onnx": ["tf2onnx>=1.17,<2", "onnx>=1.17,<2", "onnxruntime>=1.20,<2"],
     },
 )

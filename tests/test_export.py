@@ -10,6 +10,7 @@ digits): float16 100 %, dynamic int8 98.1 %, int8 93.3 % top-1 agreement with Ke
 (95 % accurate) gives 100, 99.7 and 99.2 %.
 """
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -178,6 +179,88 @@ def test_tflite_runs_on_both_interpreters(tflite_exports, test_images):
     np.testing.assert_allclose(litert, fallback, atol=1e-6)
 
 
+# -- ONNX -----------------------------------------------------------------------------------------
+
+ONNX_MISSING = [m for m in ("tf2onnx", "onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+needs_onnx = pytest.mark.skipif(
+    bool(ONNX_MISSING),
+    reason=f"ONNX export needs {', '.join(ONNX_MISSING)}: pip install 'efficientnetv2-keras[onnx]'",
+)
+
+
+@pytest.fixture(scope="module")
+def onnx_export(model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "b0.onnx"
+    # Through export_model, as tools/export.py --format=onnx calls it.
+    return export.export_model(model, path, format="onnx", representative_data="digits")
+
+
+@needs_onnx
+def test_onnx_matches_keras_with_a_dynamic_batch(model, onnx_export, test_images):
+    assert onnx_export.format == "onnx" and onnx_export.parity[0].passed
+    assert onnx_export.parity[0].max_abs_diff <= export.PARITY_THRESHOLDS["onnx"][0]
+    session = export.make_session(onnx_export.path)
+    (image_input,), (output,) = session.get_inputs(), session.get_outputs()
+    assert (image_input.name, image_input.shape) == ("images", ["batch", SIZE, SIZE, 3])
+    assert (output.name, output.shape) == ("predictions", ["batch", CLASSES])
+    outputs = export.run_onnx(session, test_images)
+    assert np.abs(outputs - _keras(model, test_images)).max() < 1e-4
+    one_at_a_time = np.concatenate([export.run_onnx(session, test_images[i : i + 1]) for i in range(5)])
+    np.testing.assert_allclose(one_at_a_time, outputs[:5], atol=1e-5)
+
+
+@needs_onnx
+def test_onnx_graph_is_an_inference_graph(onnx_export):
+    import onnx
+
+    proto = onnx.load(onnx_export.path)
+    op_types = export.check_onnx_ops(proto)
+    assert "Conv" in op_types and tuple(op_types) == onnx_export.op_types
+    assert not set(op_types) & {"BatchNormalization", "Dropout", *graph_check.ONNX_RANDOM_OPS}
+    assert os.path.getsize(onnx_export.path) == onnx_export.size_bytes
+
+
+@needs_onnx
+def test_onnx_checker_rejects_training_and_custom_ops():
+    from onnx import TensorProto, helper
+
+    def model_with(*nodes):
+        graph = helper.make_graph(
+            list(nodes), "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        )  # fmt: skip
+        return helper.make_model(graph)
+
+    random = helper.make_node("RandomUniformLike", ["x"], ["r"])
+    custom = helper.make_node("FlexConv", ["x"], ["y"], domain="org.example")
+    with pytest.raises(export.InferenceGraphError, match="random op.*\n.*custom op"):
+        export.check_onnx_ops(model_with(random, custom))
+    train_bn = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y", "m2", "v2"], training_mode=1)
+    with pytest.raises(export.InferenceGraphError, match="batch norm in training mode"):
+        export.check_onnx_ops(model_with(train_bn))
+    assert export.check_onnx_ops(model_with(helper.make_node("Relu", ["x"], ["y"]))) == ["Relu"]
+
+
+def test_onnx_export_without_its_packages_says_what_to_install(model, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # import tf2onnx -> ImportError
+    with pytest.raises(ImportError, match=r"efficientnetv2-keras\[onnx\]"):
+        export.export_onnx(model, tmp_path / "b0.onnx")
+    assert not (tmp_path / "b0.onnx").exists()
+
+
+@pytest.mark.slow
+@needs_onnx
+def test_onnx_export_of_s_passes_parity(tmp_path):
+    keras.utils.set_random_seed(0)
+    size = 128
+    s = ev2.EfficientNetV2S(input_shape=(None, None, 3), classes=CLASSES, bn_momentum=0.0)
+    images, _ = export.load_images("digits", size, 32)
+    s(images, training=True)  # momentum 0: realistic batch-norm statistics from a batch of digits
+    result = export.export_onnx(s, tmp_path / "s.onnx", image_size=size, num_parity_samples=32)
+    assert result.parity[0].passed and result.parity[0].max_abs_diff <= export.PARITY_THRESHOLDS["onnx"][0]
+    assert result.size_bytes > 4 * 20e6  # float32 weights: S has 20+ M parameters
+
+
 # -- inference graphs -------------------------------------------------------------------------------
 
 RANDOM_OR_TRAINING = ("Random", "StatelessRandom", "AssignVariableOp", "AssignAddVariableOp", "RngReadAndSkip")
@@ -276,8 +359,10 @@ def test_existing_target_is_not_overwritten(model, tmp_path):
         export.export_saved_model(model, target)
     with pytest.raises(ValueError, match="TFLite only"):
         export.export_model(model, tmp_path / "x", format="saved_model", quantization="int8")
-    with pytest.raises(ValueError, match="saved_model, tflite"):
-        export.export_model(model, tmp_path / "x", format="onnx")
+    with pytest.raises(ValueError, match="TFLite only"):
+        export.export_model(model, tmp_path / "x", format="onnx", quantization="float16")
+    with pytest.raises(ValueError, match="saved_model, tflite, onnx"):
+        export.export_model(model, tmp_path / "x", format="coreml")
 
 
 def test_atomic_output_cleans_up_on_error(tmp_path):
@@ -334,6 +419,12 @@ def test_ema_weights_are_exported_without_touching_the_model(tiny_spec, tmp_path
 
     plain = export.export_tflite(model, tmp_path / "raw.tflite", use_ema=False, sample_images=images)
     np.testing.assert_allclose(_tflite(plain, images), raw, atol=1e-4)
+
+    if not ONNX_MISSING:
+        onnx_result = export.export_onnx(model, tmp_path / "ema.onnx", sample_images=images)
+        assert onnx_result.used_ema
+        served = export.run_onnx(export.make_session(onnx_result.path), images)
+        np.testing.assert_allclose(served, _keras(averaged, images), atol=1e-4)
 
     # The SavedModel holds the optimizer's average variables in place of the weights.
     saved = export.export_saved_model(model, tmp_path / "ema", sample_images=images, num_parity_samples=8)

@@ -3,6 +3,10 @@
     python tools/export.py --model=runs/demo/best.keras --format=tflite --quantization=int8 \
         --representative_source=digits --output=exports/demo_int8.tflite
     python tools/export.py --variant=s --weights=s.weights.h5 --format=saved_model --output=exports/s
+    python tools/export.py --model=runs/demo/best.keras --format=onnx --output=exports/demo.onnx
+
+A checkpoint from a training run is exported at the run's eval size and crop padding (its config.yaml);
+--image_size and --crop_padding override them.
 
 Prints the parity report. Exits non-zero, leaving nothing at --output, when the export fails (parity
 below the thresholds of efficientnetv2_keras.export.PARITY_THRESHOLDS, a training op in the graph, ...).
@@ -24,7 +28,10 @@ flags.DEFINE_integer(
     "Input size in pixels; default: the eval size in the config.yaml of the run --model comes from, else "
     "the model's fixed size or the variant's eval size.",
 )  # fmt: skip
-flags.DEFINE_enum("format", "saved_model", ["saved_model", "tflite"], "Export format.")
+flags.DEFINE_enum(
+    "format", "saved_model", ["saved_model", "tflite", "onnx"],
+    "Export format (onnx needs pip install 'efficientnetv2-keras[onnx]').",
+)  # fmt: skip
 flags.DEFINE_enum("quantization", "none", list(QUANTIZATIONS), "TFLite quantization.")
 flags.DEFINE_string(
     "representative_source", None,
@@ -39,7 +46,7 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("num_calibration", 100, "Images that calibrate int8.")
 flags.DEFINE_integer("num_parity_samples", 64, "Images in the parity check.")
-flags.DEFINE_string("output", None, "Output path: a SavedModel directory or a .tflite file.")
+flags.DEFINE_string("output", None, "Output path: a SavedModel directory, a .tflite or an .onnx file.")
 flags.DEFINE_boolean("overwrite", False, "Replace an existing --output.")
 flags.DEFINE_string("batch_size", "dynamic", "'dynamic' (any batch) or a fixed batch size.")
 flags.DEFINE_enum("use_ema", "auto", ["auto", "true", "false"], "Export the optimizer's EMA weights.")
@@ -67,7 +74,7 @@ def main(argv):
         raise app.UsageError(
             "--variant needs --weights (a weights file, 'imagenet', or 'none' for random weights)."
         )
-    if FLAGS.format == "saved_model" and FLAGS.quantization != "none":
+    if FLAGS.format != "tflite" and FLAGS.quantization != "none":
         raise app.UsageError("--quantization applies to --format=tflite only.")
 
     batch_size = _batch_size(FLAGS.batch_size)
@@ -79,7 +86,7 @@ def main(argv):
     weights = None if (FLAGS.weights or "").lower() == "none" else FLAGS.weights
     thresholds = None
     if FLAGS.max_abs_diff is not None or FLAGS.min_top1_agreement is not None:
-        mode = "saved_model" if FLAGS.format == "saved_model" else FLAGS.quantization
+        mode = FLAGS.quantization if FLAGS.format == "tflite" else FLAGS.format
         default_diff, default_top1 = export.PARITY_THRESHOLDS[mode]
         thresholds = (
             default_diff if FLAGS.max_abs_diff is None else FLAGS.max_abs_diff,
@@ -111,7 +118,7 @@ def main(argv):
     except export.ExportParityError as error:
         print(f"Export failed: {error}", file=sys.stderr)
         return 1
-    except (ValueError, FileExistsError, FileNotFoundError, export.InferenceGraphError) as error:
+    except (ValueError, ImportError, FileExistsError, FileNotFoundError, export.InferenceGraphError) as error:
         print(f"Export failed: {error}", file=sys.stderr)
         return 2
     print(result)

@@ -1,9 +1,10 @@
-"""Export for serving: SavedModel and TFLite (fp32, float16, dynamic int8, int8), each parity-checked.
+"""Export for serving: SavedModel, TFLite (fp32, float16, dynamic int8, int8) and ONNX, each parity-checked.
 
     from efficientnetv2_keras import export
     export.export_saved_model(model, "exports/b0")                  # float + encoded-bytes signatures
     export.export_tflite(model, "exports/b0.tflite")                 # float32
     export.export_tflite(model, "exports/b0_int8.tflite", "int8", representative_data="digits")
+    export.export_onnx(model, "exports/b0.onnx")                     # float32, ONNX Runtime checked
 
 Every export traces `model(images, training=False)` (no dropout or stochastic-depth ops, batch norm
 in inference mode; EMA weights when the model's optimizer keeps them), checks the written graph for
@@ -14,15 +15,18 @@ target path, and an existing target is replaced only with `overwrite=True`.
 
 TFLite files run on LiteRT (`pip install "efficientnetv2-keras[litert]"`, i.e. `ai-edge-litert`),
 or on TensorFlow's deprecated `tf.lite.Interpreter` when LiteRT is absent (`make_interpreter`).
+ONNX export needs `pip install "efficientnetv2-keras[onnx]"` (tf2onnx, onnx, onnxruntime).
 """
 
 from efficientnetv2_keras.export.common import ExportResult, resolve_image_size
 from efficientnetv2_keras.export.graph_check import (
     InferenceGraphError,
     check_inference_graph,
+    check_onnx_ops,
     check_tflite_ops,
     tflite_op_names,
 )
+from efficientnetv2_keras.export.onnx import export_onnx, make_session, run_onnx
 from efficientnetv2_keras.export.parity import PARITY_THRESHOLDS, ExportParityError, ParityReport
 from efficientnetv2_keras.export.samples import load_images
 from efficientnetv2_keras.export.saved_model import (
@@ -39,7 +43,7 @@ from efficientnetv2_keras.export.tflite import (
     run_tflite,
 )
 
-FORMATS = ("saved_model", "tflite")
+FORMATS = ("saved_model", "tflite", "onnx")
 
 
 def load_model_for_export(model_path=None, *, variant=None, weights=None, classes=1000):
@@ -72,26 +76,29 @@ def load_model_for_export(model_path=None, *, variant=None, weights=None, classe
 
 
 def export_model(model, path, format="saved_model", quantization="none", **kwargs):
-    """`export_saved_model` or `export_tflite`, picked by `format` (what tools/export.py calls)."""
+    """`export_saved_model`, `export_tflite` or `export_onnx`, picked by `format` (what tools/export.py calls)."""
     if format not in FORMATS:
         raise ValueError(f"Unknown export format {format!r}; valid formats: {', '.join(FORMATS)}.")
-    if format == "saved_model":
-        if quantization != "none":
-            raise ValueError(
-                f"quantization={quantization!r} applies to TFLite only; a SavedModel keeps the float32 "
-                "weights. Use format='tflite' for a quantized model."
-            )
-        representative_data = kwargs.pop("representative_data", None)
-        kwargs.pop("num_calibration", None)
-        if kwargs.get("sample_images") is None:  # no calibration here: the data serves parity
-            kwargs["sample_images"] = representative_data
-        return export_saved_model(model, path, **kwargs)
-    return export_tflite(model, path, quantization, **kwargs)
+    if format == "tflite":
+        return export_tflite(model, path, quantization, **kwargs)
+    if quantization != "none":
+        raise ValueError(
+            f"quantization={quantization!r} applies to TFLite only; a {format} export keeps the float32 "
+            "weights. Use format='tflite' for a quantized model."
+        )
+    representative_data = kwargs.pop("representative_data", None)
+    kwargs.pop("num_calibration", None)
+    if kwargs.get("sample_images") is None:  # no calibration here: the data serves parity
+        kwargs["sample_images"] = representative_data
+    if format == "onnx":
+        return export_onnx(model, path, **kwargs)
+    return export_saved_model(model, path, **kwargs)
 
 
 __all__ = [
     "export_saved_model",
     "export_tflite",
+    "export_onnx",
     "export_model",
     "load_model_for_export",
     "ExportResult",
@@ -105,10 +112,13 @@ __all__ = [
     "BYTES_SIGNATURE",
     "check_inference_graph",
     "check_tflite_ops",
+    "check_onnx_ops",
     "tflite_op_names",
     "make_interpreter",
     "interpreter_backend",
     "run_tflite",
+    "make_session",
+    "run_onnx",
     "decode_and_preprocess",
     "load_images",
     "resolve_image_size",

@@ -1,7 +1,7 @@
 """What every export shares: the inference function, EMA weights, the image size and atomic writes.
 
-The official project's most common export failure (REFERENCE §6 row 6) was a graph traced in training
-mode: batch norm updating its statistics and the random drop-connect op, which TFLite rejects or turns
+The most reported export failure of the released code (google/automl issues 994 and 1012) was a graph
+traced in training mode: batch norm updating its statistics and the random drop-connect op, which TFLite rejects or turns
 into TF-Select ops. Every export here traces one function, `model(images, training=False)`, so the
 inference graph has no dropout, no stochastic-depth sampling and batch norm reading its moving
 statistics; `graph_check` then verifies that on what was written.
@@ -30,8 +30,8 @@ def resolve_image_size(model, image_size=None):
 
     A model built for a fixed size exports at that size (asking for another one is an error: the
     weights do not care, but the user's intent does). A model that takes any size (the default
-    `input_shape=(None, None, 3)`) exports at `image_size`, else at the variant's eval size (Table
-    of REFERENCE §3.3: B0 224 ... XL 512), found from the model name the builder gives.
+    `input_shape=(None, None, 3)`) exports at `image_size`, else at the variant's eval size (the
+    released code's `effnetv2_configs.py`: B0 224 ... XL 512), found from the model name the builder gives.
     """
     if len(model.inputs) != 1:
         raise ValueError(

@@ -27,6 +27,7 @@ TIE_TOLERANCE = 1e-5
 # A quantized model's worst sample can move a lot, so int8 is judged on top-1 agreement alone.
 PARITY_THRESHOLDS = {
     "saved_model": (1e-4, 1.0),
+    "onnx": (1e-4, 1.0),
     "none": (1e-4, 1.0),
     "float16": (0.05, 0.95),
     "dynamic_int8": (0.5, 0.90),
