@@ -52,6 +52,9 @@ flags.DEFINE_string("batch_size", "dynamic", "'dynamic' (any batch) or a fixed b
 flags.DEFINE_enum("use_ema", "auto", ["auto", "true", "false"], "Export the optimizer's EMA weights.")
 flags.DEFINE_float("max_abs_diff", None, "Parity limit on probabilities; default: the documented one per mode.")
 flags.DEFINE_float("min_top1_agreement", None, "Parity limit on top-1 agreement (0-1); default: documented.")
+flags.DEFINE_float(
+    "max_mean_tv", None, "Parity limit on the mean total-variation distance of probabilities (0-1); default: documented."
+)
 flags.mark_flag_as_required("output")
 FLAGS = flags.FLAGS
 
@@ -85,12 +88,12 @@ def main(argv):
 
     weights = None if (FLAGS.weights or "").lower() == "none" else FLAGS.weights
     thresholds = None
-    if FLAGS.max_abs_diff is not None or FLAGS.min_top1_agreement is not None:
+    limits = {"max_abs_diff": FLAGS.max_abs_diff, "min_top1_agreement": FLAGS.min_top1_agreement,
+              "max_mean_tv": FLAGS.max_mean_tv}  # fmt: skip
+    if any(value is not None for value in limits.values()):
         mode = FLAGS.quantization if FLAGS.format == "tflite" else FLAGS.format
-        default_diff, default_top1 = export.PARITY_THRESHOLDS[mode]
-        thresholds = (
-            default_diff if FLAGS.max_abs_diff is None else FLAGS.max_abs_diff,
-            default_top1 if FLAGS.min_top1_agreement is None else FLAGS.min_top1_agreement,
+        thresholds = export.PARITY_THRESHOLDS[mode]._replace(
+            **{name: value for name, value in limits.items() if value is not None}
         )
     try:
         # A checkpoint from a training run is exported at the run's eval size and crop, not the variant's.

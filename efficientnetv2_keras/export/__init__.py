@@ -8,9 +8,9 @@
 
 Every export traces `model(images, training=False)` (no dropout or stochastic-depth ops, batch norm
 in inference mode; EMA weights when the model's optimizer keeps them), checks the written graph for
-random/training/variable ops (`check_inference_graph`, `check_tflite_ops`), compares it with the
-Keras model on sample images (`ParityReport`; `ExportParityError` below the thresholds of
-`PARITY_THRESHOLDS`), and only then renames it into place: a failed export leaves nothing at the
+random/training/variable ops (`check_inference_graph`, `check_tflite_ops`, `check_onnx_ops`),
+compares it with the Keras model on sample images (`ParityReport`: max |dp|, mean total-variation
+distance, top-1 agreement; `ExportParityError` beyond the `Thresholds` of `PARITY_THRESHOLDS`), and only then renames it into place: a failed export leaves nothing at the
 target path, and an existing target is replaced only with `overwrite=True`.
 
 TFLite files run on LiteRT (`pip install "efficientnetv2-keras[litert]"`, i.e. `ai-edge-litert`),
@@ -27,7 +27,13 @@ from efficientnetv2_keras.export.graph_check import (
     tflite_op_names,
 )
 from efficientnetv2_keras.export.onnx import export_onnx, make_session, run_onnx
-from efficientnetv2_keras.export.parity import PARITY_THRESHOLDS, ExportParityError, ParityReport
+from efficientnetv2_keras.export.parity import (
+    NO_LIMITS,
+    PARITY_THRESHOLDS,
+    ExportParityError,
+    ParityReport,
+    Thresholds,
+)
 from efficientnetv2_keras.export.samples import load_images
 from efficientnetv2_keras.export.saved_model import (
     BYTES_SIGNATURE,
@@ -106,6 +112,8 @@ __all__ = [
     "ExportParityError",
     "InferenceGraphError",
     "PARITY_THRESHOLDS",
+    "Thresholds",
+    "NO_LIMITS",
     "QUANTIZATIONS",
     "FORMATS",
     "FLOAT_SIGNATURE",

@@ -151,7 +151,7 @@ def export_tflite(
         resize), or an int to fix it.
       use_ema: "auto" | True | False: export the optimizer's EMA weights (see `common.ema_state_mapping`).
       crop_padding: evaluation centre-crop padding for images read from sources (default 32, official).
-      thresholds: override `parity.PARITY_THRESHOLDS` (a (max_abs_diff, min_top1) pair or a dict).
+      thresholds: override the mode's `parity.PARITY_THRESHOLDS` entry (see `parity.thresholds_for`).
     Returns an `ExportResult`; raises `ExportParityError` (nothing written) when parity fails,
     `InferenceGraphError` when the graph has random/training/variable ops.
     """
