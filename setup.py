@@ -39,5 +39,8 @@ setup(
         # parity tests against timm. Install torch first from a CPU build (`pip install torch==2.13.0`
         # where that file is on disk): a bare `torch` requirement resolves to a multi-GB CUDA build.
         "timm": ["torch>=2.4,<2.14", "timm>=1.0,<2", "safetensors>=0.4,<1"],
+        # ONNX export: tf2onnx converts the TensorFlow graph (1.16 pins protobuf 3.20, which
+        # TensorFlow 2.21 cannot use); ONNX Runtime runs the parity check.
+        "onnx": ["tf2onnx>=1.17,<2", "onnx>=1.17,<2", "onnxruntime>=1.20,<2"],
     },
 )

@@ -1,12 +1,16 @@
 """Export section of `tools/benchmark.py`: B0 at 224 px, file sizes and CPU inference speed, side by side.
 
-One run exports EfficientNetV2-B0 (1000 classes, 224 px) as a SavedModel and as TFLite fp32, float16,
-dynamic int8 and int8, then times on this CPU, interleaved round by round (best round kept, so a
-burst of load from another process hits one round, not one row):
+One run exports EfficientNetV2-B0 (1000 classes, 224 px) as a SavedModel, as TFLite fp32, float16,
+dynamic int8 and int8, and as ONNX (when tf2onnx and onnxruntime are installed), then times on this
+CPU, interleaved round by round (best round kept, so a burst of load from another process hits one
+round, not one row):
   * Keras `model.predict` at batch 32, 128 images per call (the baseline of every ratio),
   * the SavedModel's float signature at batch 32,
-  * each TFLite file at batch 1 (one image per call, as on a device) and batch 32,
-with the interpreter using all cores (`num_threads=os.cpu_count()`, XNNPACK). Weights are random
+  * each TFLite file and the ONNX file at batch 1 (one image per call, as on a device) and batch 32,
+with the TFLite interpreter (XNNPACK) and ONNX Runtime (CPU provider) using all cores
+(`os.cpu_count()` threads). Beside images/s (wall clock), the process CPU time (user + sys, all
+threads) per image at batch 32 of the same best round: on a shared machine wall time depends on the
+other load, CPU time much less. Weights are random
 (batch-norm statistics taken from a batch of images so that activations have realistic ranges):
 speed and size do not depend on the values, and parity, shown for completeness, is not meaningful
 for an untrained 1000-class model (its probabilities are all ~1e-3), so the checks are relaxed here.
@@ -38,16 +42,34 @@ def _model():
 
 
 def _best_rates(runners, rounds):
-    """images/s per runner (name -> (callable, images per call, calls)), best of interleaved rounds."""
-    best = dict.fromkeys(runners, 0.0)
+    """Per runner (name -> (callable, images per call, calls)): (images/s, process CPU ms per image)
+    of its best of interleaved rounds."""
+    best = dict.fromkeys(runners, (0.0, 0.0))
     for _ in range(rounds):
         for name, (call, per_call, calls) in runners.items():
             call()  # warm-up (tracing, allocation, thread pools)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             for _ in range(calls):
                 call()
-            best[name] = max(best[name], per_call * calls / (time.perf_counter() - start))
+            rate = per_call * calls / (time.perf_counter() - start)
+            cpu_ms = 1000 * (time.process_time() - cpu_start) / (per_call * calls)
+            if rate > best[name][0]:
+                best[name] = (rate, cpu_ms)
     return best
+
+
+def _onnx_available():
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("tf2onnx", "onnx", "onnxruntime"))
+
+
+def _onnx_version():
+    if not _onnx_available():
+        return "not installed"
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 def run(flags) -> str:
@@ -69,7 +91,7 @@ def _run(flags):
     quick = bool(getattr(flags, "quick", False))
     rounds = 2 if quick else 3
     calls_b1, calls_b32 = (8, 1) if quick else (32, 2)
-    relaxed = {mode: (1.0, 0.0) for mode in ("saved_model",) + MODES}
+    relaxed = {mode: export.NO_LIMITS for mode in ("saved_model", "onnx") + MODES}
 
     model = _model()
     images, _ = export.load_images("digits", SIZE, BATCH, prefer_eval=True)
@@ -81,6 +103,12 @@ def _run(flags):
             model, os.path.join(folder, "b0"), thresholds=relaxed, sample_images=images
         )
         convert_s["saved_model"] = time.perf_counter() - start
+        if _onnx_available():
+            start = time.perf_counter()
+            results["onnx"] = export.export_onnx(
+                model, os.path.join(folder, "b0.onnx"), thresholds=relaxed, sample_images=images
+            )
+            convert_s["onnx"] = time.perf_counter() - start
         for mode in MODES:
             start = time.perf_counter()
             results[mode] = export.export_tflite(
@@ -104,35 +132,43 @@ def _run(flags):
 
             runners[f"{mode} b1"] = (lambda r=runner, x=one: r(images=x), 1, calls_b1)
             runners[f"{mode} b32"] = (lambda r=runner, x=many: r(images=x), BATCH, calls_b32)
-        rates = _best_rates(runners, rounds)
+        if "onnx" in results:
+            session = export.make_session(results["onnx"].path, num_threads=os.cpu_count())
+            feeds = {"one": {"images": images[:1]}, "many": {"images": images}}
+            runners["onnx b1"] = (lambda: session.run(None, feeds["one"]), 1, calls_b1)
+            runners["onnx b32"] = (lambda: session.run(None, feeds["many"]), BATCH, calls_b32)
+        measured = _best_rates(runners, rounds)
+        rates = {name: rate for name, (rate, _) in measured.items()}
+        cpu_ms = {name: cpu for name, (_, cpu) in measured.items()}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
     keras_rate = rates["keras"]
     names = {"none": "TFLite fp32", "float16": "TFLite float16", "dynamic_int8": "TFLite dynamic int8",
-             "int8": "TFLite int8"}  # fmt: skip
+             "int8": "TFLite int8", "onnx": "ONNX (ONNX Runtime)"}  # fmt: skip
     lines = [
         f"EfficientNetV2-B0, 1000 classes, {SIZE}x{SIZE} px, {os.cpu_count()} CPU cores, best of {rounds} "
-        f"interleaved rounds{', --quick' if quick else ''}; interpreter: {export.interpreter_backend()}, "
-        f"{os.cpu_count()} threads.",
+        f"interleaved rounds{', --quick' if quick else ''}; TFLite interpreter: {export.interpreter_backend()}, "
+        f"{os.cpu_count()} threads; ONNX Runtime {_onnx_version()}.",
         "| format | file MiB | export s | max abs diff vs Keras | images/s batch 1 | images/s batch 32 | "
-        "x Keras (b32) |",
-        "|---|---|---|---|---|---|---|",
-        f"| Keras predict | - | - | - | - | {keras_rate:.1f} | 1.00 |",
+        "CPU ms/image (b32) | x Keras (b32) |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| Keras predict | - | - | - | - | {keras_rate:.1f} | {cpu_ms['keras']:.1f} | 1.00 |",
         f"| SavedModel serving_default | {results['saved_model'].size_bytes / 2**20:.1f} | "
         f"{convert_s['saved_model']:.0f} | {results['saved_model'].parity[0].max_abs_diff:.1e} | - | "
-        f"{rates['saved_model']:.1f} | {rates['saved_model'] / keras_rate:.2f} |",
+        f"{rates['saved_model']:.1f} | {cpu_ms['saved_model']:.1f} | {rates['saved_model'] / keras_rate:.2f} |",
     ]
-    for mode in MODES:
+    for mode in MODES + (("onnx",) if "onnx" in results else ()):
         result = results[mode]
         lines.append(
             f"| {names[mode]} | {result.size_bytes / 2**20:.1f} | {convert_s[mode]:.0f} | "
             f"{result.parity[0].max_abs_diff:.1e} | {rates[f'{mode} b1']:.1f} | {rates[f'{mode} b32']:.1f} | "
-            f"{rates[f'{mode} b32'] / keras_rate:.2f} |"
+            f"{cpu_ms[f'{mode} b32']:.1f} | {rates[f'{mode} b32'] / keras_rate:.2f} |"
         )
     lines.append(
         "Export s includes tracing, conversion (int8: calibration), the graph check and the parity run. "
         "Random weights: the diffs show numerics only, not accuracy."
+        + ("" if "onnx" in results else " ONNX: not measured (pip install 'efficientnetv2-keras[onnx]').")
     )
     return "\n".join(lines)
 

@@ -1,7 +1,7 @@
 """What every export shares: the inference function, EMA weights, the image size and atomic writes.
 
-The official project's most common export failure (REFERENCE §6 row 6) was a graph traced in training
-mode: batch norm updating its statistics and the random drop-connect op, which TFLite rejects or turns
+The most reported export failure of the released code (google/automl issues 994 and 1012) was a graph
+traced in training mode: batch norm updating its statistics and the random drop-connect op, which TFLite rejects or turns
 into TF-Select ops. Every export here traces one function, `model(images, training=False)`, so the
 inference graph has no dropout, no stochastic-depth sampling and batch norm reading its moving
 statistics; `graph_check` then verifies that on what was written.
@@ -30,8 +30,8 @@ def resolve_image_size(model, image_size=None):
 
     A model built for a fixed size exports at that size (asking for another one is an error: the
     weights do not care, but the user's intent does). A model that takes any size (the default
-    `input_shape=(None, None, 3)`) exports at `image_size`, else at the variant's eval size (Table
-    of REFERENCE §3.3: B0 224 ... XL 512), found from the model name the builder gives.
+    `input_shape=(None, None, 3)`) exports at `image_size`, else at the variant's eval size (the
+    released code's `effnetv2_configs.py`: B0 224 ... XL 512), found from the model name the builder gives.
     """
     if len(model.inputs) != 1:
         raise ValueError(
@@ -71,6 +71,17 @@ def resolve_image_size(model, image_size=None):
             f"The model {model.name!r} takes any image size and is not named after a variant, so "
             "there is no default eval size: pass image_size (e.g. image_size=224)."
         ) from None
+
+
+def resolve_crop_padding(crop_padding=None):
+    """The evaluation centre-crop padding (None: the official 32; 0: resize the whole image)."""
+    from efficientnetv2_keras.data.preprocessing import CROP_PADDING
+
+    if crop_padding is None:
+        return CROP_PADDING
+    if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
+        raise ValueError(f"crop_padding must be None or an int >= 0 (pixels), got {crop_padding!r}.")
+    return crop_padding
 
 
 def check_batch_size(batch_size):
@@ -235,7 +246,7 @@ class ExportResult:
     """What was written and how well it matches the Keras model."""
 
     path: str
-    format: str  # "saved_model" or "tflite"
+    format: str  # "saved_model", "tflite" or "onnx"
     quantization: str
     image_size: int
     batch_size: object  # int, or None for dynamic
@@ -244,12 +255,14 @@ class ExportResult:
     sample_source: str
     parity: tuple  # ParityReport per checked signature
     op_types: tuple
+    crop_padding: object = None  # int: of the sample images read from sources and of the bytes signature
 
     def __str__(self):
         batch = "dynamic" if self.batch_size is None else self.batch_size
         lines = [
             f"Exported {self.format} ({self.quantization}) to {self.path}: "
-            f"{self.size_bytes / 2**20:.1f} MiB, {self.image_size}x{self.image_size} px, batch {batch}, "
+            f"{self.size_bytes / 2**20:.1f} MiB, {self.image_size}x{self.image_size} px"
+            f"{'' if self.crop_padding is None else f' (eval crop padding {self.crop_padding})'}, batch {batch}, "
             f"{'EMA' if self.used_ema else 'model'} weights.",
             f"Parity vs Keras on {self.parity[0].num_samples} images from {self.sample_source} "
             f"({self.parity[0].compared}):",

@@ -1,10 +1,11 @@
 """Proof that an exported graph is an inference graph: no random, training or variable-update ops.
 
 Run on every export (not only in tests), on what was written: the reloaded SavedModel's signature
-functions (their function library included: map_fn/while bodies live there) and the TFLite model's
-operator list. REFERENCE §6 row 6: graphs that captured training-mode batch norm and the random
-drop-connect op were the most common export failure of the official project; TFLite then needed
-TF-Select (Flex) ops or failed on mutable variables.
+functions (their function library included: map_fn/while bodies live there), the TFLite model's
+operator list and the ONNX graph's nodes. Exports that captured training-mode batch norm and the
+random drop-connect op were the most reported export failure of the released code (google/automl
+issues 994 and 1012, "Export tflite model", "Instructions to convert efficientnetv2 to TFLite"):
+TFLite then needed TF-Select (Flex) ops or failed on mutable variables.
 """
 
 # Op-type prefixes that draw random numbers (dropout, stochastic depth, random crops).
@@ -51,6 +52,11 @@ TFLITE_FORBIDDEN_OPS = (
     "ASSIGN_VARIABLE",
     "CALL_ONCE",
 )
+
+# ONNX operators: random ops, and the training forms of dropout and batch norm. Ops outside the
+# standard domains ("" = ai.onnx, ai.onnx.ml) are custom ops a stock runtime lacks.
+ONNX_RANDOM_OPS = ("RandomUniform", "RandomNormal", "RandomUniformLike", "RandomNormalLike", "Multinomial", "Bernoulli")
+ONNX_STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
 
 class InferenceGraphError(ValueError):
@@ -137,6 +143,37 @@ def check_tflite_ops(model_content, what="TFLite model"):
     ]
     _raise_if(problems, what)
     return names
+
+
+def _onnx_nodes(graph):
+    """Every node of an ONNX graph and of its subgraphs (If / Loop / Scan bodies)."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                yield from _onnx_nodes(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _onnx_nodes(subgraph)
+
+
+def check_onnx_ops(model_proto, what="ONNX model"):
+    """Raises `InferenceGraphError` for random, training-mode or custom-domain ops; returns the op types."""
+    problems, op_types = [], set()
+    for node in _onnx_nodes(model_proto.graph):
+        op_types.add(node.op_type)
+        attributes = {attribute.name: attribute for attribute in node.attribute}
+        if node.op_type in ONNX_RANDOM_OPS:
+            problems.append(f"{node.op_type} ({node.name}): random op (dropout / stochastic depth traced in training mode?)")
+        elif node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
+            problems.append(f"Dropout ({node.name}): dropout with a training_mode input")
+        elif node.op_type == "BatchNormalization" and (
+            len(node.output) > 1 or ("training_mode" in attributes and attributes["training_mode"].i)
+        ):
+            problems.append(f"BatchNormalization ({node.name}): batch norm in training mode")
+        elif node.domain not in ONNX_STANDARD_DOMAINS:
+            problems.append(f"{node.op_type} ({node.name}): custom op of domain {node.domain!r}")
+    _raise_if(problems, what)
+    return sorted(op_types)
 
 
 def _raise_if(problems, what):

@@ -85,6 +85,7 @@ def export_saved_model(
 
     path = common.check_target(path, overwrite)
     image_size = common.resolve_image_size(model, image_size)
+    crop_padding = common.resolve_crop_padding(crop_padding)
     batch_size = common.check_batch_size(batch_size)
     ema = common.ema_state_mapping(model, use_ema)
     parity.thresholds_for("saved_model", thresholds)  # validates early
@@ -139,6 +140,7 @@ def export_saved_model(
         sample_source=sample_source,
         parity=tuple(reports),
         op_types=tuple(op_types),
+        crop_padding=crop_padding,
     )
 
 

@@ -151,7 +151,7 @@ def export_tflite(
         resize), or an int to fix it.
       use_ema: "auto" | True | False: export the optimizer's EMA weights (see `common.ema_state_mapping`).
       crop_padding: evaluation centre-crop padding for images read from sources (default 32, official).
-      thresholds: override `parity.PARITY_THRESHOLDS` (a (max_abs_diff, min_top1) pair or a dict).
+      thresholds: override the mode's `parity.PARITY_THRESHOLDS` entry (see `parity.thresholds_for`).
     Returns an `ExportResult`; raises `ExportParityError` (nothing written) when parity fails,
     `InferenceGraphError` when the graph has random/training/variable ops.
     """
@@ -160,6 +160,7 @@ def export_tflite(
     check_quantization(quantization, representative_data)
     path = common.check_target(path, overwrite)
     image_size = common.resolve_image_size(model, image_size)
+    crop_padding = common.resolve_crop_padding(crop_padding)
     batch_size = common.check_batch_size(batch_size)
     ema = common.ema_state_mapping(model, use_ema)
     parity.thresholds_for(quantization, thresholds)  # validates early
@@ -212,5 +213,6 @@ def export_tflite(
         sample_source=sample_source,
         parity=(report,),
         op_types=tuple(op_types),
+        crop_padding=crop_padding,
     )
 

@@ -320,7 +320,9 @@ def load_for_evaluation(config, checkpoint_path):
             f"No checkpoint at {checkpoint_path!r}: train first (tools/train.py --mode=train) or pass "
             "--checkpoint=<file.keras>."
         )
-    model = keras.models.load_model(checkpoint_path, compile=False)
+    from efficientnetv2_keras.models.io import load_model_file  # names a truncated or foreign file
+
+    model = load_model_file(checkpoint_path, compile=False)
     compile_from_config(model, config, steps_per_epoch=1, total_steps=1, num_classes=model.output_shape[-1])
     return model
 
