@@ -12,7 +12,9 @@ venv: $(STAMP)
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,jax,litert]"
+	# torch first, from its CPU build: the timm extra's bare range would otherwise resolve to a CUDA build.
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[test,jax,litert,onnx,timm]"
 	touch $(STAMP)
 
 # Trains EfficientNetV2 with progressive learning on the bundled digits data, prints results, writes plots.
