@@ -20,11 +20,12 @@ import dataclasses
 import difflib
 import math
 import os
-import tempfile
 import typing
 from typing import Optional, Union
 
 import yaml
+
+from efficientnetv2_keras.files import atomic_write_text
 
 # The repository's recipe folder (next to the package in a source checkout).
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hparams")
@@ -684,23 +685,13 @@ _RecipeDumper.add_representer(
 
 
 def to_yaml(config, path=None):
-    """The resolved recipe as YAML text; with `path`, also written atomically (temp file + rename)."""
+    """The resolved recipe as YAML text; with `path`, also written there atomically (`files.atomic_write_text`)."""
     header = "# Resolved EfficientNetV2 recipe"
     if config.sources:
         header += " from: " + ", ".join(os.path.basename(s) if os.path.isfile(s) else s for s in config.sources)
     text = header + "\n" + yaml.dump(config.to_dict(), Dumper=_RecipeDumper, sort_keys=False, width=100)
     if path is not None:
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".yaml")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        atomic_write_text(path, text)
     return text
 
 

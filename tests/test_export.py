@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 import efficientnetv2_keras as ev2
-from efficientnetv2_keras import export
+from efficientnetv2_keras import export, files
 from efficientnetv2_keras.data import preprocess_for_eval
 from efficientnetv2_keras.export import common, graph_check, parity
 
@@ -420,14 +420,14 @@ def test_existing_target_is_not_overwritten(model, tmp_path):
 def test_atomic_output_cleans_up_on_error(tmp_path):
     target = tmp_path / "model"
     with pytest.raises(RuntimeError, match="boom"):
-        with common.atomic_output(target) as temporary:
+        with files.atomic_output(target, overwrite=False) as temporary:
             os.makedirs(os.path.join(temporary, "variables"))
             raise RuntimeError("boom")
     assert not target.exists() and _leftovers(tmp_path) == []
-    with common.atomic_output(target) as temporary:
+    with files.atomic_output(target, overwrite=False) as temporary:
         os.makedirs(temporary)
         open(os.path.join(temporary, "new"), "w").close()
-    with common.atomic_output(target, overwrite=True) as temporary:
+    with files.atomic_output(target, overwrite=True) as temporary:
         open(temporary, "w").write("a file replaces a directory")
     assert target.read_text() == "a file replaces a directory" and _leftovers(tmp_path) == []
 

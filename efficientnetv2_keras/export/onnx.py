@@ -18,6 +18,7 @@ import logging
 import numpy as np
 
 from efficientnetv2_keras.export import common, graph_check, parity, samples
+from efficientnetv2_keras.files import atomic_output
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "predictions"
@@ -160,7 +161,7 @@ def export_onnx(
     op_types = graph_check.check_onnx_ops(model_proto, what="ONNX model")
     content = model_proto.SerializeToString()
 
-    with common.atomic_output(path, overwrite) as temporary:
+    with atomic_output(path, overwrite) as temporary:
         with open(temporary, "wb") as f:
             f.write(content)
         outputs = run_onnx(make_session(temporary), images, batch_size)

@@ -14,6 +14,7 @@ import numpy as np
 
 from efficientnetv2_keras.data.preprocessing import decode_and_preprocess
 from efficientnetv2_keras.export import common, graph_check, parity, samples
+from efficientnetv2_keras.files import atomic_output
 
 FLOAT_SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "serving_bytes"
@@ -111,7 +112,7 @@ def export_saved_model(
         traced, common.regularization_rate_variables(model), what="traced inference function"
     )
 
-    with common.atomic_output(path, overwrite) as temporary:
+    with atomic_output(path, overwrite) as temporary:
         # Custom gradients are saved (TF's default) although serving needs none: without them,
         # the export is ~2x faster but every tf.saved_model.load warns about them.
         archive.write_out(temporary, verbose=False)

@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 
 from efficientnetv2_keras.export import common, graph_check, parity, samples
+from efficientnetv2_keras.files import atomic_output
 
 QUANTIZATIONS = ("none", "float16", "dynamic_int8", "int8")
 SIGNATURE_KEY = "serving_default"
@@ -191,7 +192,7 @@ def export_tflite(
     )
     content = _converter(concrete, quantization, representative_images, batch_size).convert()
 
-    with common.atomic_output(path, overwrite) as temporary:
+    with atomic_output(path, overwrite) as temporary:
         with open(temporary, "wb") as f:
             f.write(content)
         op_types = graph_check.check_tflite_ops(content, what=f"TFLite model ({quantization})")

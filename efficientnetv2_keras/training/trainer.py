@@ -28,7 +28,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
 
 import keras
@@ -37,6 +36,7 @@ import tensorflow as tf
 
 from efficientnetv2_keras import hparams
 from efficientnetv2_keras.data import build_dataset, get_source
+from efficientnetv2_keras.files import atomic_write, atomic_write_text
 from efficientnetv2_keras.progressive import ProgressiveLearning, progressive_schedule
 from efficientnetv2_keras.training.builders import build_model_from_config, compile_from_config, is_multi_label
 from efficientnetv2_keras.training.ema import EMACallback
@@ -47,20 +47,6 @@ from efficientnetv2_keras.training.strategy import configure_mixed_precision, ge
 from efficientnetv2_keras.weights import apply_weights_info
 
 MODES = ("train", "eval", "traineval")
-
-
-def _atomic_write(path, write):
-    """`write(tmp_path)` then rename onto `path`: a crash never leaves a half-written file there."""
-    directory = os.path.dirname(os.path.abspath(path))
-    suffix = ".keras" if path.endswith(".keras") else os.path.splitext(path)[1]
-    handle, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _record_path(checkpoint_path):
@@ -108,9 +94,8 @@ class ModelCheckpoint(keras.callbacks.Callback):
     def _save(self, name, record):
         self._twin.set_weights(self.model.get_weights())
         path = os.path.join(self.directory, name)
-        _atomic_write(path, self._twin.save)
-        text = json.dumps({**self.record, **record}, indent=2) + "\n"
-        _atomic_write(_record_path(path), lambda tmp: open(tmp, "w", encoding="utf-8").write(text))
+        atomic_write(path, self._twin.save)
+        atomic_write_text(_record_path(path), json.dumps({**self.record, **record}, indent=2) + "\n")
 
     def on_epoch_end(self, epoch, logs=None):
         self._save("last.keras", {"epoch": epoch + 1})
@@ -205,10 +190,6 @@ def plot_training_curves(epoch_logs, path, title=""):
 def _class_names(source):
     names = getattr(source, "class_names", None)
     return list(names) if names else [str(i) for i in range(int(source.num_classes))]
-
-
-def _write_text(path, text):
-    _atomic_write(path, lambda tmp: open(tmp, "w", encoding="utf-8").write(text))
 
 
 def _eval_dataset(config, source, split=None):
@@ -393,7 +374,7 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
         return results
 
     hparams.to_yaml(config, os.path.join(model_dir, "config.yaml"))
-    _write_text(os.path.join(model_dir, "labels.txt"), "\n".join(_class_names(source)) + "\n")
+    atomic_write_text(os.path.join(model_dir, "labels.txt"), "\n".join(_class_names(source)) + "\n")
     train_split, minival, minival_info = minival_split(config, source)
     if minival_info:
         results["minival"] = minival_info
@@ -403,7 +384,7 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     schedule = _schedule(config, epochs)
     if schedule is not None:
         table = schedule.table()
-        _write_text(os.path.join(model_dir, "schedule.txt"), table + "\n")
+        atomic_write_text(os.path.join(model_dir, "schedule.txt"), table + "\n")
         schedule.plot(os.path.join(model_dir, "schedule.png"))
         if verbose:
             print(table)
@@ -502,6 +483,6 @@ def format_results(results):
 
 
 def _finish(results, model_dir, verbose):
-    _write_text(os.path.join(model_dir, "results.json"), json.dumps(results, indent=2) + "\n")
+    atomic_write_text(os.path.join(model_dir, "results.json"), json.dumps(results, indent=2) + "\n")
     if verbose:
         print("\n" + format_results(results))
