@@ -460,7 +460,8 @@ CACHE_MEMORY_SCRIPT = textwrap.dedent(
     from efficientnetv2_keras.data import DigitsSource
     from efficientnetv2_keras.hparams import load_config
     from efficientnetv2_keras.progressive import progressive_schedule
-    from efficientnetv2_keras.training.trainer import _train_dataset
+    import dataclasses
+    from efficientnetv2_keras.training.recipe import resolve_recipe
 
     def rss_mb():
         with open("/proc/self/status") as status:
@@ -474,7 +475,8 @@ CACHE_MEMORY_SCRIPT = textwrap.dedent(
     # (measured, with or without any cache), which would blur the input pipelines' memory.
     schedule = progressive_schedule(TINY_SPEC, "paper", total_epochs=3, num_stages=3, image_size=32,
                                     randaug_magnitude=0, mixup_alpha=(0, 0.2), dropout_rate=None)
-    train, progressive = _train_dataset(config, source, tf.distribute.get_strategy(), schedule)
+    recipe = dataclasses.replace(resolve_recipe(config, source), schedule=schedule)
+    train, progressive = recipe.train_dataset(tf.distribute.get_strategy())
     progressive.verbose = 0
     model = ev2.build_model(TINY_SPEC, classes=10)
     model.compile(optimizer="sgd", loss="categorical_crossentropy")
