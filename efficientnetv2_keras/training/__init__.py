@@ -29,7 +29,8 @@ from efficientnetv2_keras.training.ema import (
     max_ema_difference,
     swap_ema_weights,
 )
-from efficientnetv2_keras.training.finetune import epochs_for_min_steps, load_pretrained, training_steps
+from efficientnetv2_keras.models import load_pretrained
+from efficientnetv2_keras.training.finetune import epochs_for_min_steps, training_steps
 from efficientnetv2_keras.training.losses import (
     MultiLabelSoftmaxCrossEntropy,
     PrecisionAtK,

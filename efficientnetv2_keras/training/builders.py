@@ -9,8 +9,7 @@
         compile_from_config(model, config, steps_per_epoch, total_steps)
 """
 
-from efficientnetv2_keras.models import build_model
-from efficientnetv2_keras.training.finetune import load_pretrained
+from efficientnetv2_keras.models import build_model, load_pretrained
 from efficientnetv2_keras.training.losses import build_loss, build_metrics
 from efficientnetv2_keras.training.optimizers import build_optimizer
 from efficientnetv2_keras.training.schedules import build_lr_schedule

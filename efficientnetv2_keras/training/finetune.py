@@ -9,9 +9,6 @@ swapped in), which is what the released code's `ft_init_ema=True` picks from a T
 """
 
 import math
-import os
-
-from efficientnetv2_keras.models import load_weights
 
 
 def epochs_for_min_steps(epochs, min_steps, steps_per_epoch):
@@ -42,23 +39,3 @@ def training_steps(config, num_train_examples=None):
             )
     epochs = epochs_for_min_steps(train.epochs, train.min_steps, steps_per_epoch)
     return steps_per_epoch, epochs, steps_per_epoch * epochs
-
-
-def load_pretrained(model, checkpoint, skip_head=True, spec=None):
-    """Loads pretrained weights into `model`, keeping its own classifier when `skip_head`.
-
-    Args:
-      model: an EfficientNetV2 model of this package (any class count).
-      checkpoint: "imagenet" (keras.applications weights, downloaded by Keras), a `.keras` model file,
-        a `.weights.h5` file (ours or keras.applications'), or a keras.applications `.h5` file.
-      skip_head: leave the `predictions` layer as it is (transfer learning to another class count).
-      spec: the variant, when `model.name` is not the variant's name.
-    Raises:
-      FileNotFoundError, WeightsMismatchError (another variant; nothing is assigned).
-    """
-    if checkpoint == "imagenet" or (isinstance(checkpoint, str) and checkpoint.startswith("imagenet")):
-        return load_weights(model, checkpoint, spec=spec, skip_head=skip_head)
-    path = os.fspath(checkpoint)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Pretrained checkpoint not found: {path!r} (model.init_checkpoint).")
-    return load_weights(model, path, spec=spec, skip_head=skip_head)
