@@ -26,6 +26,8 @@ from typing import Optional, Union
 import yaml
 
 from efficientnetv2_keras.files import atomic_write_text
+from efficientnetv2_keras.progressive.schedule import PRESETS
+from efficientnetv2_keras.progressive.schedule import REGULARIZERS as _PAIR_KEYS
 
 # The repository's recipe folder (next to the package in a source checkout).
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hparams")
@@ -39,8 +41,8 @@ LABEL_FORMATS = ("one_hot", "multi_hot_normalized", "multi_hot", "sparse")
 AUGMENTS = ("randaug", "ft", "none")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "tpu", "gpus", "multi_worker", "cpu")
-PRESETS = ("paper", "official")
-# data.randaugment.RANDAUGMENT_OPS, repeated here so recipes validate without importing TensorFlow.
+# The released RandAugment op list, in the released order (autoaugment.py `distort_image_with_randaugment`):
+# data.randaugment's RANDAUGMENT_OPS. Owned here so recipes validate without importing TensorFlow.
 RANDAUGMENT_OP_NAMES = (
     "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color", "Contrast",
     "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY", "Cutout", "SolarizeAdd",
@@ -425,7 +427,6 @@ def _check_minival(name, value, origin):
     return value
 
 
-_PAIR_KEYS = ("image_size", "randaug_magnitude", "mixup_alpha", "cutmix_alpha", "dropout_rate", "survival_prob")
 
 
 def _check_pair(name, value, meta, origin):

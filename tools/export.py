@@ -17,7 +17,7 @@ import sys
 
 from absl import app, flags, logging
 
-QUANTIZATIONS = ("none", "float16", "dynamic_int8", "int8")
+from efficientnetv2_keras.export import QUANTIZATIONS
 
 flags.DEFINE_string("model", None, "A .keras model file (model.save). Or use --variant and --weights.")
 flags.DEFINE_string("variant", None, "Variant to build (b0-b3, s, m, l, xl) when exporting a weights file.")

@@ -1,9 +1,15 @@
-"""Progressive learning with adaptive regularization (paper §4, Algorithm 1)."""
+"""Progressive learning with adaptive regularization (paper Section 4, Algorithm 1).
 
-from efficientnetv2_keras.progressive.callback import ProgressiveLearning
+The schedule (`progressive.schedule`) is pure Python: the recipe schema imports it without
+TensorFlow. The callback, which needs TensorFlow, is imported on first use.
+"""
+
+import importlib
+
 from efficientnetv2_keras.progressive.schedule import (
     PAPER_TABLE_6,
     PRESETS,
+    REGULARIZERS,
     ProgressiveSchedule,
     Stage,
     progressive_schedule,
@@ -15,5 +21,12 @@ __all__ = [
     "Stage",
     "progressive_schedule",
     "PRESETS",
+    "REGULARIZERS",
     "PAPER_TABLE_6",
 ]
+
+
+def __getattr__(name):
+    if name == "ProgressiveLearning":
+        return importlib.import_module("efficientnetv2_keras.progressive.callback").ProgressiveLearning
+    raise AttributeError(f"module 'efficientnetv2_keras.progressive' has no attribute {name!r}")

@@ -33,8 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from efficientnetv2_keras.models.regularization import set_regularization
-
-LOGGED_FIELDS = ("image_size", "randaug_magnitude", "mixup_alpha", "cutmix_alpha", "dropout_rate", "survival_prob")
+from efficientnetv2_keras.progressive.schedule import REGULARIZERS
 
 
 class ProgressiveLearning(keras.callbacks.Callback):
@@ -278,7 +277,7 @@ class ProgressiveLearning(keras.callbacks.Callback):
         self.current_stage = stage
         if self.verbose:
             settings = ", ".join(
-                f"{field} {getattr(stage, field):g}" for field in LOGGED_FIELDS if getattr(stage, field) is not None
+                f"{field} {getattr(stage, field):g}" for field in REGULARIZERS if getattr(stage, field) is not None
             )
             print(f"\nProgressive learning: epoch {epoch + 1} runs stage {stage.index + 1}/{self.schedule.num_stages} ({settings})")
 
@@ -287,7 +286,7 @@ class ProgressiveLearning(keras.callbacks.Callback):
             return
         # Later callbacks (CSVLogger, TensorBoard, History) record these with the metrics.
         logs["stage"] = self.current_stage.index
-        for field in LOGGED_FIELDS:
+        for field in REGULARIZERS:
             value = getattr(self.current_stage, field)
             if value is not None:
                 logs[field] = float(value)

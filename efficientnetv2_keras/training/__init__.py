@@ -25,6 +25,7 @@ from efficientnetv2_keras.training.ema import (
     max_ema_difference,
     swap_ema_weights,
 )
+from efficientnetv2_keras.models import load_pretrained
 from efficientnetv2_keras.training.losses import (
     MultiLabelSoftmaxCrossEntropy,
     PrecisionAtK,
@@ -51,7 +52,6 @@ from efficientnetv2_keras.training.recipe import (
     compile_from_config,
     epochs_for_min_steps,
     is_multi_label,
-    load_pretrained,
     resolve_num_classes,
     resolve_recipe,
     training_steps,

@@ -20,11 +20,10 @@ out here, once, and carried by the `Recipe`.
 
 import dataclasses
 import math
-import os
 from typing import Any, Optional
 
 from efficientnetv2_keras import hparams
-from efficientnetv2_keras.models import build_model, load_weights
+from efficientnetv2_keras.models import build_model, load_pretrained
 from efficientnetv2_keras.models.family import get_model_spec
 from efficientnetv2_keras.progressive.schedule import REGULARIZERS, progressive_schedule
 from efficientnetv2_keras.training.losses import build_loss, build_metrics, default_monitor
@@ -169,28 +168,6 @@ def training_steps(config, num_train_examples=None):
             )
     epochs = epochs_for_min_steps(train.epochs, train.min_steps, steps_per_epoch)
     return steps_per_epoch, epochs, steps_per_epoch * epochs
-
-
-def load_pretrained(model, checkpoint, skip_head=True, spec=None):
-    """Loads pretrained weights into `model`, keeping its own classifier when `skip_head`.
-
-    Args:
-      model: an EfficientNetV2 model of this package (any class count).
-      checkpoint: "imagenet" (keras.applications weights, downloaded by Keras), a `.keras` model file,
-        a `.weights.h5` file (ours or keras.applications'), or a keras.applications `.h5` file.
-        Checkpoints written by this package's training hold the EMA weights (saved with the EMA swapped
-        in), which is what the released code's `ft_init_ema=True` picks from a TF1 checkpoint.
-      skip_head: leave the `predictions` layer as it is (transfer learning to another class count).
-      spec: the variant, when `model.name` is not the variant's name.
-    Raises:
-      FileNotFoundError, WeightsMismatchError (another variant; nothing is assigned).
-    """
-    if checkpoint == "imagenet" or (isinstance(checkpoint, str) and checkpoint.startswith("imagenet")):
-        return load_weights(model, checkpoint, spec=spec, skip_head=skip_head)
-    path = os.fspath(checkpoint)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Pretrained checkpoint not found: {path!r} (model.init_checkpoint).")
-    return load_weights(model, path, spec=spec, skip_head=skip_head)
 
 
 def build_model_from_config(config, num_classes=None, input_shape=None, load_checkpoint=True):
@@ -417,7 +394,6 @@ __all__ = [
     "is_multi_label",
     "epochs_for_min_steps",
     "training_steps",
-    "load_pretrained",
     "build_model_from_config",
     "compile_from_config",
     "source_from_config",

@@ -1,4 +1,4 @@
-"""Distribution strategy and mixed-precision selection (REFERENCE §3.5 runtime).
+"""Distribution strategy and mixed precision (the released code's `hparams.py` runtime: strategy, mixed_precision).
 
     strategy = get_strategy("auto")             # TPU if found, else all GPUs, else the default
     configure_mixed_precision(resolve_mixed_precision("auto", strategy))
@@ -101,7 +101,7 @@ def _uses_gpus(strategy):
 
 
 def default_mixed_precision(strategy=None):
-    """"mixed_bfloat16" on TPU, "mixed_float16" on GPU, "float32" on CPU (REFERENCE §3.5 runtime)."""
+    """"mixed_bfloat16" on TPU, "mixed_float16" on GPU (both as the released code), "float32" on CPU."""
     strategy = strategy or tf.distribute.get_strategy()
     if is_tpu_strategy(strategy):
         return "mixed_bfloat16"
