@@ -1,7 +1,7 @@
 """`ProgressiveLearning` on the JAX and PyTorch backends: one 2-stage `fit` of a tiny model on digits.
 
 Each backend runs in a subprocess (the backend is fixed when keras is first imported; the test session
-runs TensorFlow). The script checks, from inside the compiled train step: the image size of every
+runs TensorFlow, where tests/test_progressive.py checks the same in process). The script checks, from inside the compiled train step: the image size of every
 batch, that the stage switches at its epoch, and that the dropout rate the callback sets changes the loss.
 """
 
@@ -112,8 +112,3 @@ def test_two_stage_progressive_fit_on_jax():
 def test_two_stage_progressive_fit_on_pytorch():
     pytest.importorskip("torch", reason="the PyTorch backend needs torch (pip install torch)")
     _run("torch")
-
-
-def test_two_stage_progressive_fit_on_tensorflow():
-    # The same script on the backend the test session runs, in a fresh process like the others.
-    _run("tensorflow")

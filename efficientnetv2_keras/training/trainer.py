@@ -39,11 +39,17 @@ from efficientnetv2_keras import hparams
 from efficientnetv2_keras.data import build_dataset, get_source
 from efficientnetv2_keras.progressive import ProgressiveLearning, progressive_schedule
 from efficientnetv2_keras.training.builders import build_model_from_config, compile_from_config, is_multi_label
-from efficientnetv2_keras.training.ema import EMACallback
+from efficientnetv2_keras.training.ema import EMACallback, ema_optimizer
 from efficientnetv2_keras.training.finetune import training_steps
 from efficientnetv2_keras.training.losses import default_monitor
 from efficientnetv2_keras.training.optimizers import LogL2Loss, weight_decay_loss
-from efficientnetv2_keras.training.strategy import configure_mixed_precision, get_strategy, resolve_mixed_precision
+from efficientnetv2_keras.training.strategy import (
+    check_even_batches,
+    configure_mixed_precision,
+    distribution_scope,
+    get_strategy,
+    resolve_mixed_precision,
+)
 from efficientnetv2_keras.weights import apply_weights_info
 
 MODES = ("train", "eval", "traineval")
@@ -375,17 +381,24 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    strategy = strategy or get_strategy(config.runtime.strategy, tpu=config.runtime.tpu)
+    with distribution_scope(strategy):  # JAX: keras.distribution over the run (build, fit, evaluate)
+        return _train_and_evaluate(config, model_dir, mode, strategy, verbose)
+
+
+def _train_and_evaluate(config, model_dir, mode, strategy, verbose):
     started = time.perf_counter()
     # A converted init_checkpoint's JSON: train and evaluate on the inputs its weights expect.
     config = apply_weights_info(config)
     os.makedirs(model_dir, exist_ok=True)
     keras.utils.set_random_seed(config.runtime.seed)
-    strategy = strategy or get_strategy(config.runtime.strategy, tpu=config.runtime.tpu)
     policy = configure_mixed_precision(resolve_mixed_precision(config.train.mixed_precision, strategy))
     source = get_source(config.data.source, data_dir=config.data.data_dir, **config.data.source_options)
-    results = {"model": config.model.name, "mode": mode, "precision": policy, "replicas": strategy.num_replicas_in_sync}
+    results = {"model": config.model.name, "mode": mode, "backend": keras.backend.backend(), "precision": policy,
+               "replicas": strategy.num_replicas_in_sync}
 
     if mode == "eval":
+        check_even_batches(strategy, config, source)  # JAX DataParallel: batches split over the devices
         if not any(os.path.exists(os.path.join(model_dir, n)) for n in ("last.keras", "best.keras")):
             load_for_evaluation(config, find_checkpoint(model_dir))  # raises its "train first" error
         results["evaluations"] = _evaluate_checkpoints(config, model_dir, strategy, source)
@@ -395,6 +408,7 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     hparams.to_yaml(config, os.path.join(model_dir, "config.yaml"))
     _write_text(os.path.join(model_dir, "labels.txt"), "\n".join(_class_names(source)) + "\n")
     train_split, minival, minival_info = minival_split(config, source)
+    check_even_batches(strategy, config, source, minival, evaluate=mode == "traineval")  # JAX DataParallel
     if minival_info:
         results["minival"] = minival_info
     # The data functions read the training split from the recipe: give them the one without the minival.
@@ -421,8 +435,8 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     resuming = os.path.isdir(backup_dir)  # an interrupted run: fit continues from its last epoch
     if not resuming:
         _remove_stale_selection(model_dir, verbose)
-    record = {"weights": "EMA" if config.train.ema_decay > 0 else "model",
-              "ema_bn_statistics": bool(config.train.ema_decay > 0 and config.train.ema_bn_statistics)}
+    record = {"weights": "EMA" if config.train.ema_decay > 0 else "model",  # statistics: not averaged on JAX
+              "ema_bn_statistics": bool(getattr(ema_optimizer(model), "ema_statistics", None))}
     if with_validation:
         record["selected_on"] = _minival_text(minival_info, short=True)
     timer = StageTimer(steps_per_epoch * config.train.batch_size)
@@ -475,7 +489,8 @@ def _format_metric(value):
 
 def format_results(results):
     """The results as text tables."""
-    lines = [f"model {results['model']} | precision {results['precision']} | replicas {results['replicas']}"]
+    lines = [f"model {results['model']} | backend {results.get('backend', 'tensorflow')} | precision {results['precision']} | "
+             f"replicas {results['replicas']}"]
     if results.get("stages"):
         lines += ["", "| stage | image size | epochs | train time (s) | images/s |", "|---:|---:|---:|---:|---:|"]
         for row in results["stages"]:
