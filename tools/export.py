@@ -80,6 +80,12 @@ def main(argv):
     if FLAGS.format != "tflite" and FLAGS.quantization != "none":
         raise app.UsageError("--quantization applies to --format=tflite only.")
 
+    from efficientnetv2_keras.export.common import require_tensorflow_backend
+
+    try:  # before any loading: a JAX/PyTorch session cannot write these formats
+        require_tensorflow_backend("tools/export.py")
+    except RuntimeError as error:
+        sys.exit(f"error: {error}")
     batch_size = _batch_size(FLAGS.batch_size)
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TensorFlow logs several INFO lines per SavedModel write

@@ -41,6 +41,16 @@ def run_in_chunks(run, inputs, batch_size=None, chunk=32):
     return np.concatenate(outputs)
 
 
+def require_tensorflow_backend(what="Export"):
+    """SavedModel, TFLite and ONNX are written from TensorFlow graphs: the TensorFlow backend only."""
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"{what} traces the model with TensorFlow, but KERAS_BACKEND is {keras.backend.backend()!r}. Run it "
+            "with KERAS_BACKEND=tensorflow (the default): a .keras file trained on JAX or PyTorch loads there "
+            "unchanged."
+        )
+
+
 # -- image size and batch -----------------------------------------------------------------------
 
 

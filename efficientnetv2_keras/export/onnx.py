@@ -124,6 +124,7 @@ def export_onnx(
     Returns an `ExportResult`; raises `ExportParityError` (nothing written) when parity fails,
     `InferenceGraphError` when the graph has random, training or non-standard ops.
     """
+    common.require_tensorflow_backend()
     import tensorflow as tf
 
     for module in ("tf2onnx", "onnx", "onnxruntime"):

@@ -80,6 +80,7 @@ def export_saved_model(
     the samples PNG-encoded against Keras on the same files decoded and preprocessed eagerly.
     Returns an `ExportResult`.
     """
+    common.require_tensorflow_backend()
     import keras
     import tensorflow as tf
 

@@ -101,6 +101,7 @@ def export_tflite(
     Returns an `ExportResult`; raises `ExportParityError` (nothing written) when parity fails,
     `InferenceGraphError` when the graph has random/training/variable ops.
     """
+    common.require_tensorflow_backend()
     import tensorflow as tf
 
     check_quantization(quantization, representative_data)

@@ -1,7 +1,7 @@
 """Progressive learning with adaptive regularization (paper Section 4, Algorithm 1).
 
 The schedule (`progressive.schedule`) is pure Python: the recipe schema imports it without
-TensorFlow. The callback, which needs TensorFlow, is imported on first use.
+TensorFlow or Keras. The callback and `make_adjustable` (Keras) are imported on first use.
 """
 
 import importlib
@@ -17,6 +17,7 @@ from efficientnetv2_keras.progressive.schedule import (
 
 __all__ = [
     "ProgressiveLearning",
+    "make_adjustable",
     "ProgressiveSchedule",
     "Stage",
     "progressive_schedule",
@@ -29,4 +30,6 @@ __all__ = [
 def __getattr__(name):
     if name == "ProgressiveLearning":
         return importlib.import_module("efficientnetv2_keras.progressive.callback").ProgressiveLearning
+    if name == "make_adjustable":
+        return importlib.import_module("efficientnetv2_keras.progressive.adjust").make_adjustable
     raise AttributeError(f"module 'efficientnetv2_keras.progressive' has no attribute {name!r}")

@@ -20,6 +20,7 @@ out here, once, and carried by the `Recipe`.
 
 import dataclasses
 import math
+import sys
 from typing import Any, Optional
 
 from efficientnetv2_keras import hparams
@@ -348,9 +349,8 @@ class Recipe:
 
 
 def _is_multi_worker(strategy):
-    import tensorflow as tf
-
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    tf = sys.modules.get("tensorflow")  # not imported on a JAX-only machine: then no tf.distribute strategy
+    return tf is not None and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
 def resolve_recipe(config, source=None):

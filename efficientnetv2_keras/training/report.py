@@ -53,7 +53,8 @@ def _format_metric(value):
 
 def format_results(results):
     """The results as text tables."""
-    lines = [f"model {results['model']} | precision {results['precision']} | replicas {results['replicas']}"]
+    lines = [f"model {results['model']} | backend {results.get('backend', 'tensorflow')} | precision {results['precision']} | "
+             f"replicas {results['replicas']}"]
     if results.get("stages"):
         lines += ["", "| stage | image size | epochs | train time (s) | images/s |", "|---:|---:|---:|---:|---:|"]
         for row in results["stages"]:

@@ -32,7 +32,7 @@ import keras
 from efficientnetv2_keras import hparams
 from efficientnetv2_keras.files import atomic_write_text
 from efficientnetv2_keras.training.callbacks import BestAndLastCheckpoint, StageTimer
-from efficientnetv2_keras.training.ema import EMACallback
+from efficientnetv2_keras.training.ema import EMACallback, ema_optimizer
 from efficientnetv2_keras.training.evaluation import (  # noqa: F401  (the names users import from here)
     evaluate_checkpoints,
     evaluate_model,
@@ -42,7 +42,13 @@ from efficientnetv2_keras.training.evaluation import (  # noqa: F401  (the names
 from efficientnetv2_keras.training.optimizers import LogL2Loss
 from efficientnetv2_keras.training.recipe import resolve_recipe
 from efficientnetv2_keras.training.report import format_results, minival_text, plot_training_curves, write_results  # noqa: F401
-from efficientnetv2_keras.training.strategy import configure_mixed_precision, get_strategy, resolve_mixed_precision
+from efficientnetv2_keras.training.strategy import (
+    check_even_batches,
+    configure_mixed_precision,
+    distribution_scope,
+    get_strategy,
+    resolve_mixed_precision,
+)
 
 MODES = ("train", "eval", "traineval")
 
@@ -68,16 +74,23 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    strategy = strategy or get_strategy(config.runtime.strategy, tpu=config.runtime.tpu)
+    with distribution_scope(strategy):  # JAX: keras.distribution over the run (build, fit, evaluate)
+        return _train_and_evaluate(config, model_dir, mode, strategy, verbose)
+
+
+def _train_and_evaluate(config, model_dir, mode, strategy, verbose):
     started = time.perf_counter()
     os.makedirs(model_dir, exist_ok=True)
     keras.utils.set_random_seed(config.runtime.seed)
-    strategy = strategy or get_strategy(config.runtime.strategy, tpu=config.runtime.tpu)
     policy = configure_mixed_precision(resolve_mixed_precision(config.train.mixed_precision, strategy))
     recipe = resolve_recipe(config)
     config, source = recipe.config, recipe.source  # config: with a converted init_checkpoint's inputs
-    results = {"model": config.model.name, "mode": mode, "precision": policy, "replicas": strategy.num_replicas_in_sync}
+    results = {"model": config.model.name, "mode": mode, "backend": keras.backend.backend(), "precision": policy,
+               "replicas": strategy.num_replicas_in_sync}
 
     if mode == "eval":
+        check_even_batches(strategy, config, source)  # JAX DataParallel: batches split over the devices
         if not any(os.path.exists(os.path.join(model_dir, n)) for n in ("last.keras", "best.keras")):
             load_for_evaluation(config, find_checkpoint(model_dir))  # raises its "train first" error
         results["evaluations"] = evaluate_checkpoints(config, model_dir, strategy, source)
@@ -86,6 +99,7 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
 
     hparams.to_yaml(config, os.path.join(model_dir, "config.yaml"))
     atomic_write_text(os.path.join(model_dir, "labels.txt"), "\n".join(recipe.class_names()) + "\n")
+    check_even_batches(strategy, config, source, recipe.minival, evaluate=mode == "traineval")  # JAX DataParallel
     if recipe.minival_info:
         results["minival"] = recipe.minival_info
     if recipe.schedule is not None:
@@ -106,8 +120,8 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     resuming = os.path.isdir(backup_dir)  # an interrupted run: fit continues from its last epoch
     if not resuming:
         _remove_stale_selection(model_dir, verbose)
-    record = {"weights": "EMA" if config.train.ema_decay > 0 else "model",
-              "ema_bn_statistics": bool(config.train.ema_decay > 0 and config.train.ema_bn_statistics)}
+    record = {"weights": "EMA" if config.train.ema_decay > 0 else "model",  # statistics: not averaged on JAX
+              "ema_bn_statistics": bool(getattr(ema_optimizer(model), "ema_statistics", None))}
     if with_validation:
         record["selected_on"] = minival_text(recipe.minival_info, short=True)
     timer = StageTimer(recipe.steps_per_epoch * recipe.batch_size)
