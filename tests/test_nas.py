@@ -27,6 +27,7 @@ from efficientnetv2_keras.nas import (
     SearchError,
     SearchSpace,
     measure_train_step,
+    operator_preference,
     read_results,
     reward,
     run_search,
@@ -208,7 +209,11 @@ def test_a_killed_search_resumes_and_skips_finished_samples(tmp_path, space):
     recipe = load_config(result.files["best_recipe"])
     assert recipe.model.name == os.path.abspath(result.files["best_model"])
     assert recipe.train.epochs == load_config("digits_demo").train.epochs  # the full recipe, not the proxy
-    assert "| 1 | " + result.best["sample"] in (tmp_path / "ranking.md").read_text()
+    ranking = (tmp_path / "ranking.md").read_text()
+    assert "| 1 | " + result.best["sample"] in ranking and "Fused-MBConv against MBConv" in ranking
+    preference = operator_preference(result.rows)
+    assert len(preference) == 3
+    assert all(e["fused"]["count"] + e["mbconv"]["count"] == 5 for e in preference)
 
 
 def test_a_partial_csv_with_a_torn_line_resumes(tmp_path, space):
@@ -223,6 +228,20 @@ def test_a_partial_csv_with_a_torn_line_resumes(tmp_path, space):
     assert again.calls == [first.calls[-1], again.calls[-1]] and len(again.calls) == 2
     samples = [r["sample"] for r in read_results(str(path))]
     assert len(samples) == 4 and len(set(samples)) == 4
+
+
+def test_a_failing_sample_is_logged_and_the_search_goes_on(tmp_path, space):
+    class Flaky(FakeEvaluator):
+        def __call__(self, table_path, recipe, model_dir, **kwargs):
+            if os.path.basename(model_dir).startswith("02-"):
+                raise RuntimeError("out of memory")
+            return super().__call__(table_path, recipe, model_dir, **kwargs)
+
+    result = _search(space, tmp_path, Flaky(), num_samples=3)
+    assert not result.finished and len(result.rows) == 3
+    assert "02-" in (tmp_path / "failures.log").read_text() and "out of memory" in (tmp_path / "failures.log").read_text()
+    retry = FakeEvaluator()
+    assert _search(space, tmp_path, retry, num_samples=3).finished and len(retry.calls) == 1
 
 
 def test_a_search_refuses_other_settings_in_the_same_folder(tmp_path, space):

@@ -16,6 +16,7 @@ from efficientnetv2_keras.nas.search import (
     SearchResult,
     evaluate_candidate,
     format_ranking,
+    operator_preference,
     pareto_front,
     parameter_count,
     proxy_config,
@@ -28,7 +29,7 @@ from efficientnetv2_keras.nas.space import SearchSpace, describe_table, sample_s
 
 __all__ = [
     "BACKBONE", "DEFAULT_PROXY_OVERRIDES", "PAPER_V", "PAPER_W", "SearchError", "SearchResult", "SearchSpace",
-    "describe_table", "evaluate_candidate", "format_ranking", "measure_train_step", "parameter_count",
-    "pareto_front", "proxy_config", "read_results", "reward", "run_search", "sample_specs", "scaled_backbone",
-    "score_rows", "table_digest", "write_recipe",
+    "describe_table", "evaluate_candidate", "format_ranking", "measure_train_step", "operator_preference",
+    "parameter_count", "pareto_front", "proxy_config", "read_results", "reward", "run_search", "sample_specs",
+    "scaled_backbone", "score_rows", "table_digest", "write_recipe",
 ]

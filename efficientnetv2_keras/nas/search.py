@@ -178,6 +178,41 @@ def format_ranking(rows, cost="params"):
     return "\n".join(lines)
 
 
+def operator_preference(rows):
+    """Per stage: mean reward, accuracy and relative step time of the samples with Fused-MBConv there
+    against those with MBConv (the paper found Fused-MBConv preferred in early stages, §3.3)."""
+    from efficientnetv2_keras.models.family import FUSED_MBCONV
+
+    samples = [(r, load_model_spec(r["table_file"])) for r in rows if r["sample"] != BACKBONE]
+    if not samples:
+        return []
+    table = []
+    for index in range(len(samples[0][1].stages)):
+        entry = {"stage": index + 1}
+        for label, fused in (("fused", True), ("mbconv", False)):
+            group = [r for r, spec in samples if (spec.stages[index].block == FUSED_MBCONV) == fused]
+            entry[label] = {
+                "count": len(group),
+                **{key: (sum(r[key] for r in group) / len(group) if group else None)
+                   for key in ("reward", "accuracy", "rel_step_time")},
+            }
+        table.append(entry)
+    return table
+
+
+def format_operator_preference(table):
+    def cell(group, key, digits):
+        return "-" if group[key] is None else f"{group[key]:.{digits}f}"
+
+    lines = ["| stage | Fused-MBConv: n, reward, accuracy, step time | MBConv: n, reward, accuracy, step time |",
+             "|---:|---|---|"]
+    for entry in table:
+        parts = [f"{g['count']}, {cell(g, 'reward', 4)}, {cell(g, 'accuracy', 4)}, {cell(g, 'rel_step_time', 2)}"
+                 for g in (entry["fused"], entry["mbconv"])]
+        lines.append(f"| {entry['stage']} | {parts[0]} | {parts[1]} |")
+    return "\n".join(lines)
+
+
 def pareto_front(rows):
     """Rows no other row beats on both accuracy (higher) and step time (lower), by step time."""
     front = [r for r in rows if not any(
@@ -297,7 +332,7 @@ def run_search(space, output_dir, *, recipe="digits_demo", num_samples=6, seed=0
     todo = [job for job in jobs if job[0] not in done]
     if verbose and done:
         log(f"Resuming {output_dir}: {len(done)} model(s) already in results.csv, {len(todo)} to go.")
-    durations, finished = [], True
+    durations, failures, finished = [], [], True
     for position, (sample_id, table_path, spec) in enumerate(todo):
         elapsed = time.perf_counter() - started_wall
         estimate = sum(durations) / len(durations) if durations else None
@@ -316,9 +351,19 @@ def run_search(space, output_dir, *, recipe="digits_demo", num_samples=6, seed=0
         if sample_id != BACKBONE:
             save_model_spec(spec, table_path)
         start = time.perf_counter()
-        row = evaluate(table_path, recipe, os.path.join(output_dir, "samples", sample_id), overrides=proxy_overrides,
-                       minival=minival, timing_steps=timing_steps, warmup_steps=warmup_steps, clock=clock,
-                       count_flops=count_flops)
+        try:
+            row = evaluate(table_path, recipe, os.path.join(output_dir, "samples", sample_id),
+                           overrides=proxy_overrides, minival=minival, timing_steps=timing_steps,
+                           warmup_steps=warmup_steps, clock=clock, count_flops=count_flops)
+        except Exception as error:  # noqa: BLE001 - one bad sample must not end a long search
+            if sample_id == BACKBONE:
+                raise  # the recipe itself does not run: nothing can be scored
+            failures.append(sample_id)
+            with open(os.path.join(output_dir, "failures.log"), "a", encoding="utf-8") as handle:
+                handle.write(f"{sample_id} ({spec.name}): {type(error).__name__}: {error}\n")
+            if verbose:
+                log(f"    failed: {type(error).__name__}: {error} (logged in failures.log; retried on a rerun)")
+            continue
         row = {**row, "sample": sample_id}
         done[sample_id] = row
         if BACKBONE in done:
@@ -330,6 +375,7 @@ def run_search(space, output_dir, *, recipe="digits_demo", num_samples=6, seed=0
                 f"{row['params']:,} params, reward {row.get('reward', float('nan')):.4f} "
                 f"[{_fmt_seconds(durations[-1])}]")
 
+    finished = finished and not failures
     rows = [dict(r) for r in read_results(csv_path)]
     files = {"results": csv_path, "backbone": backbone_path}
     if not any(r["sample"] == BACKBONE for r in rows):  # stopped before the backbone finished: nothing to rank
@@ -344,6 +390,10 @@ def run_search(space, output_dir, *, recipe="digits_demo", num_samples=6, seed=0
     with open(files["ranking"], "w", encoding="utf-8") as handle:
         handle.write(f"# Search ranking (reward = A * S^{w} * {cost[0].upper()}^{v}, normalized to the backbone; "
                      f"step time = median {clock_name} time per step)\n\n{ranking}\n")
+        preference = operator_preference(rows)
+        if preference:
+            handle.write("\n## Per stage: samples with Fused-MBConv against MBConv (means; step time relative to "
+                         "the backbone)\n\n" + format_operator_preference(preference) + "\n")
     files["pareto"] = plot_pareto(rows, os.path.join(output_dir, "pareto.png"), clock=clock_name)
     best_spec = load_model_spec(best["table_file"])
     files["best_model"] = save_model_spec(best_spec, os.path.join(output_dir, "best_model.yaml"))
@@ -383,6 +433,6 @@ def parameter_count(table_path, num_classes, **build_kwargs):
 
 __all__ = [
     "BACKBONE", "DEFAULT_PROXY_OVERRIDES", "SearchError", "SearchResult", "append_result", "evaluate_candidate",
-    "format_ranking", "pareto_front", "plot_pareto", "proxy_config", "rank_rows", "read_results", "run_search",
-    "score_rows", "write_recipe", "parameter_count",
+    "format_operator_preference", "format_ranking", "operator_preference", "parameter_count", "pareto_front",
+    "plot_pareto", "proxy_config", "rank_rows", "read_results", "run_search", "score_rows", "write_recipe",
 ]
