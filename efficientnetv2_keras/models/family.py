@@ -176,9 +176,15 @@ VARIANTS = tuple(MODEL_SPECS)
 
 
 def get_model_spec(name):
-    """Looks up a variant by name: "efficientnetv2-s", "s", "EfficientNetV2S" all work."""
+    """Looks up a variant by name: "efficientnetv2-s", "s", "EfficientNetV2S" all work.
+
+    A path ending in .yaml, .yml or .json is a model-table file (`save_model_spec`, e.g. a table found
+    by `efficientnetv2_keras.nas`): `model.name: runs/nas/best_model.yaml` in a recipe.
+    """
     if isinstance(name, ModelSpec):
         return name
+    if is_model_table_path(name):
+        return load_model_spec(name)
     key = str(name).strip().lower().replace("_", "-")
     if key.startswith("efficientnetv2") and not key.startswith("efficientnetv2-"):
         key = "efficientnetv2-" + key[len("efficientnetv2"):]
@@ -190,3 +196,105 @@ def get_model_spec(name):
             f"{', '.join(VARIANTS)} (short forms like 's' or 'b0' also work)."
         )
     return MODEL_SPECS[key]
+
+
+# ------------------------------------------------------------------------------------------------
+# Model tables as files (YAML or JSON): a stage table that is not one of the variants above.
+# ------------------------------------------------------------------------------------------------
+
+TABLE_EXTENSIONS = (".yaml", ".yml", ".json")
+
+
+def is_model_table_path(name):
+    """Whether `name` names a model-table file (by its extension) rather than a variant."""
+    return hasattr(name, "__fspath__") or (isinstance(name, str) and name.strip().lower().endswith(TABLE_EXTENSIONS))
+
+
+def spec_to_dict(spec):
+    """A `ModelSpec` as plain data (stages as keyword rows); `spec_from_dict` inverts it."""
+    data = dataclasses.asdict(spec)
+    data["stages"] = [dataclasses.asdict(stage) for stage in spec.stages]
+    return data
+
+
+def spec_from_dict(data, origin="model table"):
+    """A `ModelSpec` from `spec_to_dict`'s form; errors name the bad key or stage and `origin`."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{origin}: expected a mapping with 'name' and 'stages', got {type(data).__name__}.")
+    spec_fields = {f.name for f in dataclasses.fields(ModelSpec)}
+    stage_fields = [f.name for f in dataclasses.fields(StageSpec)]
+    unknown = sorted(set(data) - spec_fields)
+    if unknown:
+        raise ValueError(f"{origin}: unknown key(s) {unknown}; valid keys: {sorted(spec_fields)}.")
+    missing = [key for key in ("name", "stages") if key not in data]
+    if missing:
+        raise ValueError(f"{origin}: missing key(s) {missing} (a model table needs 'name' and 'stages').")
+    rows = data["stages"]
+    if not isinstance(rows, (list, tuple)) or not rows:
+        raise ValueError(f"{origin}: 'stages' must be a non-empty list of stage rows, got {rows!r}.")
+    stages = []
+    for index, row in enumerate(rows):
+        where = f"{origin}: stage {index + 1}"
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected a mapping of {stage_fields}, got {row!r}.")
+        unknown = sorted(set(row) - set(stage_fields))
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {stage_fields}.")
+        try:
+            stages.append(StageSpec(**row))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}: {error}") from None
+    try:
+        return ModelSpec(**{**data, "name": str(data["name"]), "stages": tuple(stages)})
+    except TypeError as error:
+        raise ValueError(f"{origin}: {error}") from None
+
+
+def load_model_spec(path):
+    """Reads a model-table file (.yaml/.yml/.json, as `save_model_spec` writes it)."""
+    import json
+    import os
+
+    path = os.fspath(path).strip()
+    origin = f"model table {path!r}"
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"{origin} does not exist (a model name ending in {', '.join(TABLE_EXTENSIONS)} is read as a "
+            "model-table file, e.g. the best_model.yaml written by tools/nas_search.py; relative paths are "
+            "relative to the working directory)."
+        )
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    try:
+        if path.lower().endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml  # only for YAML tables: the model code itself needs keras alone
+
+            data = yaml.safe_load(text)
+    except ValueError as error:  # json.JSONDecodeError
+        raise ValueError(f"{origin} is not valid JSON: {error}") from None
+    except Exception as error:  # yaml.YAMLError
+        raise ValueError(f"{origin} is not valid YAML: {error}") from None
+    return spec_from_dict(data, origin)
+
+
+def save_model_spec(spec, path):
+    """Writes `spec` as a model-table file (JSON for .json, else YAML) that `get_model_spec(path)` reads."""
+    import json
+
+    path = str(path)
+    data = spec_to_dict(spec)
+    if path.lower().endswith(".json"):
+        text = json.dumps(data, indent=2) + "\n"
+    else:
+        import yaml
+
+        header = f"# EfficientNetV2 model table {spec.name!r}: use it as model.name in a recipe, or build_model(path).\n"
+        stages = data.pop("stages")
+        text = header + yaml.safe_dump(data, sort_keys=False) + "stages:\n" + "".join(
+            "  - " + yaml.safe_dump(row, default_flow_style=True, sort_keys=False, width=1000) for row in stages
+        )
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
