@@ -106,7 +106,7 @@ def test_a_sampled_table_round_trips_and_builds_from_its_file(tmp_path, space, s
 
 def test_every_sampled_table_builds_and_its_parameter_count_is_the_rewards(tmp_path, space, tiny_spec):
     """P of the reward is `measure_train_step`'s count: that of the model the trainer builds."""
-    from efficientnetv2_keras.training.builders import build_model_from_config
+    from efficientnetv2_keras.training.recipe import build_model_from_config
 
     tables = [tiny_spec] + sample_specs(space, 4, seed=0)
     for index, spec in enumerate(tables):

@@ -32,15 +32,15 @@ def resolve_clock(clock="auto"):
 
 def training_image_size(config):
     """The image size training ends at: the last progressive stage's, else the static train size."""
-    from efficientnetv2_keras import hparams
     from efficientnetv2_keras.models.family import get_model_spec
+    from efficientnetv2_keras.training.recipe import image_sizes
 
     if config.progressive.enabled:
         sizes = config.progressive.image_size
         if sizes is None:
             return int(get_model_spec(config.model.name).train_size)
         return int(max(sizes) if isinstance(sizes, (list, tuple)) else sizes)
-    return hparams.image_sizes(config)[0]
+    return image_sizes(config)[0]
 
 
 def measure_train_step(config, num_classes, *, image_size=None, steps=5, warmup=2, clock="auto",
@@ -54,7 +54,7 @@ def measure_train_step(config, num_classes, *, image_size=None, steps=5, warmup=
     import keras
 
     from efficientnetv2_keras.models import count_flops as flops_of
-    from efficientnetv2_keras.training.builders import build_model_from_config, compile_from_config
+    from efficientnetv2_keras.training.recipe import build_model_from_config, compile_from_config
     from efficientnetv2_keras.training.strategy import configure_mixed_precision, resolve_mixed_precision
 
     if steps < 1 or warmup < 0:
