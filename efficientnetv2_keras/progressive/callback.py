@@ -34,7 +34,8 @@ import tensorflow as tf
 
 from efficientnetv2_keras.models.regularization import set_regularization
 
-LOGGED_FIELDS = ("image_size", "randaug_magnitude", "mixup_alpha", "cutmix_alpha", "dropout_rate", "survival_prob")
+LOGGED_FIELDS = ("image_size", "batch_size", "randaug_magnitude", "mixup_alpha", "cutmix_alpha", "dropout_rate",
+                 "survival_prob")
 
 
 class ProgressiveLearning(keras.callbacks.Callback):
@@ -158,6 +159,15 @@ class ProgressiveLearning(keras.callbacks.Callback):
         choice = choice.map(lambda _: self._current_stage_tensor())
         switching = tf.data.Dataset.choose_from_datasets(datasets, choice, stop_on_empty_dataset=True)
         cardinalities = {int(d.cardinality()) for d in datasets}
+        if len(cardinalities) > 1 and min(cardinalities) > 0:
+            # Keras would learn the epoch length from the first epoch and cut longer epochs short.
+            raise ValueError(
+                "The stage pipelines have different numbers of batches per pass "
+                f"({[int(d.cardinality()) for d in datasets]}), e.g. stages with their own batch size "
+                "(batch_scaling). One-pass epochs must all have the same length in a single fit: give "
+                "ProgressiveLearning(schedule, dataset_fn, steps_per_epoch=N) and fit(..., steps_per_epoch=N), "
+                "N = examples // base batch, so each stage reads its data continuously in epochs of N steps."
+            )
         self._pass_batches = None
         if len(cardinalities) == 1 and min(cardinalities) > 0:
             # Same batch count in every stage: tell Keras, so the progress bar knows the epoch length.
@@ -300,7 +310,7 @@ class ProgressiveLearning(keras.callbacks.Callback):
 
 
 def _check_element_specs(datasets, stages, data_format=None):
-    """Every stage must yield the same structure; only the image height/width may differ.
+    """Every stage must yield the same structure; only the batch size and image height/width may differ.
 
     Images are [batch, height, width, channels], or [batch, channels, height, width] when
     `data_format` (default `keras.config.image_data_format()`) is "channels_first".
@@ -337,10 +347,12 @@ def _check_element_specs(datasets, stages, data_format=None):
             if position == 0 and got.shape.rank == 4:  # images: only height and width may differ
                 got_dims = [got_dims[axis] for axis in other_axes]
                 expected_dims = [expected_dims[axis] for axis in other_axes]
+            if got_dims and expected_dims:  # stages may have their own batch size (batch_scaling)
+                got_dims, expected_dims = got_dims[1:], expected_dims[1:]
             same_shape = got.shape.rank == expected.shape.rank and got_dims == expected_dims
             if got.dtype != expected.dtype or not same_shape:
                 raise ValueError(
                     f"dataset_fn gives {got} at position {position} for stage {stage.index} but "
-                    f"{expected} for stage 0: only the image size may change between stages (check "
+                    f"{expected} for stage 0: only the image size (and the batch size) may change between stages (check "
                     "label_format: mixup/cutmix need dense labels in every stage)."
                 )

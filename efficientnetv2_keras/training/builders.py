@@ -72,14 +72,18 @@ def build_model_from_config(config, num_classes=None, input_shape=None, load_che
     return model
 
 
-def compile_from_config(model, config, steps_per_epoch, total_steps, multi_label=None, num_classes=None):
+def compile_from_config(model, config, steps_per_epoch, total_steps, multi_label=None, num_classes=None,
+                        progress=None):
     """Compiles `model` with the recipe's LR schedule, optimizer (EMA, weight decay), loss and metrics.
+
+    progress: a `schedules.TrainingProgress` for stages with their own batch size (LR and EMA over
+    training progress, see `schedules.build_lr_schedule`).
 
     Returns the optimizer (before any LossScaleOptimizer wrapping that `compile` does under
     mixed_float16; `model.optimizer` is the one in use).
     """
     multi_label = is_multi_label(config) if multi_label is None else multi_label
-    schedule = build_lr_schedule(config, steps_per_epoch, total_steps)
+    schedule = build_lr_schedule(config, steps_per_epoch, total_steps, progress=progress)
     optimizer = build_optimizer(config, schedule, model)
     classes = num_classes or model.output_shape[-1]
     model.compile(
