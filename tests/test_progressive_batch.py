@@ -175,3 +175,16 @@ def test_ema_decay_follows_training_progress():
     # The ramp (1 + t) / (10 + t) counts base steps: step 1 of stage 0 ends at t = 8.
     value = float(keras.ops.convert_to_numpy(optimizer.effective_ema_momentum(1)))
     assert value == pytest.approx((9 / 18) ** 4, rel=1e-6)
+
+
+def test_recipe_keys_for_batch_scaling_are_validated():
+    from efficientnetv2_keras.hparams import ConfigError, load_config
+
+    config = load_config("digits_demo", overrides=["progressive.batch_scaling=true", "progressive.max_batch_size=64"])
+    assert config.progressive.batch_scaling and config.progressive.max_batch_size == 64
+    with pytest.raises(ConfigError, match="max_batch_size \\(16\\) is below train.batch_size \\(32\\)"):
+        load_config("digits_demo", overrides=["progressive.batch_scaling=true", "progressive.max_batch_size=16"])
+    with pytest.raises(ConfigError, match="batch_scaling does not combine with progressive.random_resize_every"):
+        load_config("digits_demo", overrides=["progressive.batch_scaling=true", "progressive.random_resize_every=2"])
+    with pytest.raises(ConfigError, match="batch_scaling"):
+        load_config("digits_demo", overrides=["progressive.batch_scaling=maybe"])

@@ -353,6 +353,6 @@ def _check_element_specs(datasets, stages, data_format=None):
             if got.dtype != expected.dtype or not same_shape:
                 raise ValueError(
                     f"dataset_fn gives {got} at position {position} for stage {stage.index} but "
-                    f"{expected} for stage 0: only the image size (and the batch size) may change between stages (check "
+                    f"{expected} for stage 0: only the image size may change between stages, and the batch size (check "
                     "label_format: mixup/cutmix need dense labels in every stage)."
                 )

@@ -39,10 +39,12 @@ from efficientnetv2_keras import hparams
 from efficientnetv2_keras.data import build_dataset, get_source
 from efficientnetv2_keras.progressive import ProgressiveLearning, progressive_schedule
 from efficientnetv2_keras.training.builders import build_model_from_config, compile_from_config, is_multi_label
+from efficientnetv2_keras.training.costs import CostTimer, format_costs
 from efficientnetv2_keras.training.ema import EMACallback
 from efficientnetv2_keras.training.finetune import training_steps
 from efficientnetv2_keras.training.losses import default_monitor
 from efficientnetv2_keras.training.optimizers import LogL2Loss, weight_decay_loss
+from efficientnetv2_keras.training.schedules import TrainingProgress
 from efficientnetv2_keras.training.strategy import configure_mixed_precision, get_strategy, resolve_mixed_precision
 from efficientnetv2_keras.weights import apply_weights_info
 
@@ -137,10 +139,11 @@ def describe_checkpoint(path):
 class StageTimer(keras.callbacks.Callback):
     """Training time and images/s per progressive stage (validation time excluded), and every epoch's logs."""
 
-    def __init__(self, images_per_epoch):
+    def __init__(self, images_per_epoch, steps_per_epoch=None):
         super().__init__()
         self.images_per_epoch = images_per_epoch
-        self.stages = {}  # stage -> {"epochs", "seconds", "image_size"}
+        self.steps_per_epoch = steps_per_epoch  # with stages of their own batch (logs' batch_size)
+        self.stages = {}  # stage -> {"epochs", "seconds", "image_size", "images"}
         self.epoch_logs = []  # {"epoch": e, **logs}; val_* only where validation ran
         self._start = self._train_seconds = None
 
@@ -155,8 +158,11 @@ class StageTimer(keras.callbacks.Callback):
         logs = logs or {}
         self.epoch_logs.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
         seconds = self._train_seconds if self._train_seconds is not None else time.perf_counter() - self._start
-        entry = self.stages.setdefault(int(logs.get("stage", 0)), {"epochs": 0, "seconds": 0.0, "image_size": None})
+        entry = self.stages.setdefault(int(logs.get("stage", 0)), {"epochs": 0, "seconds": 0.0, "image_size": None,
+                                                                   "images": 0})
         entry["epochs"] += 1
+        batched = self.steps_per_epoch and "batch_size" in logs
+        entry["images"] += self.steps_per_epoch * int(logs["batch_size"]) if batched else self.images_per_epoch
         entry["seconds"] += seconds
         entry["image_size"] = int(logs["image_size"]) if "image_size" in logs else entry["image_size"]
 
@@ -167,7 +173,7 @@ class StageTimer(keras.callbacks.Callback):
                 "image_size": entry["image_size"],
                 "epochs": entry["epochs"],
                 "seconds": round(entry["seconds"], 1),
-                "images_per_second": round(entry["epochs"] * self.images_per_epoch / entry["seconds"], 1),
+                "images_per_second": round(entry["images"] / entry["seconds"], 1),
             }
             for stage, entry in sorted(self.stages.items())
         ]
@@ -235,8 +241,12 @@ def minival_split(config, source):
     return train_split, held, info
 
 
-def _train_dataset(config, source, strategy, schedule):
-    """(training dataset for fit, the ProgressiveLearning callback or None)."""
+def _train_dataset(config, source, strategy, schedule, steps_per_epoch=None):
+    """(training dataset for fit, the ProgressiveLearning callback or None).
+
+    steps_per_epoch: epochs of this many steps, each stage reading its data continuously (needed when
+    stages have their own batch size: one-pass epochs would differ in length).
+    """
     options = hparams.dataset_options(config)
     if options.pop("cache"):  # decode and cache the split once, shared by every stage's pipeline
         from efficientnetv2_keras.data import CachedSource
@@ -247,18 +257,18 @@ def _train_dataset(config, source, strategy, schedule):
 
     def limit(dataset):  # train.steps_per_epoch: shorter epochs than one pass over the data
         steps = config.train.steps_per_epoch
-        return dataset.take(steps) if steps else dataset
+        return dataset.take(steps) if steps and not steps_per_epoch else dataset
 
     def stage_dataset(stage, input_context=None):
         return limit(build_dataset(
-            source, config.data.train_split, stage.image_size, batch, training=True,
+            source, config.data.train_split, stage.image_size, stage.batch_size or batch, training=True,
             randaug_magnitude=stage.randaug_magnitude, mixup_alpha=stage.mixup_alpha,
             cutmix_alpha=stage.cutmix_alpha, input_context=input_context, **options,
         ))
 
     progressive = None
     if schedule is not None:
-        progressive = ProgressiveLearning(schedule, stage_dataset, verbose=1)
+        progressive = ProgressiveLearning(schedule, stage_dataset, steps_per_epoch=steps_per_epoch, verbose=1)
         train = progressive.distribute(strategy) if multi_worker else progressive.dataset
     else:
         static = hparams.static_augmentation(config)
@@ -272,9 +282,13 @@ def _train_dataset(config, source, strategy, schedule):
     return train, progressive
 
 
-def _schedule(config, epochs):
+def _schedule(config, epochs, num_replicas=1):
     if not config.progressive.enabled:
         return None
+    batching = {}
+    if config.progressive.batch_scaling:  # stages with their own batch (and LR scale)
+        batching = {"batch_size": config.train.batch_size, "batch_scaling": True,
+                    "max_batch_size": config.progressive.max_batch_size, "num_replicas": num_replicas}
     return progressive_schedule(
         config.model.name,
         config.progressive.preset,
@@ -282,8 +296,21 @@ def _schedule(config, epochs):
         num_stages=config.progressive.num_stages,
         random_resize_every=config.progressive.random_resize_every,
         seed=config.runtime.seed,
+        **batching,
         **hparams.progressive_overrides(config),
     )
+
+
+def _validation_epochs(schedule, validation_freq):
+    """fit's validation_freq when epochs cover different amounts of data (batch-scaled stages): the
+    epochs where the data seen crosses a multiple of `validation_freq` epochs of the base batch."""
+    epochs, seen = [], 0.0
+    for stage in schedule.stages:
+        for epoch in range(stage.start, stage.end):
+            before, seen = seen, seen + stage.lr_scale
+            if int(seen / validation_freq + 1e-9) > int(before / validation_freq + 1e-9):
+                epochs.append(epoch + 1)
+    return epochs or [schedule.total]
 
 
 def find_checkpoint(model_dir):
@@ -400,7 +427,9 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     # The data functions read the training split from the recipe: give them the one without the minival.
     data_config = dataclasses.replace(config, data=dataclasses.replace(config.data, train_split=train_split))
     steps_per_epoch, epochs, total_steps = training_steps(config, source.num_examples(train_split))
-    schedule = _schedule(config, epochs)
+    schedule = _schedule(config, epochs, strategy.num_replicas_in_sync)
+    # Batch-scaled stages: epochs of steps_per_epoch steps (fewer of them), LR and EMA over progress.
+    progress = TrainingProgress.from_schedule(schedule, steps_per_epoch) if schedule and schedule.batch_scaled else None
     if schedule is not None:
         table = schedule.table()
         _write_text(os.path.join(model_dir, "schedule.txt"), table + "\n")
@@ -413,8 +442,9 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     with strategy.scope():
         model = build_model_from_config(config, num_classes=int(source.num_classes))
         compile_from_config(model, config, steps_per_epoch, total_steps, multi_label=is_multi_label(config, source),
-                            num_classes=int(source.num_classes))
-    train, progressive = _train_dataset(data_config, source, strategy, schedule)
+                            num_classes=int(source.num_classes), progress=progress)
+    train, progressive = _train_dataset(data_config, source, strategy, schedule,
+                                        steps_per_epoch=steps_per_epoch if progress else None)
     with_validation = mode == "traineval" and minival is not None
     monitor = default_monitor(config, is_multi_label(config, source))
     backup_dir = os.path.join(model_dir, "backup")
@@ -425,10 +455,11 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
               "ema_bn_statistics": bool(config.train.ema_decay > 0 and config.train.ema_bn_statistics)}
     if with_validation:
         record["selected_on"] = _minival_text(minival_info, short=True)
-    timer = StageTimer(steps_per_epoch * config.train.batch_size)
+    timer = StageTimer(steps_per_epoch * config.train.batch_size, steps_per_epoch)
+    costs = CostTimer()
     # The L2 term and the timer right after the stage switch (which adds the stage to the logs) and
     # before checkpointing and the loggers, so the timer times training alone and the loggers see l2_loss.
-    callbacks = ([progressive] if progressive else []) + [LogL2Loss(), timer] + [
+    callbacks = ([progressive] if progressive else []) + [LogL2Loss(), timer, costs] + [
         EMACallback([ModelCheckpoint(model_dir, monitor=monitor if with_validation else None,
                                      restore_best=resuming, record=record)]),
         keras.callbacks.BackupAndRestore(backup_dir),
@@ -438,21 +469,27 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     start = time.perf_counter()
     model.fit(
         train,
-        epochs=epochs,
+        epochs=schedule.total if progress else epochs,
+        steps_per_epoch=steps_per_epoch if progress else None,
         validation_data=_eval_dataset(config, source, minival) if with_validation else None,
-        validation_freq=config.eval.validation_freq,
+        validation_freq=_validation_epochs(schedule, config.eval.validation_freq) if progress else config.eval.validation_freq,
         callbacks=callbacks,
         verbose=verbose,
     )
     results["train_seconds"] = round(time.perf_counter() - start, 1)
-    results["epochs"] = epochs
+    results["epochs"] = schedule.total if progress else epochs
+    results["costs"] = costs.costs
+    results["epoch_times"] = costs.epochs
     results["stages"] = timer.rows()
     plot_training_curves(timer.epoch_logs, os.path.join(model_dir, "training_curves.png"),
                          title=f"{config.model.name} on {config.data.source}")
     if mode == "traineval":
         # fit() has copied the EMA weights (and averaged BN statistics) into the model: the final model.
+        evaluation_start = time.perf_counter(), time.process_time()
         final = evaluate_model(model, config, source, role="final")
         results["evaluations"] = _evaluate_checkpoints(config, model_dir, strategy, source, final=final)
+        results["costs"]["test_evaluation"] = {"wall": round(time.perf_counter() - evaluation_start[0], 2),
+                                               "cpu": round(time.process_time() - evaluation_start[1], 2)}
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     _finish(results, model_dir, verbose)
     return results
@@ -484,6 +521,8 @@ def format_results(results):
             f"\nfit: {results['train_seconds']} s over {results['epochs']} epochs (validation and checkpoints "
             f"included); whole run: {results.get('total_seconds', '-')} s"
         )
+    if results.get("costs"):
+        lines += ["", format_costs(results["costs"])]
     if results.get("minival"):
         lines.append(_minival_text(results["minival"]))
     evaluations = results.get("evaluations") or ([results["evaluation"]] if results.get("evaluation") else [])
