@@ -58,7 +58,8 @@ class ProgressiveLearning(keras.callbacks.Callback):
     Args:
       schedule: a `ProgressiveSchedule` (epochs; a step schedule needs `steps_per_epoch`).
       dataset_fn: stage -> tf.data pipeline of (images, labels[, weights]) batches, images of the
-        stage's size. Every stage must give the same element structure. Without `steps_per_epoch`
+        stage's size (and `stage.batch_size` when the schedule sets it: batch scaling, which needs
+        `steps_per_epoch`). Every stage must give the same element structure. Without `steps_per_epoch`
         it must be finite: one pass is one epoch. With `steps_per_epoch` it may be finite (it is
         repeated) or repeated already (`build_dataset(repeat=True)`). It may take a second
         argument, the `tf.distribute.InputContext`, for `distribute()`.
