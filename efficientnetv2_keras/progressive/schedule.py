@@ -73,9 +73,6 @@ class Stage:
     batch_size: Optional[int] = None  # None: the pipeline's own batch size
     lr_scale: float = 1.0  # learning-rate multiplier of the linear scaling rule (batch_size / base batch)
 
-    def as_dict(self):
-        return dataclasses.asdict(self)
-
 
 @dataclasses.dataclass(frozen=True)
 class ProgressiveSchedule:

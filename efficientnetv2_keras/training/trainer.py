@@ -24,361 +24,34 @@ One `model.fit` runs every progressive-learning stage. `model_dir` receives:
   results.json           the printed results
 """
 
-import dataclasses
-import json
-import math
 import os
-import tempfile
 import time
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from efficientnetv2_keras import hparams
-from efficientnetv2_keras.data import build_dataset, get_source
-from efficientnetv2_keras.progressive import ProgressiveLearning, progressive_schedule
-from efficientnetv2_keras.training.builders import build_model_from_config, compile_from_config, is_multi_label
-from efficientnetv2_keras.training.costs import CostTimer, format_costs
-from efficientnetv2_keras.training.ema import EMACallback
-from efficientnetv2_keras.training.finetune import training_steps
-from efficientnetv2_keras.training.losses import default_monitor
-from efficientnetv2_keras.training.optimizers import LogL2Loss, weight_decay_loss
-from efficientnetv2_keras.training.schedules import TrainingProgress
-from efficientnetv2_keras.training.strategy import configure_mixed_precision, get_strategy, resolve_mixed_precision
-from efficientnetv2_keras.weights import apply_weights_info
+from efficientnetv2_keras.files import atomic_write_text
+from efficientnetv2_keras.training.callbacks import BestAndLastCheckpoint, StageTimer
+from efficientnetv2_keras.training.costs import CostTimer
+from efficientnetv2_keras.training.ema import EMACallback, ema_optimizer
+from efficientnetv2_keras.training.evaluation import (  # noqa: F401  (the names users import from here)
+    evaluate_checkpoints,
+    evaluate_model,
+    find_checkpoint,
+    load_for_evaluation,
+)
+from efficientnetv2_keras.training.optimizers import LogL2Loss
+from efficientnetv2_keras.training.recipe import resolve_recipe
+from efficientnetv2_keras.training.report import format_results, minival_text, plot_training_curves, write_results  # noqa: F401
+from efficientnetv2_keras.training.strategy import (
+    check_even_batches,
+    configure_mixed_precision,
+    distribution_scope,
+    get_strategy,
+    resolve_mixed_precision,
+)
 
 MODES = ("train", "eval", "traineval")
-
-
-def _atomic_write(path, write):
-    """`write(tmp_path)` then rename onto `path`: a crash never leaves a half-written file there."""
-    directory = os.path.dirname(os.path.abspath(path))
-    suffix = ".keras" if path.endswith(".keras") else os.path.splitext(path)[1]
-    handle, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _record_path(checkpoint_path):
-    """best.keras -> best.json: what the checkpoint holds (epoch, selection)."""
-    return os.path.splitext(checkpoint_path)[0] + ".json"
-
-
-def _read_record(checkpoint_path):
-    try:
-        with open(_record_path(checkpoint_path), encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
-
-
-class ModelCheckpoint(keras.callbacks.Callback):
-    """Writes `last.keras` every epoch and `best.keras` when `monitor` improves, atomically.
-
-    Saves an uncompiled twin of the model (same weights, no optimizer state: a quarter of the size),
-    so the files load with `keras.models.load_model` for evaluation, prediction and export. Put it
-    inside `EMACallback` to save the EMA weights. Next to each file, `last.json` / `best.json` say
-    which epoch it holds and (best) the value that selected it, plus `record` (e.g. the split).
-
-    restore_best: start from the value in best.json (a resumed run) instead of -inf, so the first
-      validated epoch after a restart replaces best.keras only if it is better.
-    """
-
-    def __init__(self, directory, monitor="val_accuracy", restore_best=False, record=None):
-        super().__init__()
-        self.directory = directory
-        self.monitor = monitor  # higher is better; None: only last.keras
-        self.restore_best = restore_best
-        self.record = dict(record or {})
-        self.best = -math.inf
-        self._twin = None
-
-    def on_train_begin(self, logs=None):
-        # From the config, not clone_model: a clone keeps the compile config (optimizer, schedule).
-        self._twin = self.model.__class__.from_config(self.model.get_config())
-        if self.restore_best and self.monitor:
-            saved = _read_record(os.path.join(self.directory, "best.keras")) or {}
-            if saved.get("monitor") == self.monitor and isinstance(saved.get("value"), (int, float)):
-                self.best = float(saved["value"])
-
-    def _save(self, name, record):
-        self._twin.set_weights(self.model.get_weights())
-        path = os.path.join(self.directory, name)
-        _atomic_write(path, self._twin.save)
-        text = json.dumps({**self.record, **record}, indent=2) + "\n"
-        _atomic_write(_record_path(path), lambda tmp: open(tmp, "w", encoding="utf-8").write(text))
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._save("last.keras", {"epoch": epoch + 1})
-        value = (logs or {}).get(self.monitor) if self.monitor else None
-        if value is None:
-            return
-        if value > self.best:
-            self.best = float(value)
-            self._save("best.keras", {"epoch": epoch + 1, "monitor": self.monitor, "value": self.best})
-
-
-def describe_checkpoint(path):
-    """'best.keras: EMA weights after epoch 16, best val_accuracy 0.9931 on minival ...' from its record."""
-    name = os.path.basename(path)
-    record = _read_record(path)
-    if not record:
-        return name
-    text = f"{name}: {record.get('weights', 'model')} weights after epoch {record['epoch']}"
-    if "monitor" in record:
-        text += f", best {record['monitor']} {record['value']:.4f} on {record.get('selected_on', 'validation')}"
-    return text
-
-
-class StageTimer(keras.callbacks.Callback):
-    """Training time and images/s per progressive stage (validation time excluded), and every epoch's logs."""
-
-    def __init__(self, images_per_epoch, steps_per_epoch=None):
-        super().__init__()
-        self.images_per_epoch = images_per_epoch
-        self.steps_per_epoch = steps_per_epoch  # with stages of their own batch (logs' batch_size)
-        self.stages = {}  # stage -> {"epochs", "seconds", "image_size", "images"}
-        self.epoch_logs = []  # {"epoch": e, **logs}; val_* only where validation ran
-        self._start = self._train_seconds = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start, self._train_seconds = time.perf_counter(), None
-
-    def on_test_begin(self, logs=None):
-        if self._start is not None and self._train_seconds is None:
-            self._train_seconds = time.perf_counter() - self._start
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        self.epoch_logs.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
-        seconds = self._train_seconds if self._train_seconds is not None else time.perf_counter() - self._start
-        entry = self.stages.setdefault(int(logs.get("stage", 0)), {"epochs": 0, "seconds": 0.0, "image_size": None,
-                                                                   "images": 0})
-        entry["epochs"] += 1
-        batched = self.steps_per_epoch and "batch_size" in logs
-        entry["images"] += self.steps_per_epoch * int(logs["batch_size"]) if batched else self.images_per_epoch
-        entry["seconds"] += seconds
-        entry["image_size"] = int(logs["image_size"]) if "image_size" in logs else entry["image_size"]
-
-    def rows(self):
-        return [
-            {
-                "stage": stage + 1,
-                "image_size": entry["image_size"],
-                "epochs": entry["epochs"],
-                "seconds": round(entry["seconds"], 1),
-                "images_per_second": round(entry["images"] / entry["seconds"], 1),
-            }
-            for stage, entry in sorted(self.stages.items())
-        ]
-
-
-def plot_training_curves(epoch_logs, path, title=""):
-    """Loss and accuracy per epoch (validation where it ran), a dotted line where each stage starts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for axis, metric in zip(axes, ("loss", "accuracy")):
-        for name, style in ((metric, "-"), ("val_" + metric, "o--")):
-            points = [(row["epoch"] + 1, row[name]) for row in epoch_logs if name in row]
-            if points:
-                axis.plot(*zip(*points), style, label=name if name.startswith("val_") else "train_" + name)
-        axis.set_xlabel("epoch")
-        axis.set_title(metric)
-        axis.grid(alpha=0.3)
-        for previous, row in zip(epoch_logs, epoch_logs[1:]):
-            if row.get("stage") != previous.get("stage"):
-                axis.axvline(row["epoch"] + 0.5, color="gray", linestyle=":", linewidth=1)
-                label = f"stage {int(row['stage']) + 1}" + (f"\n{int(row['image_size'])} px" if "image_size" in row else "")
-                axis.text(row["epoch"] + 0.6, axis.get_ylim()[1], label, fontsize=7, va="top", color="gray")
-        axis.legend(fontsize=8)
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
-
-
-def _class_names(source):
-    names = getattr(source, "class_names", None)
-    return list(names) if names else [str(i) for i in range(int(source.num_classes))]
-
-
-def _write_text(path, text):
-    _atomic_write(path, lambda tmp: open(tmp, "w", encoding="utf-8").write(text))
-
-
-def _eval_dataset(config, source, split=None):
-    """`split` (default: the test split, data.eval_split) at the eval size, with the evaluation preprocessing."""
-    _, eval_size = hparams.image_sizes(config)
-    return build_dataset(source, split or config.data.eval_split, eval_size, config.eval.batch_size,
-                         training=False, **hparams.dataset_options(config))
-
-
-def minival_split(config, source):
-    """(training split, minival split or None, description) for `data.minival`.
-
-    A count or fraction is carved from data.train_split with `source.hold_out` (seed 0: the same minival
-    for every run of a dataset, whatever runtime.seed); a split name is used as it is; null: none.
-    """
-    data = config.data
-    if data.minival is None:
-        return data.train_split, None, None
-    if isinstance(data.minival, str):
-        return data.train_split, data.minival, {"split": data.minival, "examples": source.num_examples(data.minival)}
-    train_split, held = source.hold_out(data.train_split, data.minival, seed=0)
-    info = {"split": held, "carved_from": data.train_split, "size": data.minival,
-            "examples": source.num_examples(held), "train_examples": source.num_examples(train_split)}
-    return train_split, held, info
-
-
-def _train_dataset(config, source, strategy, schedule, steps_per_epoch=None):
-    """(training dataset for fit, the ProgressiveLearning callback or None).
-
-    steps_per_epoch: epochs of this many steps, each stage reading its data continuously (needed when
-    stages have their own batch size: one-pass epochs would differ in length).
-    """
-    options = hparams.dataset_options(config)
-    if options.pop("cache"):  # decode and cache the split once, shared by every stage's pipeline
-        from efficientnetv2_keras.data import CachedSource
-
-        source = CachedSource(source)
-    batch = config.train.batch_size
-    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-
-    def limit(dataset):  # train.steps_per_epoch: shorter epochs than one pass over the data
-        steps = config.train.steps_per_epoch
-        return dataset.take(steps) if steps and not steps_per_epoch else dataset
-
-    def stage_dataset(stage, input_context=None):
-        return limit(build_dataset(
-            source, config.data.train_split, stage.image_size, stage.batch_size or batch, training=True,
-            randaug_magnitude=stage.randaug_magnitude, mixup_alpha=stage.mixup_alpha,
-            cutmix_alpha=stage.cutmix_alpha, input_context=input_context, **options,
-        ))
-
-    progressive = None
-    if schedule is not None:
-        progressive = ProgressiveLearning(schedule, stage_dataset, steps_per_epoch=steps_per_epoch, verbose=1)
-        train = progressive.distribute(strategy) if multi_worker else progressive.dataset
-    else:
-        static = hparams.static_augmentation(config)
-        train_size, _ = hparams.image_sizes(config)
-
-        def train_fn(input_context=None):
-            return limit(build_dataset(source, config.data.train_split, train_size, batch, training=True,
-                                       input_context=input_context, **static, **options))
-
-        train = strategy.distribute_datasets_from_function(train_fn) if multi_worker else train_fn()
-    return train, progressive
-
-
-def _schedule(config, epochs, num_replicas=1):
-    if not config.progressive.enabled:
-        return None
-    batching = {}
-    if config.progressive.batch_scaling:  # stages with their own batch (and LR scale)
-        batching = {"batch_size": config.train.batch_size, "batch_scaling": True,
-                    "max_batch_size": config.progressive.max_batch_size, "num_replicas": num_replicas}
-    return progressive_schedule(
-        config.model.name,
-        config.progressive.preset,
-        total_epochs=epochs,
-        num_stages=config.progressive.num_stages,
-        random_resize_every=config.progressive.random_resize_every,
-        seed=config.runtime.seed,
-        **batching,
-        **hparams.progressive_overrides(config),
-    )
-
-
-def _validation_epochs(schedule, validation_freq):
-    """fit's validation_freq when epochs cover different amounts of data (batch-scaled stages): the
-    epochs where the data seen crosses a multiple of `validation_freq` epochs of the base batch."""
-    epochs, seen = [], 0.0
-    for stage in schedule.stages:
-        for epoch in range(stage.start, stage.end):
-            before, seen = seen, seen + stage.lr_scale
-            if int(seen / validation_freq + 1e-9) > int(before / validation_freq + 1e-9):
-                epochs.append(epoch + 1)
-    return epochs or [schedule.total]
-
-
-def find_checkpoint(model_dir):
-    """model_dir's best.keras (selected on the minival), else its last.keras (the path of best.keras when
-    neither exists). `describe_checkpoint` says which weights the file holds."""
-    for name in ("best.keras", "last.keras"):
-        if os.path.exists(os.path.join(model_dir, name)):
-            return os.path.join(model_dir, name)
-    return os.path.join(model_dir, "best.keras")
-
-
-def evaluate_model(model, config, source=None, checkpoint_name="", role=None):
-    """Evaluates a compiled model on the test split (data.eval_split) at the eval size; returns the metrics.
-
-    checkpoint_name: a label, or the checkpoint's path (then labelled with `describe_checkpoint`).
-    role: "final" or "best", for the results table. `loss` is the cross-entropy; `l2_loss` (when the
-    recipe has a coupled weight decay) the L2 term of these weights, which is not part of it.
-    """
-    source = source or get_source(config.data.source, data_dir=config.data.data_dir, **config.data.source_options)
-    metrics = model.evaluate(_eval_dataset(config, source), verbose=0, return_dict=True)
-    if checkpoint_name and os.path.exists(checkpoint_name):
-        checkpoint_name = describe_checkpoint(checkpoint_name)
-    result = {"role": role, "checkpoint": checkpoint_name, "eval_split": config.data.eval_split,
-              "eval_size": hparams.image_sizes(config)[1], **{k: float(v) for k, v in metrics.items()}}
-    if config.train.weight_decay > 0 and config.train.optimizer != "adamw":
-        result["l2_loss"] = weight_decay_loss(model, config.train.weight_decay)
-    return result
-
-
-def load_for_evaluation(config, checkpoint_path):
-    """A saved model (`.keras`), compiled with the recipe's loss and metrics, ready to evaluate."""
-    if not os.path.exists(checkpoint_path):
-        raise FileNotFoundError(
-            f"No checkpoint at {checkpoint_path!r}: train first (tools/train.py --mode=train) or pass "
-            "--checkpoint=<file.keras>."
-        )
-    from efficientnetv2_keras.models.io import load_model_file  # names a truncated or foreign file
-
-    model = load_model_file(checkpoint_path, compile=False)
-    compile_from_config(model, config, steps_per_epoch=1, total_steps=1, num_classes=model.output_shape[-1])
-    return model
-
-
-def _evaluate_checkpoints(config, model_dir, strategy, source, final=None):
-    """The test split for last.keras (role "final") and best.keras (role "best"), each evaluated once.
-
-    final: the final model's metrics when it was evaluated in memory. best.keras is not evaluated again
-    when it holds the same epoch as last.keras.
-    """
-    def evaluate_file(path, role):
-        with strategy.scope():
-            model = load_for_evaluation(config, path)
-        return evaluate_model(model, config, source, path, role=role)
-
-    evaluations = []
-    last, best = (os.path.join(model_dir, name) for name in ("last.keras", "best.keras"))
-    if final is not None:
-        evaluations.append({**final, "role": "final", "checkpoint": describe_checkpoint(last)})
-    elif os.path.exists(last):
-        evaluations.append(evaluate_file(last, "final"))
-    if os.path.exists(best):
-        best_record, last_record = _read_record(best), _read_record(last)
-        if evaluations and best_record and last_record and best_record.get("epoch") == last_record.get("epoch"):
-            evaluations.append({**evaluations[0], "role": "best",
-                                "checkpoint": describe_checkpoint(best) + " (the final weights)"})
-        else:
-            evaluations.append(evaluate_file(best, "best"))
-    return evaluations
 
 
 def _remove_stale_selection(model_dir, verbose):
@@ -402,69 +75,66 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    strategy = strategy or get_strategy(config.runtime.strategy, tpu=config.runtime.tpu)
+    with distribution_scope(strategy):  # JAX: keras.distribution over the run (build, fit, evaluate)
+        return _train_and_evaluate(config, model_dir, mode, strategy, verbose)
+
+
+def _train_and_evaluate(config, model_dir, mode, strategy, verbose):
     started = time.perf_counter()
-    # A converted init_checkpoint's JSON: train and evaluate on the inputs its weights expect.
-    config = apply_weights_info(config)
     os.makedirs(model_dir, exist_ok=True)
     keras.utils.set_random_seed(config.runtime.seed)
-    strategy = strategy or get_strategy(config.runtime.strategy, tpu=config.runtime.tpu)
     policy = configure_mixed_precision(resolve_mixed_precision(config.train.mixed_precision, strategy))
-    source = get_source(config.data.source, data_dir=config.data.data_dir, **config.data.source_options)
-    results = {"model": config.model.name, "mode": mode, "precision": policy, "replicas": strategy.num_replicas_in_sync}
+    recipe = resolve_recipe(config, num_replicas=strategy.num_replicas_in_sync)
+    config, source = recipe.config, recipe.source  # config: with a converted init_checkpoint's inputs
+    results = {"model": config.model.name, "mode": mode, "backend": keras.backend.backend(), "precision": policy,
+               "replicas": strategy.num_replicas_in_sync}
 
     if mode == "eval":
+        check_even_batches(strategy, config, source)  # JAX DataParallel: batches split over the devices
         if not any(os.path.exists(os.path.join(model_dir, n)) for n in ("last.keras", "best.keras")):
             load_for_evaluation(config, find_checkpoint(model_dir))  # raises its "train first" error
-        results["evaluations"] = _evaluate_checkpoints(config, model_dir, strategy, source)
-        _finish(results, model_dir, verbose)
+        results["evaluations"] = evaluate_checkpoints(config, model_dir, strategy, source)
+        write_results(results, model_dir, verbose)
         return results
 
     hparams.to_yaml(config, os.path.join(model_dir, "config.yaml"))
-    _write_text(os.path.join(model_dir, "labels.txt"), "\n".join(_class_names(source)) + "\n")
-    train_split, minival, minival_info = minival_split(config, source)
-    if minival_info:
-        results["minival"] = minival_info
-    # The data functions read the training split from the recipe: give them the one without the minival.
-    data_config = dataclasses.replace(config, data=dataclasses.replace(config.data, train_split=train_split))
-    steps_per_epoch, epochs, total_steps = training_steps(config, source.num_examples(train_split))
-    schedule = _schedule(config, epochs, strategy.num_replicas_in_sync)
-    # Batch-scaled stages: epochs of steps_per_epoch steps (fewer of them), LR and EMA over progress.
-    progress = TrainingProgress.from_schedule(schedule, steps_per_epoch) if schedule and schedule.batch_scaled else None
-    if schedule is not None:
-        table = schedule.table()
-        _write_text(os.path.join(model_dir, "schedule.txt"), table + "\n")
-        schedule.plot(os.path.join(model_dir, "schedule.png"))
+    atomic_write_text(os.path.join(model_dir, "labels.txt"), "\n".join(recipe.class_names()) + "\n")
+    check_even_batches(strategy, config, source, recipe.minival, evaluate=mode == "traineval")  # JAX DataParallel
+    if recipe.minival_info:
+        results["minival"] = recipe.minival_info
+    if recipe.schedule is not None:
+        table = recipe.schedule.table()
+        atomic_write_text(os.path.join(model_dir, "schedule.txt"), table + "\n")
+        recipe.schedule.plot(os.path.join(model_dir, "schedule.png"))
         if verbose:
             print(table)
-    if verbose and minival_info and mode == "traineval":
-        print(_minival_text(minival_info))
+    if verbose and recipe.minival_info and mode == "traineval":
+        print(minival_text(recipe.minival_info))
 
     with strategy.scope():
-        model = build_model_from_config(config, num_classes=int(source.num_classes))
-        compile_from_config(model, config, steps_per_epoch, total_steps, multi_label=is_multi_label(config, source),
-                            num_classes=int(source.num_classes), progress=progress)
+        model = recipe.build_model()
+        recipe.compile(model)
         # Optimizer variables (slots, EMA averages) made now, not inside the first trace of the train
         # step: TensorFlow traces a step that creates variables a second time (measured: 2 -> 1 trace).
         model.optimizer.build(model.trainable_variables)
-    train, progressive = _train_dataset(data_config, source, strategy, schedule,
-                                        steps_per_epoch=steps_per_epoch if progress else None)
-    with_validation = mode == "traineval" and minival is not None
-    monitor = default_monitor(config, is_multi_label(config, source))
+    train, progressive = recipe.train_dataset(strategy)
+    with_validation = mode == "traineval" and recipe.minival is not None
     backup_dir = os.path.join(model_dir, "backup")
     resuming = os.path.isdir(backup_dir)  # an interrupted run: fit continues from its last epoch
     if not resuming:
         _remove_stale_selection(model_dir, verbose)
-    record = {"weights": "EMA" if config.train.ema_decay > 0 else "model",
-              "ema_bn_statistics": bool(config.train.ema_decay > 0 and config.train.ema_bn_statistics)}
+    record = {"weights": "EMA" if config.train.ema_decay > 0 else "model",  # statistics: not averaged on JAX
+              "ema_bn_statistics": bool(getattr(ema_optimizer(model), "ema_statistics", None))}
     if with_validation:
-        record["selected_on"] = _minival_text(minival_info, short=True)
-    timer = StageTimer(steps_per_epoch * config.train.batch_size, steps_per_epoch)
+        record["selected_on"] = minival_text(recipe.minival_info, short=True)
+    timer = StageTimer(recipe.steps_per_epoch * recipe.batch_size, recipe.fit_steps_per_epoch)
     costs = CostTimer()
     # The L2 term and the timer right after the stage switch (which adds the stage to the logs) and
     # before checkpointing and the loggers, so the timer times training alone and the loggers see l2_loss.
     callbacks = ([progressive] if progressive else []) + [LogL2Loss(), timer, costs] + [
-        EMACallback([ModelCheckpoint(model_dir, monitor=monitor if with_validation else None,
-                                     restore_best=resuming, record=record)]),
+        EMACallback([BestAndLastCheckpoint(model_dir, monitor=recipe.monitor if with_validation else None,
+                                           restore_best=resuming, record=record)]),
         keras.callbacks.BackupAndRestore(backup_dir),
         keras.callbacks.CSVLogger(os.path.join(model_dir, "log.csv"), append=resuming),
         keras.callbacks.TensorBoard(os.path.join(model_dir, "tensorboard"), write_graph=False),
@@ -472,15 +142,17 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     start = time.perf_counter()
     model.fit(
         train,
-        epochs=schedule.total if progress else epochs,
-        steps_per_epoch=steps_per_epoch if progress else None,
-        validation_data=_eval_dataset(config, source, minival) if with_validation else None,
-        validation_freq=_validation_epochs(schedule, config.eval.validation_freq) if progress else config.eval.validation_freq,
+        # Batch-scaled stages: fewer epochs of steps_per_epoch steps (recipe.fit_epochs), validation where
+        # the data seen crosses eval.validation_freq epochs' worth.
+        epochs=recipe.fit_epochs,
+        steps_per_epoch=recipe.fit_steps_per_epoch,
+        validation_data=recipe.eval_dataset(recipe.minival) if with_validation else None,
+        validation_freq=recipe.validation_freq,
         callbacks=callbacks,
         verbose=verbose,
     )
     results["train_seconds"] = round(time.perf_counter() - start, 1)
-    results["epochs"] = schedule.total if progress else epochs
+    results["epochs"] = recipe.fit_epochs
     results["costs"] = costs.costs
     results["epoch_times"] = costs.epochs
     results["stages"] = timer.rows()
@@ -490,60 +162,9 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
         # fit() has copied the EMA weights (and averaged BN statistics) into the model: the final model.
         evaluation_start = time.perf_counter(), time.process_time()
         final = evaluate_model(model, config, source, role="final")
-        results["evaluations"] = _evaluate_checkpoints(config, model_dir, strategy, source, final=final)
+        results["evaluations"] = evaluate_checkpoints(config, model_dir, strategy, source, final=final)
         results["costs"]["test_evaluation"] = {"wall": round(time.perf_counter() - evaluation_start[0], 2),
                                                "cpu": round(time.process_time() - evaluation_start[1], 2)}
     results["total_seconds"] = round(time.perf_counter() - started, 1)
-    _finish(results, model_dir, verbose)
+    write_results(results, model_dir, verbose)
     return results
-
-
-def _minival_text(info, short=False):
-    name = f"'{info['split']}'"
-    if "carved_from" not in info:
-        return name if short else f"minival: split {name} ({info['examples']} examples)"
-    if short:
-        return f"minival ({info['examples']} examples carved from '{info['carved_from']}')"
-    return (f"minival: {info['examples']} examples carved from '{info['carved_from']}' (data.minival={info['size']}); "
-            f"training on the other {info['train_examples']}. Validation (val_*) and best.keras use the minival; "
-            "the test split is evaluated once, after training.")
-
-
-def _format_metric(value):
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def format_results(results):
-    """The results as text tables."""
-    lines = [f"model {results['model']} | precision {results['precision']} | replicas {results['replicas']}"]
-    if results.get("stages"):
-        lines += ["", "| stage | image size | epochs | train time (s) | images/s |", "|---:|---:|---:|---:|---:|"]
-        for row in results["stages"]:
-            lines.append(f"| {row['stage']} | {row['image_size'] or '-'} | {row['epochs']} | {row['seconds']} | {row['images_per_second']} |")
-        lines.append(
-            f"\nfit: {results['train_seconds']} s over {results['epochs']} epochs (validation and checkpoints "
-            f"included); whole run: {results.get('total_seconds', '-')} s"
-        )
-    if results.get("costs"):
-        lines += ["", format_costs(results["costs"])]
-    if results.get("minival"):
-        lines.append(_minival_text(results["minival"]))
-    evaluations = results.get("evaluations") or ([results["evaluation"]] if results.get("evaluation") else [])
-    if evaluations:
-        first = evaluations[0]
-        skip = {"role", "checkpoint", "eval_split", "eval_size"}
-        names = [k for k in first if k not in skip and isinstance(first[k], float)]
-        header = {"loss": "loss (cross-entropy)", "l2_loss": "L2 term (not in loss)"}
-        lines += ["", f"test split '{first['eval_split']}' at {first['eval_size']} px:",
-                  "| model | checkpoint | " + " | ".join(header.get(n, n) for n in names) + " |",
-                  "|---|---|" + "---:|" * len(names)]
-        for evaluation in evaluations:
-            values = " | ".join(_format_metric(evaluation.get(n, "-")) for n in names)
-            lines.append(f"| {evaluation.get('role') or '-'} | {evaluation['checkpoint']} | {values} |")
-    return "\n".join(lines)
-
-
-def _finish(results, model_dir, verbose):
-    _write_text(os.path.join(model_dir, "results.json"), json.dumps(results, indent=2) + "\n")
-    if verbose:
-        print("\n" + format_results(results))
