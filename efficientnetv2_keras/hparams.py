@@ -196,6 +196,12 @@ class ProgressiveConfig:
                                      "(model.survival_prob).", low=0.0, high=1.0, low_open=True)
     random_resize_every: Optional[int] = _key(None, "Draw a random stage every k epochs instead of growing "
                                                     "(paper Table 13); null = off.", low=1)
+    batch_scaling: bool = _key(False, "Grow the batch as the image shrinks (train.batch_size at the last stage, "
+                                      "x (last size / size)^2 before, multiples of 8) at the same activation "
+                                      "memory, LR x batch ratio (linear scaling rule); a stage covers the same "
+                                      "data in fewer epochs.")
+    max_batch_size: Optional[int] = _key(None, "Cap on a stage's batch with batch_scaling (what fits in memory at "
+                                               "the first stage); null = no cap.", low=1)
 
 
 @dataclasses.dataclass
@@ -486,6 +492,14 @@ def _check_consistency(config):
             "an optimistic accuracy. Carve one from the training data (e.g. data.minival=0.05) or name another "
             "split."
         )
+    progressive = config.progressive
+    if progressive.enabled and progressive.batch_scaling:
+        if progressive.random_resize_every:
+            raise ConfigError("progressive.batch_scaling does not combine with progressive.random_resize_every "
+                              "(stages drawn at random cannot each have their own epoch length): turn one off.")
+        if progressive.max_batch_size is not None and progressive.max_batch_size < train.batch_size:
+            raise ConfigError(f"progressive.max_batch_size ({progressive.max_batch_size}) is below train.batch_size "
+                              f"({train.batch_size}), the last stage's batch: raise it or set it to null.")
     for key in _PAIR_KEYS:
         value = getattr(config.progressive, key)
         if isinstance(value, list) and key != "image_size" and key != "survival_prob" and value[0] > value[1]:

@@ -110,3 +110,29 @@ def test_bad_mode_and_missing_checkpoint_errors(tmp_path):
         train_and_evaluate(config, str(tmp_path), mode="fit")
     with pytest.raises(FileNotFoundError, match="train first"):
         load_for_evaluation(config, str(tmp_path / "best.keras"))
+
+
+def test_batch_scaled_progressive_run_trains_every_stage_at_its_batch_and_reports_costs(tmp_path):
+    from efficientnetv2_keras.hparams import load_config
+    from efficientnetv2_keras.training.trainer import train_and_evaluate
+
+    config = load_config("digits_demo", overrides=[
+        "train.epochs=4", "train.steps_per_epoch=2", "progressive.num_stages=2", "progressive.image_size=[32,48]",
+        "progressive.batch_scaling=true", "eval.batch_size=180", "eval.validation_freq=2",
+    ])
+    results = train_and_evaluate(config, str(tmp_path / "run"), mode="traineval", verbose=0)
+    # Stage 0 (32 px) trains at batch 32 * (48/32)^2 = 72 with LR x2.25: its 2 epochs of data in 1 epoch.
+    schedule = (tmp_path / "run" / "schedule.txt").read_text()
+    assert "|    72 | 2.25 |" in schedule and "|    32 | 1.00 |" in schedule
+    assert results["epochs"] == 3
+    assert [(row["image_size"], row["epochs"]) for row in results["stages"]] == [(32, 1), (48, 2)]
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    header = log[0].split(",")
+    assert [row.split(",")[header.index("batch_size")] for row in log[1:]] == ["72.0", "32.0", "32.0"]
+    # Validation where the data seen crosses 2 epochs' worth: after epoch 1 (2.25) and epoch 3 (4.25).
+    assert [row.split(",")[header.index("val_accuracy")] != "NA" for row in log[1:]] == [True, False, True]
+    costs = results["costs"]
+    assert set(costs) >= {"first_step", "train", "validation", "epoch_end", "fit", "test_evaluation", "traces"}
+    assert costs["traces"] == {"iterator": 1, "step": 1}  # one trace for every stage, batch and size
+    assert costs["validation"]["wall"] > 0 and costs["epoch_end"]["wall"] > 0
+    assert len(results["epoch_times"]) == 3

@@ -1,4 +1,4 @@
-"""Benchmarks: `make bench` / `python tools/benchmark.py [--sections=models,data,export]`.
+"""Benchmarks: `make bench` / `python tools/benchmark.py [--sections=models,data,export,progressive]`.
 
 Each section lives in `tools/bench_<section>.py` and defines `run(flags) -> str` (a printed report).
 Speed numbers are measured side by side in one run (ratios against keras.applications where one
@@ -13,9 +13,12 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-SECTIONS = ("models", "data", "export")
+import bench_progressive  # noqa: E402,F401  (defines its flags; runs only when asked: ~40 min)
 
-flags.DEFINE_list("sections", list(SECTIONS), f"Which sections to run, from {SECTIONS}.")
+SECTIONS = ("models", "data", "export", "progressive")
+DEFAULT_SECTIONS = ("models", "data", "export")
+
+flags.DEFINE_list("sections", list(DEFAULT_SECTIONS), f"Which sections to run, from {SECTIONS}.")
 flags.DEFINE_boolean("quick", False, "Fewer repetitions (for a smoke run).")
 FLAGS = flags.FLAGS
 

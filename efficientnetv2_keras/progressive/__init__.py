@@ -1,7 +1,8 @@
 """Progressive learning with adaptive regularization (paper Section 4, Algorithm 1).
 
 The schedule (`progressive.schedule`) is pure Python: the recipe schema imports it without
-TensorFlow or Keras. The callback and `make_adjustable` (Keras) are imported on first use.
+TensorFlow or Keras (and so does tools/gpu_bench.py on a JAX-only machine). The callback and
+`make_adjustable` (Keras) are imported on first use.
 """
 
 import importlib

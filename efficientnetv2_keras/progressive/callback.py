@@ -37,6 +37,10 @@ import tensorflow as tf
 from efficientnetv2_keras.models.regularization import set_regularization
 from efficientnetv2_keras.progressive.schedule import REGULARIZERS
 
+# The stage's settings added to each epoch's logs: the regularizers and the stage's own batch size
+# (batch_scaling; StageTimer counts the images from it).
+LOGGED_FIELDS = REGULARIZERS + ("batch_size",)
+
 
 class ProgressiveLearning(keras.callbacks.Callback):
     """Runs a `ProgressiveSchedule` inside one `model.fit`.
@@ -58,7 +62,8 @@ class ProgressiveLearning(keras.callbacks.Callback):
     Args:
       schedule: a `ProgressiveSchedule` (epochs; a step schedule needs `steps_per_epoch`).
       dataset_fn: stage -> tf.data pipeline of (images, labels[, weights]) batches, images of the
-        stage's size. Every stage must give the same element structure. Without `steps_per_epoch`
+        stage's size (and `stage.batch_size` when the schedule sets it: batch scaling, which needs
+        `steps_per_epoch`). Every stage must give the same element structure. Without `steps_per_epoch`
         it must be finite: one pass is one epoch. With `steps_per_epoch` it may be finite (it is
         repeated) or repeated already (`build_dataset(repeat=True)`). It may take a second
         argument, the `tf.distribute.InputContext`, for `distribute()`.
@@ -154,6 +159,15 @@ class ProgressiveLearning(keras.callbacks.Callback):
         choice = choice.map(lambda _: self._current_stage_tensor())
         switching = tf.data.Dataset.choose_from_datasets(datasets, choice, stop_on_empty_dataset=True)
         cardinalities = {int(d.cardinality()) for d in datasets}
+        if len(cardinalities) > 1 and min(cardinalities) > 0:
+            # Keras would learn the epoch length from the first epoch and cut longer epochs short.
+            raise ValueError(
+                "The stage pipelines have different numbers of batches per pass "
+                f"({[int(d.cardinality()) for d in datasets]}), e.g. stages with their own batch size "
+                "(batch_scaling). One-pass epochs must all have the same length in a single fit: give "
+                "ProgressiveLearning(schedule, dataset_fn, steps_per_epoch=N) and fit(..., steps_per_epoch=N), "
+                "N = examples // base batch, so each stage reads its data continuously in epochs of N steps."
+            )
         self._pass_batches = None
         if len(cardinalities) == 1 and min(cardinalities) > 0:
             # Same batch count in every stage: tell Keras, so the progress bar knows the epoch length.
@@ -256,7 +270,7 @@ class ProgressiveLearning(keras.callbacks.Callback):
         self.current_stage = stage
         if self.verbose:
             settings = ", ".join(
-                f"{field} {getattr(stage, field):g}" for field in REGULARIZERS if getattr(stage, field) is not None
+                f"{field} {getattr(stage, field):g}" for field in LOGGED_FIELDS if getattr(stage, field) is not None
             )
             print(f"\nProgressive learning: epoch {epoch + 1} runs stage {stage.index + 1}/{self.schedule.num_stages} ({settings})")
 
@@ -265,14 +279,14 @@ class ProgressiveLearning(keras.callbacks.Callback):
             return
         # Later callbacks (CSVLogger, TensorBoard, History) record these with the metrics.
         logs["stage"] = self.current_stage.index
-        for field in REGULARIZERS:
+        for field in LOGGED_FIELDS:
             value = getattr(self.current_stage, field)
             if value is not None:
                 logs[field] = float(value)
 
 
 def _check_element_specs(datasets, stages, data_format=None):
-    """Every stage must yield the same structure; only the image height/width may differ.
+    """Every stage must yield the same structure; only the batch size and image height/width may differ.
 
     Images are [batch, height, width, channels], or [batch, channels, height, width] when
     `data_format` (default `keras.config.image_data_format()`) is "channels_first".
@@ -309,10 +323,12 @@ def _check_element_specs(datasets, stages, data_format=None):
             if position == 0 and got.shape.rank == 4:  # images: only height and width may differ
                 got_dims = [got_dims[axis] for axis in other_axes]
                 expected_dims = [expected_dims[axis] for axis in other_axes]
+            if got_dims and expected_dims:  # stages may have their own batch size (batch_scaling)
+                got_dims, expected_dims = got_dims[1:], expected_dims[1:]
             same_shape = got.shape.rank == expected.shape.rank and got_dims == expected_dims
             if got.dtype != expected.dtype or not same_shape:
                 raise ValueError(
                     f"dataset_fn gives {got} at position {position} for stage {stage.index} but "
-                    f"{expected} for stage 0: only the image size may change between stages (check "
+                    f"{expected} for stage 0: only the image size may change between stages, and the batch size (check "
                     "label_format: mixup/cutmix need dense labels in every stage)."
                 )

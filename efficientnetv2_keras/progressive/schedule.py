@@ -17,9 +17,25 @@ Presets (paper Section 4.2, Algorithm 1, Table 6; the released code's stage loop
 Any regularizer's range can be overridden: `image_size=(128, 256)`, `dropout_rate=(0.1, 0.4)`,
 `randaug_magnitude=10` (a constant), `survival_prob=(1.0, 0.8)` (stochastic depth is not scheduled
 unless asked). Fractional sizes are truncated to integers, as the released code does.
+
+Per-stage batch size (`batch_scaling=True`, our extension of Algorithm 1; neither the paper nor the
+released code changes the batch): a small image needs less activation memory and, on every device we
+measured, a small batch of small images leaves the device underused (per-step launch and framework
+overhead dominate). So stage i trains with batch B_i = B * (S_e / S_i)^2, the batch that keeps the
+activation memory of the last stage (B at size S_e), rounded to a multiple of 8 and of the replica
+count and capped at `max_batch_size`. The learning rate follows the linear scaling rule of Goyal et
+al. 2017 ("Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour", §2.1: when the minibatch is
+multiplied by k, multiply the learning rate by k): `Stage.lr_scale` = B_i / B.
+
+A stage's length stays what it is in data: an epoch is still the recipe's number of steps
+(examples // B), so with k-times larger batches a stage of e epochs' worth of images takes e / k
+epochs (rounded to whole epochs, at least one). `Stage.passes` gives the data it covers, in epochs
+of B-sized steps; the learning-rate schedule and the EMA are defined over those (training progress),
+see `training.schedules.TrainingProgress`.
 """
 
 import dataclasses
+import math
 from typing import Optional
 
 import numpy as np
@@ -38,6 +54,7 @@ OFFICIAL_BASE_SIZE = 128  # `ibase` of the released code: the smallest progressi
 REGULARIZERS = ("image_size", "randaug_magnitude", "mixup_alpha", "cutmix_alpha", "dropout_rate", "survival_prob")
 MAX_RANDAUG_MAGNITUDE = 30.0
 MIN_IMAGE_SIZE = 32
+BATCH_MULTIPLE = 8  # stage batch sizes are multiples of this (and of the replica count)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +70,8 @@ class Stage:
     cutmix_alpha: float = 0.0
     dropout_rate: Optional[float] = None  # None: leave the model's dropout as it is
     survival_prob: Optional[float] = None  # None: leave stochastic depth as it is
+    batch_size: Optional[int] = None  # None: the pipeline's own batch size
+    lr_scale: float = 1.0  # learning-rate multiplier of the linear scaling rule (batch_size / base batch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +91,7 @@ class ProgressiveSchedule:
     preset: str = "custom"
     random_resize_every: Optional[int] = None
     seed: int = 0
+    batch_size: Optional[int] = None  # the base batch (lr_scale 1): set when stages have their own batch
 
     def __post_init__(self):
         _validate(self)
@@ -93,10 +113,21 @@ class ProgressiveSchedule:
                 return stage
         raise AssertionError("validated schedules cover their range")
 
+    @property
+    def batch_scaled(self):
+        """Whether stages have their own batch size (and learning-rate scale)."""
+        return any(s.batch_size is not None for s in self.stages)
+
+    def passes(self, stage):
+        """The data `stage` covers, in epochs (steps) of the base batch: its length x lr_scale."""
+        return (stage.end - stage.start) * stage.lr_scale
+
     def table(self):
         """The schedule as a text table."""
         # Ranges are 1-based and inclusive, like Keras' "Epoch 1/350" progress bar.
         header = f"{self.unit + 's':>13} | size | RandAug | mixup | cutmix | dropout | survival"
+        if self.batch_scaled:
+            header += f" | batch | LR x | data ({self.unit}s of batch {self.batch_size})"
         lines = [
             f"Progressive learning: {self.model_name or 'custom'}, preset {self.preset!r}, "
             f"{self.num_stages} stages over {self.total} {self.unit}s"
@@ -106,9 +137,17 @@ class ProgressiveSchedule:
         ]
         for s in self.stages:
             span = "drawn" if self.random_resize_every else f"{s.start + 1:>6}-{s.end:<6}"
-            lines.append(
+            line = (
                 f"{span:^13} | {s.image_size:>4} | {s.randaug_magnitude:>7.2f} | "
                 f"{s.mixup_alpha:>5.3f} | {s.cutmix_alpha:>6.3f} | {_fmt(s.dropout_rate):>7} | {_fmt(s.survival_prob):>8}"
+            )
+            if self.batch_scaled:
+                line += f" | {s.batch_size or '-':>5} | {s.lr_scale:>4.2f} | {self.passes(s):.2f}"
+            lines.append(line)
+        if self.batch_scaled:
+            lines.append(
+                f"Batch grows as the image shrinks (same activation memory, batch ~ 1/size^2); LR x batch / "
+                f"{self.batch_size} (linear scaling rule, Goyal et al. 2017)."
             )
         return "\n".join(lines)
 
@@ -180,6 +219,11 @@ def _validate(schedule):
             f"The stages end at {schedule.unit} {expected_start} but the schedule has {schedule.total} "
             f"{schedule.unit}s: the last stage must end at {schedule.total}."
         )
+    for stage in schedule.stages:
+        if stage.batch_size is not None and (not isinstance(stage.batch_size, (int, np.integer)) or stage.batch_size < 1):
+            raise ValueError(f"Stage {stage.index}: batch_size must be a positive integer or None, got {stage.batch_size!r}.")
+        if not stage.lr_scale > 0:
+            raise ValueError(f"Stage {stage.index}: lr_scale must be > 0, got {stage.lr_scale}.")
     if schedule.random_resize_every is not None and schedule.random_resize_every < 1:
         raise ValueError(
             f"random_resize_every must be a positive number of {schedule.unit}s (the schedule's unit), got "
@@ -243,6 +287,10 @@ def progressive_schedule(
     total_steps=None,
     random_resize_every=None,
     seed=0,
+    batch_size=None,
+    batch_scaling=False,
+    max_batch_size=None,
+    num_replicas=1,
     **overrides,
 ):
     """Builds the stages of progressive learning with adaptive regularization.
@@ -256,6 +304,15 @@ def progressive_schedule(
       num_stages: M (the paper uses 4: about 87 epochs each over 350).
       random_resize_every: draw a random stage every k epochs (k steps with total_steps) instead of
         growing (paper Table 13).
+      batch_size: the batch of the last (largest) stage, e.g. the recipe's `train.batch_size`; every
+        stage then records it (`Stage.batch_size`).
+      batch_scaling: grow the batch as the image shrinks, B_i = batch_size * (S_max / S_i)^2 rounded to
+        a multiple of lcm(8, num_replicas) and capped at max_batch_size, with the learning rate
+        scaled by B_i / batch_size (module docstring). Stage lengths shrink by the same factor so each
+        stage still covers the same data; `total` is then fewer epochs (steps) than asked.
+      max_batch_size: the largest stage batch (e.g. what fits in memory at the first stage's size;
+        None: no cap).
+      num_replicas: replicas the global batch is split over (stage batches are multiples of it).
       **overrides: a (min, max) pair or a constant for any of image_size, randaug_magnitude,
         mixup_alpha, cutmix_alpha, dropout_rate, survival_prob; None turns a regularizer's schedule
         off (dropout/survival left to the model; augmentation off).
@@ -271,6 +328,7 @@ def progressive_schedule(
             f"total_{unit}s must be an integer >= num_stages ({num_stages}) so every stage gets at "
             f"least one {unit}, got {total!r}."
         )
+    _check_batch_options(batch_size, batch_scaling, max_batch_size, num_replicas, random_resize_every)
     unknown = set(overrides) - set(REGULARIZERS)
     if unknown:
         raise ValueError(f"Unknown schedule override(s) {sorted(unknown)}; valid: {REGULARIZERS}.")
@@ -289,6 +347,10 @@ def progressive_schedule(
 
     official_sizes = preset == "official" and "image_size" not in overrides
     stages = []
+    start = 0
+    sizes = [
+        int(_interpolate(*size_range, i, num_stages, official_size=official_sizes)) for i in range(num_stages)
+    ]
     for i in range(num_stages):
         values = {}
         for name, value_range in ranges.items():
@@ -297,20 +359,70 @@ def progressive_schedule(
                 continue
             value = _interpolate(*value_range, i, num_stages, official_size=official_sizes and name == "image_size")
             values[name] = int(value) if name == "image_size" else float(value)
-        stages.append(
-            Stage(
-                index=i,
-                start=int(i * total / num_stages),
-                end=int((i + 1) * total / num_stages),
-                **values,
+        length = int((i + 1) * total / num_stages) - int(i * total / num_stages)
+        if batch_size is not None:
+            stage_batch = (
+                scaled_batch_size(batch_size, values["image_size"], max(sizes), max_batch_size, num_replicas)
+                if batch_scaling else int(batch_size)
             )
-        )
+            values["batch_size"] = stage_batch
+            values["lr_scale"] = stage_batch / batch_size
+            # The same data in fewer, larger steps: whole epochs (steps), at least one.
+            length = max(1, int(round(length / values["lr_scale"])))
+        stages.append(Stage(index=i, start=start, end=start + length, **values))
+        start += length
     return ProgressiveSchedule(
         stages=tuple(stages),
-        total=total,
+        total=start,
         unit=unit,
         model_name=spec.name,
         preset=preset,
         random_resize_every=random_resize_every,
         seed=seed,
+        batch_size=None if batch_size is None else int(batch_size),
     )
+
+
+def scaled_batch_size(batch_size, image_size, max_image_size, max_batch_size=None, num_replicas=1):
+    """The batch at `image_size` with the activation memory of `batch_size` at `max_image_size`.
+
+    batch_size * (max_image_size / image_size)^2, rounded to the nearest multiple of
+    lcm(8, num_replicas), capped at max_batch_size (rounded down to that multiple), never below
+    batch_size; `batch_size` itself at the largest size.
+    """
+    if image_size >= max_image_size:
+        return int(batch_size)
+    multiple = math.lcm(BATCH_MULTIPLE, int(num_replicas))
+    scaled = batch_size * (max_image_size / image_size) ** 2
+    scaled = max(multiple, int(round(scaled / multiple)) * multiple)
+    if max_batch_size is not None:
+        scaled = min(scaled, max(multiple, max_batch_size // multiple * multiple))
+    return int(max(scaled, batch_size))
+
+
+def _check_batch_options(batch_size, batch_scaling, max_batch_size, num_replicas, random_resize_every):
+    def positive_int(value):
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+    if batch_size is not None and not positive_int(batch_size):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if not positive_int(num_replicas):
+        raise ValueError(f"num_replicas must be a positive integer, got {num_replicas!r}.")
+    if max_batch_size is not None and not positive_int(max_batch_size):
+        raise ValueError(f"max_batch_size must be a positive integer or None, got {max_batch_size!r}.")
+    if not batch_scaling:
+        return
+    if batch_size is None:
+        raise ValueError(
+            "batch_scaling=True needs batch_size: the batch of the last (largest) stage, e.g. the recipe's "
+            "train.batch_size."
+        )
+    if max_batch_size is not None and max_batch_size < batch_size:
+        raise ValueError(f"max_batch_size ({max_batch_size}) is below batch_size ({batch_size}).")
+    if batch_size % num_replicas:
+        raise ValueError(f"batch_size ({batch_size}) must be a multiple of num_replicas ({num_replicas}).")
+    if random_resize_every:
+        raise ValueError(
+            "batch_scaling does not combine with random_resize_every: stages drawn at random would each "
+            "need their own epoch length. Use one or the other."
+        )

@@ -84,10 +84,11 @@ class BestAndLastCheckpoint(keras.callbacks.Callback):
 class StageTimer(keras.callbacks.Callback):
     """Training time and images/s per progressive stage (validation time excluded), and every epoch's logs."""
 
-    def __init__(self, images_per_epoch):
+    def __init__(self, images_per_epoch, steps_per_epoch=None):
         super().__init__()
         self.images_per_epoch = images_per_epoch
-        self.stages = {}  # stage -> {"epochs", "seconds", "image_size"}
+        self.steps_per_epoch = steps_per_epoch  # with stages of their own batch (logs' batch_size)
+        self.stages = {}  # stage -> {"epochs", "seconds", "image_size", "images"}
         self.epoch_logs = []  # {"epoch": e, **logs}; val_* only where validation ran
         self._start = self._train_seconds = None
 
@@ -102,8 +103,11 @@ class StageTimer(keras.callbacks.Callback):
         logs = logs or {}
         self.epoch_logs.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
         seconds = self._train_seconds if self._train_seconds is not None else time.perf_counter() - self._start
-        entry = self.stages.setdefault(int(logs.get("stage", 0)), {"epochs": 0, "seconds": 0.0, "image_size": None})
+        entry = self.stages.setdefault(int(logs.get("stage", 0)), {"epochs": 0, "seconds": 0.0, "image_size": None,
+                                                                   "images": 0})
         entry["epochs"] += 1
+        batched = self.steps_per_epoch and "batch_size" in logs
+        entry["images"] += self.steps_per_epoch * int(logs["batch_size"]) if batched else self.images_per_epoch
         entry["seconds"] += seconds
         entry["image_size"] = int(logs["image_size"]) if "image_size" in logs else entry["image_size"]
 
@@ -114,7 +118,7 @@ class StageTimer(keras.callbacks.Callback):
                 "image_size": entry["image_size"],
                 "epochs": entry["epochs"],
                 "seconds": round(entry["seconds"], 1),
-                "images_per_second": round(entry["epochs"] * self.images_per_epoch / entry["seconds"], 1),
+                "images_per_second": round(entry["images"] / entry["seconds"], 1),
             }
             for stage, entry in sorted(self.stages.items())
         ]

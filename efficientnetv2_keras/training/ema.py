@@ -79,6 +79,9 @@ class EMAWarmupMixin:
     def __init__(self, *args, ema_warmup=True, **kwargs):
         super().__init__(*args, **kwargs)
         self.ema_warmup = bool(ema_warmup)
+        # A `schedules.TrainingProgress` when stages train with different batch sizes (set by
+        # `build_optimizer` from a `ProgressLR`): the decay is then defined over images seen.
+        self.ema_progress = None
         self._ema_statistics = _Untracked()  # model variables
         self._ema_statistic_averages = _Untracked()  # their averages (optimizer variables)
 
@@ -118,16 +121,24 @@ class EMAWarmupMixin:
     def effective_ema_momentum(self, step=None):
         """The decay used for the update at `step` (default: the next one), as a tensor."""
         step = self.iterations if step is None else step
-        t = ops.cast(step, "float32") + 1.0
         momentum = ops.convert_to_tensor(float(self.ema_momentum), "float32")
+        if self.ema_progress is None:
+            t = ops.cast(step, "float32") + 1.0
+            if self.ema_warmup:
+                momentum = ops.minimum(momentum, (1.0 + t) / (10.0 + t))
+            return momentum
+        # Over training progress: a step of r base batches decays the average as r base steps would
+        # (momentum^r), and the warmup ramp counts base steps, so the average spans the same images.
+        ratio = self.ema_progress.ratio(step)
+        t = self.ema_progress.base_step(step) + ratio
         if self.ema_warmup:
             momentum = ops.minimum(momentum, (1.0 + t) / (10.0 + t))
-        return momentum
+        return ops.power(momentum, ratio)
 
     def _update_model_variables_moving_average(self, trainable_variables):
         if not self.use_ema:
             return
-        if self.ema_warmup:
+        if self.ema_warmup or self.ema_progress is not None:
             not_first_step = ops.cast(ops.not_equal(self.iterations, 0), "float32")
             momentum32 = not_first_step * self.effective_ema_momentum()
             pairs = zip(trainable_variables, self._model_variables_moving_average)

@@ -180,4 +180,6 @@ def build_optimizer(config, lr_schedule, model=None):
         raise ValueError(f"Unknown train.optimizer {name!r}; choose one of {OPTIMIZERS}.")
     if average_statistics:
         optimizer.average_statistics(batch_norm_statistics(model))
+    # Stages with their own batch size: the EMA decay follows training progress like the LR does.
+    optimizer.ema_progress = getattr(lr_schedule, "progress", None)
     return optimizer

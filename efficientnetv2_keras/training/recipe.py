@@ -10,7 +10,8 @@
         model = recipe.build_model()                         # model.init_checkpoint loaded, head skipped
         recipe.compile(model)                                # LR schedule, optimizer + EMA, loss, metrics
     train, progressive = recipe.train_dataset(strategy)      # one dataset for every stage + its callback
-    model.fit(train, epochs=recipe.epochs, callbacks=[progressive] if progressive else [])
+    model.fit(train, epochs=recipe.fit_epochs, steps_per_epoch=recipe.fit_steps_per_epoch,
+              validation_freq=recipe.validation_freq, callbacks=[progressive] if progressive else [])
 
 `hparams.py` only knows the schema: which keys exist, their types and ranges. Everything derived from
 the values (image sizes from the variant, static augmentation, the progressive schedule, steps and
@@ -29,7 +30,7 @@ from efficientnetv2_keras.models.family import get_model_spec
 from efficientnetv2_keras.progressive.schedule import REGULARIZERS, progressive_schedule
 from efficientnetv2_keras.training.losses import build_loss, build_metrics, default_monitor
 from efficientnetv2_keras.training.optimizers import build_optimizer
-from efficientnetv2_keras.training.schedules import build_lr_schedule
+from efficientnetv2_keras.training.schedules import TrainingProgress, build_lr_schedule
 
 # ------------------------------------------------------------------------------------------------
 # Values derived from a config alone (no data needed).
@@ -94,10 +95,19 @@ def progressive_overrides(config):
     }
 
 
-def schedule_from_config(config, epochs):
-    """The recipe's progressive-learning stages over `epochs` (None when `progressive.enabled` is off)."""
+def schedule_from_config(config, epochs, num_replicas=1):
+    """The recipe's progressive-learning stages over `epochs` (None when `progressive.enabled` is off).
+
+    With `progressive.batch_scaling` the stages get their own batch (train.batch_size at the last stage,
+    ~1/size^2 before it, multiples of `num_replicas`, capped at `progressive.max_batch_size`) and the
+    learning-rate scale of the linear scaling rule.
+    """
     if not config.progressive.enabled:
         return None
+    batching = {}
+    if config.progressive.batch_scaling:
+        batching = {"batch_size": config.train.batch_size, "batch_scaling": True,
+                    "max_batch_size": config.progressive.max_batch_size, "num_replicas": num_replicas}
     return progressive_schedule(
         config.model.name,
         config.progressive.preset,
@@ -105,8 +115,22 @@ def schedule_from_config(config, epochs):
         num_stages=config.progressive.num_stages,
         random_resize_every=config.progressive.random_resize_every,
         seed=config.runtime.seed,
+        **batching,
         **progressive_overrides(config),
     )
+
+
+def validation_epochs(schedule, validation_freq):
+    """fit's `validation_freq` for batch-scaled stages, whose epochs cover different amounts of data:
+    the epochs (1-based) where the data seen crosses a multiple of `validation_freq` epochs of the
+    base batch (the last epoch when it never does)."""
+    epochs, seen = [], 0.0
+    for stage in schedule.stages:
+        for epoch in range(stage.start, stage.end):
+            before, seen = seen, seen + stage.lr_scale
+            if int(seen / validation_freq + 1e-9) > int(before / validation_freq + 1e-9):
+                epochs.append(epoch + 1)
+    return epochs or [schedule.total]
 
 
 def resolve_num_classes(config, source=None):
@@ -199,14 +223,18 @@ def build_model_from_config(config, num_classes=None, input_shape=None, load_che
     return model
 
 
-def compile_from_config(model, config, steps_per_epoch, total_steps, multi_label=None, num_classes=None):
+def compile_from_config(model, config, steps_per_epoch, total_steps, multi_label=None, num_classes=None,
+                        progress=None):
     """Compiles `model` with the recipe's LR schedule, optimizer (EMA, weight decay), loss and metrics.
+
+    progress: a `schedules.TrainingProgress` for stages with their own batch size (LR and EMA over
+    training progress, see `schedules.build_lr_schedule`).
 
     Returns the optimizer (before any LossScaleOptimizer wrapping that `compile` does under
     mixed_float16; `model.optimizer` is the one in use).
     """
     multi_label = is_multi_label(config) if multi_label is None else multi_label
-    schedule = build_lr_schedule(config, steps_per_epoch, total_steps)
+    schedule = build_lr_schedule(config, steps_per_epoch, total_steps, progress=progress)
     optimizer = build_optimizer(config, schedule, model)
     classes = num_classes or model.output_shape[-1]
     model.compile(
@@ -281,6 +309,32 @@ class Recipe:
     total_steps: int
     schedule: Any  # ProgressiveSchedule, or None when progressive learning is off
     monitor: str  # the minival metric that selects best.keras
+    # Batch-scaled stages (progressive.batch_scaling): optimizer steps -> training progress, for the LR
+    # schedule and the EMA; None otherwise.
+    progress: Any = None
+
+    @property
+    def batch_scaled(self):
+        """Stages with their own batch: fit runs `fit_epochs` epochs of `steps_per_epoch` steps, each
+        stage reading its data continuously (one-pass epochs would differ in length)."""
+        return self.progress is not None
+
+    @property
+    def fit_epochs(self):
+        """fit's `epochs`: the schedule's epochs when batch-scaled (fewer: bigger early batches), else `epochs`."""
+        return self.schedule.total if self.batch_scaled else self.epochs
+
+    @property
+    def fit_steps_per_epoch(self):
+        """fit's `steps_per_epoch`: set when batch-scaled, else None (one pass, or train.steps_per_epoch batches)."""
+        return self.steps_per_epoch if self.batch_scaled else None
+
+    @property
+    def validation_freq(self):
+        """fit's `validation_freq`: eval.validation_freq, or when batch-scaled the epochs where the data
+        seen crosses a multiple of it (`validation_epochs`)."""
+        freq = self.config.eval.validation_freq
+        return validation_epochs(self.schedule, freq) if self.batch_scaled else freq
 
     @property
     def batch_size(self):
@@ -296,16 +350,18 @@ class Recipe:
         return options
 
     def _limit(self, dataset):
-        """`train.steps_per_epoch`: epochs shorter than one pass over the data."""
+        """`train.steps_per_epoch`: epochs shorter than one pass over the data (batch-scaled stages read
+        their data as a stream instead: fit's steps_per_epoch ends the epochs)."""
         steps = self.config.train.steps_per_epoch
-        return dataset.take(steps) if steps else dataset
+        return dataset.take(steps) if steps and not self.batch_scaled else dataset
 
     def stage_dataset(self, stage, input_context=None):
-        """The training pipeline of one progressive stage: its image size and regularization."""
+        """The training pipeline of one progressive stage: its image size, regularization and (batch
+        scaling) batch size."""
         from efficientnetv2_keras.data import build_dataset
 
         return self._limit(build_dataset(
-            self.train_source, self.train_split, stage.image_size, self.batch_size, training=True,
+            self.train_source, self.train_split, stage.image_size, stage.batch_size or self.batch_size, training=True,
             randaug_magnitude=stage.randaug_magnitude, mixup_alpha=stage.mixup_alpha,
             cutmix_alpha=stage.cutmix_alpha, input_context=input_context, **self._dataset_options(),
         ))
@@ -328,7 +384,8 @@ class Recipe:
 
         multi_worker = strategy is not None and _is_multi_worker(strategy)
         if self.schedule is not None:
-            progressive = ProgressiveLearning(self.schedule, self.stage_dataset, verbose=verbose)
+            progressive = ProgressiveLearning(self.schedule, self.stage_dataset, steps_per_epoch=self.fit_steps_per_epoch,
+                                              verbose=verbose)
             return (progressive.distribute(strategy) if multi_worker else progressive.dataset), progressive
         if multi_worker:
             return strategy.distribute_datasets_from_function(self.static_dataset), None
@@ -345,7 +402,7 @@ class Recipe:
     def compile(self, model):
         """Compiles `model` for this recipe's steps (LR schedule, optimizer + EMA, loss, metrics)."""
         return compile_from_config(model, self.config, self.steps_per_epoch, self.total_steps,
-                                   multi_label=self.multi_label, num_classes=self.num_classes)
+                                   multi_label=self.multi_label, num_classes=self.num_classes, progress=self.progress)
 
 
 def _is_multi_worker(strategy):
@@ -353,11 +410,12 @@ def _is_multi_worker(strategy):
     return tf is not None and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
-def resolve_recipe(config, source=None):
+def resolve_recipe(config, source=None, num_replicas=1):
     """Resolves a validated config (and its data source, built from the config when not given) once.
 
     With `data.cache`, the training pipelines read a `CachedSource`: the split is decoded once for every
-    stage. The class count is the source's.
+    stage. The class count is the source's. num_replicas: the strategy's replica count
+    (`strategy.num_replicas_in_sync`), which batch-scaled stage batches are multiples of.
     """
     from efficientnetv2_keras.weights import apply_weights_info
 
@@ -373,12 +431,14 @@ def resolve_recipe(config, source=None):
     steps_per_epoch, epochs, total_steps = training_steps(config, source.num_examples(train_split))
     train_size, eval_size = image_sizes(config)
     multi_label = is_multi_label(config, source)
+    schedule = schedule_from_config(config, epochs, num_replicas)
+    # Batch-scaled stages: epochs of steps_per_epoch steps (fewer of them), LR and EMA over progress.
+    progress = TrainingProgress.from_schedule(schedule, steps_per_epoch) if schedule and schedule.batch_scaled else None
     return Recipe(
         config=config, source=source, train_source=train_source, num_classes=int(source.num_classes),
         multi_label=multi_label, train_split=train_split, minival=minival, minival_info=minival_info,
         train_size=train_size, eval_size=eval_size, steps_per_epoch=steps_per_epoch, epochs=epochs,
-        total_steps=total_steps, schedule=schedule_from_config(config, epochs),
-        monitor=default_monitor(config, multi_label),
+        total_steps=total_steps, schedule=schedule, monitor=default_monitor(config, multi_label), progress=progress,
     )
 
 
@@ -390,6 +450,7 @@ __all__ = [
     "dataset_options",
     "progressive_overrides",
     "schedule_from_config",
+    "validation_epochs",
     "resolve_num_classes",
     "is_multi_label",
     "epochs_for_min_steps",

@@ -63,6 +63,10 @@ def format_results(results):
             f"\nfit: {results['train_seconds']} s over {results['epochs']} epochs (validation and checkpoints "
             f"included); whole run: {results.get('total_seconds', '-')} s"
         )
+    if results.get("costs"):
+        from efficientnetv2_keras.training.costs import format_costs  # (imports keras)
+
+        lines += ["", format_costs(results["costs"])]
     if results.get("minival"):
         lines.append(minival_text(results["minival"]))
     evaluations = results.get("evaluations") or ([results["evaluation"]] if results.get("evaluation") else [])

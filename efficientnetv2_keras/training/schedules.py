@@ -109,14 +109,20 @@ def constant_with_warmup(peak_lr, warmup_steps, min_learning_rate=0.0):
     return LinearWarmup(float(peak_lr), warmup_steps, peak_lr, min_learning_rate)
 
 
-def build_lr_schedule(config, steps_per_epoch, total_steps):
+def build_lr_schedule(config, steps_per_epoch, total_steps, progress=None):
     """The schedule of a recipe (`config.train`): peak and floor scaled by batch_size / 256.
 
     Args:
       config: a `hparams.Config`.
       steps_per_epoch: optimizer steps per epoch (warmup and exponential decay are in epochs).
       total_steps: steps of the whole run (cosine and linear decay reach their end there).
+      progress: a `TrainingProgress` when stages have their own batch size (progressive
+        `batch_scaling`): the schedule is then a `ProgressLR`, the recipe's schedule over base steps
+        (`total_steps` is ignored for `progress.total_base_steps`) times each stage's batch ratio.
     """
+    if progress is not None:
+        base = build_lr_schedule(config, steps_per_epoch, max(1, int(round(progress.total_base_steps))))
+        return ProgressLR(base, progress.steps, progress.ratios)
     train = config.train
     if steps_per_epoch <= 0 or total_steps <= 0:
         raise ValueError(
@@ -137,3 +143,92 @@ def build_lr_schedule(config, steps_per_epoch, total_steps):
     if kind == "constant":
         return constant_with_warmup(peak, warmup_steps, floor)
     raise ValueError(f"Unknown train.lr_schedule {kind!r}; choose one of {LR_SCHEDULES}.")
+
+
+class TrainingProgress:
+    """Maps the optimizer step to training progress when stages train with different batch sizes.
+
+    Stage i runs `steps[i]` optimizer steps of `ratios[i]` x the base batch (the last stage's, whose
+    ratio is 1). Progress is counted in base steps: the images seen so far / the base batch. The
+    learning-rate schedule and the EMA are defined over progress, so a recipe's warmup, decay and
+    averaging horizon cover the same images whatever the stage batches (see `ProgressLR` and
+    `ema.EMAWarmupMixin`). Steps past the last stage continue at the last stage's ratio.
+    """
+
+    def __init__(self, steps, ratios):
+        steps, ratios = [int(s) for s in steps], [float(r) for r in ratios]
+        if not steps or len(steps) != len(ratios) or min(steps) < 0 or min(ratios) <= 0:
+            raise ValueError(
+                f"TrainingProgress needs one step count (>= 0) and one batch ratio (> 0) per stage, got "
+                f"steps={steps}, ratios={ratios}."
+            )
+        self.steps, self.ratios = steps, ratios
+
+    @classmethod
+    def from_schedule(cls, schedule, steps_per_epoch):
+        """From a batch-scaled `ProgressiveSchedule` in epochs of `steps_per_epoch` steps (in steps: 1)."""
+        per_unit = steps_per_epoch if schedule.unit == "epoch" else 1
+        return cls([(s.end - s.start) * per_unit for s in schedule.stages], [s.lr_scale for s in schedule.stages])
+
+    @property
+    def total_steps(self):
+        return sum(self.steps)
+
+    @property
+    def total_base_steps(self):
+        """The whole schedule in base steps (what a fixed-batch LR schedule's total_steps is)."""
+        return sum(s * r for s, r in zip(self.steps, self.ratios))
+
+    def base_step(self, step):
+        """Progress at optimizer step `step` (a tensor), in base steps (float32)."""
+        step = ops.cast(step, "float32")
+        progress = ops.zeros_like(step)
+        start = 0.0
+        for index, (length, ratio) in enumerate(zip(self.steps, self.ratios)):
+            last = index == len(self.steps) - 1
+            inside = ops.maximum(step - start, 0.0) if last else ops.clip(step - start, 0.0, float(length))
+            progress = progress + ratio * inside
+            start += length
+        return progress
+
+    def ratio(self, step):
+        """The batch ratio of the stage that optimizer step `step` belongs to (float32)."""
+        step = ops.cast(step, "float32")
+        ratio = ops.full_like(step, self.ratios[-1])
+        boundary = 0.0
+        boundaries = []
+        for length in self.steps[:-1]:
+            boundary += length
+            boundaries.append(boundary)
+        for boundary, value in reversed(list(zip(boundaries, self.ratios[:-1]))):
+            ratio = ops.where(step < boundary, value, ratio)
+        return ratio
+
+    def get_config(self):
+        return {"steps": self.steps, "ratios": self.ratios}
+
+
+@keras.saving.register_keras_serializable(package="efficientnetv2_keras")
+class ProgressLR(keras.optimizers.schedules.LearningRateSchedule):
+    """A base-batch schedule over training progress, scaled by each stage's batch ratio.
+
+    lr(step) = base(progress(step)) x ratio(step): the linear scaling rule (Goyal et al. 2017,
+    "Accurate, Large Minibatch SGD", §2.1: k-times the batch, k-times the learning rate) on top of a
+    schedule that reaches its warmup end, decay steps and end at the same images seen as with the
+    base batch throughout.
+    """
+
+    def __init__(self, base, steps, ratios, name="ProgressLR"):
+        super().__init__()
+        if isinstance(base, dict):
+            base = keras.optimizers.schedules.deserialize(base)
+        self.base = base
+        self.progress = TrainingProgress(steps, ratios)
+        self.name = name
+
+    def __call__(self, step):
+        progress = self.progress.base_step(step)
+        return ops.cast(self.base(progress), "float32") * self.progress.ratio(step)
+
+    def get_config(self):
+        return {"base": keras.optimizers.schedules.serialize(self.base), **self.progress.get_config(), "name": self.name}

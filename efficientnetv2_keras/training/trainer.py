@@ -32,6 +32,7 @@ import keras
 from efficientnetv2_keras import hparams
 from efficientnetv2_keras.files import atomic_write_text
 from efficientnetv2_keras.training.callbacks import BestAndLastCheckpoint, StageTimer
+from efficientnetv2_keras.training.costs import CostTimer
 from efficientnetv2_keras.training.ema import EMACallback, ema_optimizer
 from efficientnetv2_keras.training.evaluation import (  # noqa: F401  (the names users import from here)
     evaluate_checkpoints,
@@ -84,7 +85,7 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose):
     os.makedirs(model_dir, exist_ok=True)
     keras.utils.set_random_seed(config.runtime.seed)
     policy = configure_mixed_precision(resolve_mixed_precision(config.train.mixed_precision, strategy))
-    recipe = resolve_recipe(config)
+    recipe = resolve_recipe(config, num_replicas=strategy.num_replicas_in_sync)
     config, source = recipe.config, recipe.source  # config: with a converted init_checkpoint's inputs
     results = {"model": config.model.name, "mode": mode, "backend": keras.backend.backend(), "precision": policy,
                "replicas": strategy.num_replicas_in_sync}
@@ -114,6 +115,9 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose):
     with strategy.scope():
         model = recipe.build_model()
         recipe.compile(model)
+        # Optimizer variables (slots, EMA averages) made now, not inside the first trace of the train
+        # step: TensorFlow traces a step that creates variables a second time (measured: 2 -> 1 trace).
+        model.optimizer.build(model.trainable_variables)
     train, progressive = recipe.train_dataset(strategy)
     with_validation = mode == "traineval" and recipe.minival is not None
     backup_dir = os.path.join(model_dir, "backup")
@@ -124,10 +128,11 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose):
               "ema_bn_statistics": bool(getattr(ema_optimizer(model), "ema_statistics", None))}
     if with_validation:
         record["selected_on"] = minival_text(recipe.minival_info, short=True)
-    timer = StageTimer(recipe.steps_per_epoch * recipe.batch_size)
+    timer = StageTimer(recipe.steps_per_epoch * recipe.batch_size, recipe.fit_steps_per_epoch)
+    costs = CostTimer()
     # The L2 term and the timer right after the stage switch (which adds the stage to the logs) and
     # before checkpointing and the loggers, so the timer times training alone and the loggers see l2_loss.
-    callbacks = ([progressive] if progressive else []) + [LogL2Loss(), timer] + [
+    callbacks = ([progressive] if progressive else []) + [LogL2Loss(), timer, costs] + [
         EMACallback([BestAndLastCheckpoint(model_dir, monitor=recipe.monitor if with_validation else None,
                                            restore_best=resuming, record=record)]),
         keras.callbacks.BackupAndRestore(backup_dir),
@@ -137,21 +142,29 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose):
     start = time.perf_counter()
     model.fit(
         train,
-        epochs=recipe.epochs,
+        # Batch-scaled stages: fewer epochs of steps_per_epoch steps (recipe.fit_epochs), validation where
+        # the data seen crosses eval.validation_freq epochs' worth.
+        epochs=recipe.fit_epochs,
+        steps_per_epoch=recipe.fit_steps_per_epoch,
         validation_data=recipe.eval_dataset(recipe.minival) if with_validation else None,
-        validation_freq=config.eval.validation_freq,
+        validation_freq=recipe.validation_freq,
         callbacks=callbacks,
         verbose=verbose,
     )
     results["train_seconds"] = round(time.perf_counter() - start, 1)
-    results["epochs"] = recipe.epochs
+    results["epochs"] = recipe.fit_epochs
+    results["costs"] = costs.costs
+    results["epoch_times"] = costs.epochs
     results["stages"] = timer.rows()
     plot_training_curves(timer.epoch_logs, os.path.join(model_dir, "training_curves.png"),
                          title=f"{config.model.name} on {config.data.source}")
     if mode == "traineval":
         # fit() has copied the EMA weights (and averaged BN statistics) into the model: the final model.
+        evaluation_start = time.perf_counter(), time.process_time()
         final = evaluate_model(model, config, source, role="final")
         results["evaluations"] = evaluate_checkpoints(config, model_dir, strategy, source, final=final)
+        results["costs"]["test_evaluation"] = {"wall": round(time.perf_counter() - evaluation_start[0], 2),
+                                               "cpu": round(time.process_time() - evaluation_start[1], 2)}
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     write_results(results, model_dir, verbose)
     return results

@@ -1,0 +1,190 @@
+"""Progressive learning with a per-stage batch size (batch_scaling): the schedule, the stream, the
+learning rate and EMA over training progress, and one trace for the whole run."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import efficientnetv2_keras as ev2
+from efficientnetv2_keras.progressive import ProgressiveLearning, progressive_schedule
+from efficientnetv2_keras.progressive.schedule import scaled_batch_size
+from efficientnetv2_keras.training.schedules import ProgressLR, TrainingProgress
+from efficientnetv2_keras.training.tracing import train_function_traces
+
+
+def test_batch_grows_as_the_image_shrinks_at_constant_activation_memory():
+    schedule = progressive_schedule("s", "paper", total_epochs=350, batch_size=128, batch_scaling=True)
+    # 128 * (300 / size)^2 rounded to a multiple of 8: 703 -> 704, 336.5 -> 336, 196.7 -> 200.
+    assert [s.batch_size for s in schedule.stages] == [704, 336, 200, 128]
+    assert [s.lr_scale for s in schedule.stages] == pytest.approx([5.5, 2.625, 1.5625, 1.0])
+    # Each stage covers its 87-88 epochs of data in fewer, larger steps (whole epochs of 128-steps).
+    assert [s.end - s.start for s in schedule.stages] == [16, 34, 56, 88]
+    assert [round(schedule.passes(s)) for s in schedule.stages] == [88, 89, 88, 88]
+    assert schedule.total == 194 and schedule.batch_size == 128
+    table = schedule.table()
+    assert "batch | LR x" in table and "704 | 5.50" in table and "Goyal et al. 2017" in table
+    # Without batch_scaling every stage has the base batch and the usual lengths.
+    plain = progressive_schedule("s", "paper", total_epochs=350, batch_size=128)
+    assert [s.batch_size for s in plain.stages] == [128] * 4 and plain.total == 350
+    assert "batch" not in progressive_schedule("s", "paper", total_epochs=350).table()
+
+
+def test_scaled_batch_rounding_replicas_and_cap():
+    assert scaled_batch_size(32, 32, 48) == 72 and scaled_batch_size(32, 40, 48) == 48
+    assert scaled_batch_size(32, 48, 48) == 32  # the largest stage keeps the base batch, even if not a multiple
+    assert scaled_batch_size(30, 32, 48, num_replicas=3) == 72  # lcm(8, 3) = 24: 67.5 -> 72
+    assert scaled_batch_size(128, 128, 300, max_batch_size=500) == 496
+    assert scaled_batch_size(128, 290, 300) == 136  # never below the base batch
+    schedule = progressive_schedule("b0", "paper", total_epochs=24, num_stages=3, image_size=(32, 48),
+                                    batch_size=32, batch_scaling=True, max_batch_size=64)
+    assert [s.batch_size for s in schedule.stages] == [64, 48, 32]
+
+
+def test_batch_scaling_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="batch_scaling=True needs batch_size"):
+        progressive_schedule("s", total_epochs=10, batch_scaling=True)
+    with pytest.raises(ValueError, match="max_batch_size .* below batch_size"):
+        progressive_schedule("s", total_epochs=10, batch_size=64, batch_scaling=True, max_batch_size=32)
+    with pytest.raises(ValueError, match="does not combine with random_resize_every"):
+        progressive_schedule("s", total_epochs=10, batch_size=64, batch_scaling=True, random_resize_every=2)
+    with pytest.raises(ValueError, match="multiple of num_replicas"):
+        progressive_schedule("s", total_epochs=10, batch_size=30, batch_scaling=True, num_replicas=4)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        progressive_schedule("s", total_epochs=10, batch_size=0)
+
+
+def test_training_progress_and_lr_follow_images_seen():
+    # Stage 0: 4 steps of 4x the base batch; stage 1: 8 base steps. 24 base steps in all.
+    progress = TrainingProgress([4, 8], [4.0, 1.0])
+    assert progress.total_base_steps == 24
+    steps = np.arange(0, 14, dtype="float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(progress.base_step(steps)),
+                               [0, 4, 8, 12, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(progress.ratio(steps)), [4] * 4 + [1] * 10)
+    # A linear decay over 24 base steps, times the batch ratio (linear scaling rule).
+    base = keras.optimizers.schedules.PolynomialDecay(1.0, 24, end_learning_rate=0.0)
+    lr = ProgressLR(base, [4, 8], [4.0, 1.0])
+    values = keras.ops.convert_to_numpy(lr(steps[:12]))
+    np.testing.assert_allclose(values[:4], [4 * (1 - p / 24) for p in (0, 4, 8, 12)], rtol=1e-6)
+    np.testing.assert_allclose(values[4:], [1 - p / 24 for p in range(16, 24)], rtol=1e-6)
+    restored = ProgressLR.from_config(lr.get_config())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(steps)), keras.ops.convert_to_numpy(lr(steps)))
+
+
+def _id_dataset_fn(num_examples):
+    """Stage pipelines at the stage's batch size whose labels are the example ids."""
+
+    def dataset_fn(stage):
+        ids = np.arange(num_examples)
+        dataset = tf.data.Dataset.from_tensor_slices(ids).shuffle(num_examples, seed=stage.index)
+        size = stage.image_size
+        dataset = dataset.map(lambda i: (tf.fill((size, size, 3), tf.cast(i, tf.float32)), i % 4))
+        return dataset.batch(stage.batch_size, drop_remainder=True)
+
+    return dataset_fn
+
+
+class _StepLog(keras.callbacks.Callback):
+    """Per optimizer step: the batch size and image size the compiled step saw, and the learning rate."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_train_batch_end(self, batch, logs=None):
+        recorder = self.model.get_layer("recorder")
+        self.rows.append((int(recorder.batch.numpy()), int(recorder.height.numpy()), self._lr))
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class ShapeRecorder(keras.layers.Layer):
+    def build(self, input_shape):
+        self.batch = self.add_weight(shape=(), initializer="zeros", trainable=False, name="batch")
+        self.height = self.add_weight(shape=(), initializer="zeros", trainable=False, name="height")
+
+    def call(self, inputs, training=False):
+        if training:
+            self.batch.assign(keras.ops.cast(keras.ops.shape(inputs)[0], "float32"))
+            self.height.assign(keras.ops.cast(keras.ops.shape(inputs)[1], "float32"))
+        return inputs
+
+
+def test_a_stage_with_a_bigger_batch_sees_all_its_images_every_epoch_with_the_scaled_lr(tiny_spec):
+    # 64 examples, base batch 8 at 64 px (8 steps an epoch); 32 px gets batch 8 * (64/32)^2 = 32.
+    schedule = progressive_schedule(tiny_spec, "paper", total_epochs=8, num_stages=2, image_size=(32, 64),
+                                    dropout_rate=None, batch_size=8, batch_scaling=True)
+    assert [(s.batch_size, s.start, s.end) for s in schedule.stages] == [(32, 0, 1), (8, 1, 5)]
+    steps_per_epoch = 64 // 8
+    progressive = ProgressiveLearning(schedule, _id_dataset_fn(64), steps_per_epoch=steps_per_epoch, verbose=0)
+
+    # The stream: stage 0's one epoch is 8 steps of 32 = 4 passes, every example once in each pass.
+    batches = [(int(x.shape[0]), int(x.shape[1]), [int(v) for v in x[:, 0, 0, 0]])
+               for x, _ in progressive.dataset.take(8 + 32)]
+    assert [(b, h) for b, h, _ in batches] == [(32, 32)] * 8 + [(8, 64)] * 32
+    stage0 = [i for _, _, ids in batches[:8] for i in ids]
+    for p in range(4):
+        assert sorted(stage0[64 * p: 64 * (p + 1)]) == list(range(64))
+    stage1 = [i for _, _, ids in batches[8:] for i in ids]
+    for p in range(4):
+        assert sorted(stage1[64 * p: 64 * (p + 1)]) == list(range(64))
+
+    # Inside fit: every step runs (Keras would otherwise cut epochs to the first one's length), with
+    # the learning rate x4 in the 4x batch stage, over training progress (linear decay over 32
+    # epochs' worth of base steps = 8 * 8).
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 3))
+    x = ev2.build_model(tiny_spec, include_top=False, pooling="avg")(ShapeRecorder(name="recorder")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
+    progress = TrainingProgress.from_schedule(schedule, steps_per_epoch)
+    assert progress.steps == [8, 32] and progress.total_base_steps == 64
+    base = keras.optimizers.schedules.PolynomialDecay(0.1, 64, end_learning_rate=0.0)
+    model.compile(optimizer=keras.optimizers.SGD(ProgressLR(base, progress.steps, progress.ratios)),
+                  loss="sparse_categorical_crossentropy")
+    log = _StepLog()
+    model.fit(progressive.dataset, epochs=progressive.epochs, steps_per_epoch=steps_per_epoch,
+              callbacks=[progressive, log], verbose=0)
+    assert [(b, h) for b, h, _ in log.rows] == [(32, 32)] * 8 + [(8, 64)] * 32
+    expected = [0.4 * (1 - 4 * k / 64) for k in range(8)] + [0.1 * (1 - (32 + k) / 64) for k in range(32)]
+    np.testing.assert_allclose([lr for _, _, lr in log.rows], expected, rtol=1e-5, atol=1e-7)
+    # One trace of the train step for the whole run, whatever the batch and image size.
+    assert train_function_traces(model) == {"iterator": 1, "step": 1}
+
+
+def test_one_pass_epochs_with_different_batch_counts_are_rejected(tiny_spec):
+    # Keras learns an epoch's length from the first epoch when the dataset's length is unknown and
+    # cuts longer epochs later on: one-pass stages must have the same number of batches.
+    schedule = progressive_schedule(tiny_spec, "paper", total_epochs=8, num_stages=2, image_size=(32, 64),
+                                    dropout_rate=None, batch_size=8, batch_scaling=True)
+    with pytest.raises(ValueError, match=r"different numbers of batches.*steps_per_epoch"):
+        ProgressiveLearning(schedule, _id_dataset_fn(64), verbose=0).dataset
+
+
+def test_ema_decay_follows_training_progress():
+    from efficientnetv2_keras.training.optimizers import SGD
+
+    optimizer = SGD(0.1, use_ema=True, ema_momentum=0.9, ema_warmup=False)
+    optimizer.ema_progress = TrainingProgress([4, 8], [4.0, 1.0])
+    momentum = [float(keras.ops.convert_to_numpy(optimizer.effective_ema_momentum(s))) for s in (0, 3, 4, 11)]
+    np.testing.assert_allclose(momentum, [0.9 ** 4, 0.9 ** 4, 0.9, 0.9], rtol=1e-6)
+    optimizer = SGD(0.1, use_ema=True, ema_momentum=0.99, ema_warmup=True)
+    optimizer.ema_progress = TrainingProgress([4, 8], [4.0, 1.0])
+    # The ramp (1 + t) / (10 + t) counts base steps: step 1 of stage 0 ends at t = 8.
+    value = float(keras.ops.convert_to_numpy(optimizer.effective_ema_momentum(1)))
+    assert value == pytest.approx((9 / 18) ** 4, rel=1e-6)
+
+
+def test_recipe_keys_for_batch_scaling_are_validated():
+    from efficientnetv2_keras.hparams import ConfigError, load_config
+
+    config = load_config("digits_demo", overrides=["progressive.batch_scaling=true", "progressive.max_batch_size=64"])
+    assert config.progressive.batch_scaling and config.progressive.max_batch_size == 64
+    with pytest.raises(ConfigError, match="max_batch_size \\(16\\) is below train.batch_size \\(32\\)"):
+        load_config("digits_demo", overrides=["progressive.batch_scaling=true", "progressive.max_batch_size=16"])
+    with pytest.raises(ConfigError, match="batch_scaling does not combine with progressive.random_resize_every"):
+        load_config("digits_demo", overrides=["progressive.batch_scaling=true", "progressive.random_resize_every=2"])
+    with pytest.raises(ConfigError, match="batch_scaling"):
+        load_config("digits_demo", overrides=["progressive.batch_scaling=maybe"])
