@@ -6,6 +6,7 @@ every layer that holds weights, so weights transfer by name. Every transfer is v
 before anything is assigned: a failed load leaves the model as it was.
 """
 
+import collections
 import json
 import os
 import re
@@ -77,6 +78,26 @@ def _keras3_weights_layout(path):
         if "dense" in groups and "vars" in f["layers/dense"] and "0" in f["layers/dense/vars"]:
             classes = int(f["layers/dense/vars/0"].shape[-1])
         return ours, classes
+
+
+def _layout_mismatch(model, path):
+    """None when the arrays of the Keras 3 weights file `path` have exactly `model`'s weight shapes, else
+    what differs. Checked before `model.load_weights(path)`: on a mismatch Keras warns once per layer
+    ("Skipping nested container ...", ~150 lines for B0) before raising."""
+    import h5py
+
+    saved = collections.Counter()
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda _, item: saved.update([tuple(item.shape)]) if isinstance(item, h5py.Dataset) else None)
+    have = collections.Counter(tuple(w.shape) for w in model.weights)
+    if saved == have:
+        return None
+
+    def values(counter):
+        return sum(int(np.prod(shape)) * count for shape, count in counter.items())
+
+    return (f"the file holds {sum(saved.values())} arrays with {values(saved):,} values, {model.name!r} has "
+            f"{sum(have.values())} with {values(have):,}")
 
 
 def _guess_variant(arrays):
@@ -207,6 +228,9 @@ def load_weights_from_keras_applications(model, source, skip_head=False, spec=No
         _, classes = _keras3_weights_layout(path)
         reference = _keras_applications_model(_model_spec_of(model, spec), classes is not None, classes)
         try:
+            mismatch = _layout_mismatch(reference, path)
+            if mismatch:
+                raise ValueError(mismatch)
             reference.load_weights(path)
         except ValueError as error:
             raise WeightsMismatchError(
@@ -297,6 +321,9 @@ def _load_our_weights_file(model, path, spec, classes, skip_head):
     if not skip_head:
         backup = model.get_weights()
         try:
+            mismatch = _layout_mismatch(model, path)
+            if mismatch:
+                raise ValueError(mismatch)
             model.load_weights(path)
         except ValueError as error:
             model.set_weights(backup)  # Keras assigns layer by layer: undo a partial load
@@ -313,6 +340,9 @@ def _load_our_weights_file(model, path, spec, classes, skip_head):
         source = build_model(spec, include_top=classes is not None, classes=classes or 1000,
                              include_preprocessing=include_preprocessing)
         try:
+            mismatch = _layout_mismatch(source, path)
+            if mismatch:
+                raise ValueError(mismatch)
             source.load_weights(path)
         except ValueError as error:
             errors.append(str(error))

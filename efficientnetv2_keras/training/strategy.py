@@ -34,14 +34,19 @@ def _tpu_hint(tpu):
     return os.path.exists("/dev/accel0") or os.path.exists("/dev/vfio/0")  # TPU VM devices
 
 
+class StrategyUnavailableError(RuntimeError):
+    """The requested runtime.strategy cannot run on this machine (no TPU, no GPU): the commands report it
+    as a usage error (efficientnetv2_keras.cli)."""
+
+
 def _tpu_strategy(tpu=None):
-    """TPUStrategy or raises RuntimeError explaining why no TPU was found."""
+    """TPUStrategy or raises StrategyUnavailableError explaining why no TPU was found."""
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as error:
-        raise RuntimeError(
+        raise StrategyUnavailableError(
             f"strategy 'tpu' was requested but no TPU was found ({type(error).__name__}: {error}). On a "
             "Cloud TPU VM run on the TPU host; otherwise pass the TPU name or grpc:// address "
             "(runtime.tpu=...), or use runtime.strategy=auto/gpus/cpu."
@@ -72,8 +77,9 @@ def get_strategy(name="auto", tpu=None):
     gpus = tf.config.list_logical_devices("GPU")
     if name == "gpus":
         if not gpus:
-            raise RuntimeError("strategy 'gpus' was requested but TensorFlow sees no GPU "
-                               "(tf.config.list_physical_devices('GPU') is empty); use 'auto' or 'cpu'.")
+            raise StrategyUnavailableError("strategy 'gpus' was requested but TensorFlow sees no GPU "
+                               "(tf.config.list_physical_devices('GPU') is empty); use 'auto' or 'cpu' "
+                               "(--strategy=auto, or runtime.strategy=auto).")
         return tf.distribute.MirroredStrategy([g.name for g in gpus])
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()

@@ -42,6 +42,7 @@ from efficientnetv2_keras.training.builders import build_model_from_config, comp
 from efficientnetv2_keras.training.ema import EMACallback
 from efficientnetv2_keras.training.finetune import training_steps
 from efficientnetv2_keras.training.losses import default_monitor
+from efficientnetv2_keras.training import plan
 from efficientnetv2_keras.training.optimizers import LogL2Loss, weight_decay_loss
 from efficientnetv2_keras.training.strategy import configure_mixed_precision, get_strategy, resolve_mixed_precision
 from efficientnetv2_keras.weights import apply_weights_info
@@ -155,7 +156,8 @@ class StageTimer(keras.callbacks.Callback):
         logs = logs or {}
         self.epoch_logs.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
         seconds = self._train_seconds if self._train_seconds is not None else time.perf_counter() - self._start
-        entry = self.stages.setdefault(int(logs.get("stage", 0)), {"epochs": 0, "seconds": 0.0, "image_size": None})
+        # "stage" (1-based) comes from ProgressiveLearning; a run without stages is one stage.
+        entry = self.stages.setdefault(int(logs.get("stage", 1)), {"epochs": 0, "seconds": 0.0, "image_size": None})
         entry["epochs"] += 1
         entry["seconds"] += seconds
         entry["image_size"] = int(logs["image_size"]) if "image_size" in logs else entry["image_size"]
@@ -163,7 +165,7 @@ class StageTimer(keras.callbacks.Callback):
     def rows(self):
         return [
             {
-                "stage": stage + 1,
+                "stage": stage,
                 "image_size": entry["image_size"],
                 "epochs": entry["epochs"],
                 "seconds": round(entry["seconds"], 1),
@@ -171,6 +173,29 @@ class StageTimer(keras.callbacks.Callback):
             }
             for stage, entry in sorted(self.stages.items())
         ]
+
+
+class CSVLogger(keras.callbacks.CSVLogger):
+    """`keras.callbacks.CSVLogger` with epochs counted from 1 and only meaningful validation columns.
+
+    Keras names its columns after the first epoch's logs and, when they hold no `val_*` key (validation
+    every N > 1 epochs), adds `val_<key>` for every key: empty `val_stage`, `val_image_size`,
+    `val_l2_loss`... columns, and a whole empty set in a run without validation. Here the validation
+    columns are the compiled metrics' (what `evaluate` returns), and only when `validation` is set.
+    """
+
+    def __init__(self, filename, append=False, validation=False):
+        super().__init__(filename, append=append)
+        self.validation = validation
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            keys = sorted(logs)
+            if self.validation and not any(key.startswith("val_") for key in keys):
+                keys += [f"val_{key}" for key in sorted(self.model.get_metrics_result())]
+            self.keys = keys
+        super().on_epoch_end(epoch + 1, logs)  # the epoch column counts from 1, as every message and plot
 
 
 def plot_training_curves(epoch_logs, path, title=""):
@@ -192,7 +217,7 @@ def plot_training_curves(epoch_logs, path, title=""):
         for previous, row in zip(epoch_logs, epoch_logs[1:]):
             if row.get("stage") != previous.get("stage"):
                 axis.axvline(row["epoch"] + 0.5, color="gray", linestyle=":", linewidth=1)
-                label = f"stage {int(row['stage']) + 1}" + (f"\n{int(row['image_size'])} px" if "image_size" in row else "")
+                label = f"stage {int(row['stage'])}" + (f"\n{int(row['image_size'])} px" if "image_size" in row else "")
                 axis.text(row["epoch"] + 0.6, axis.get_ylim()[1], label, fontsize=7, va="top", color="gray")
         axis.legend(fontsize=8)
     figure.suptitle(title)
@@ -378,7 +403,6 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     started = time.perf_counter()
     # A converted init_checkpoint's JSON: train and evaluate on the inputs its weights expect.
     config = apply_weights_info(config)
-    os.makedirs(model_dir, exist_ok=True)
     keras.utils.set_random_seed(config.runtime.seed)
     strategy = strategy or get_strategy(config.runtime.strategy, tpu=config.runtime.tpu)
     policy = configure_mixed_precision(resolve_mixed_precision(config.train.mixed_precision, strategy))
@@ -386,21 +410,33 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     results = {"model": config.model.name, "mode": mode, "precision": policy, "replicas": strategy.num_replicas_in_sync}
 
     if mode == "eval":
+        if not os.path.isdir(model_dir):
+            raise FileNotFoundError(f"No run directory {model_dir!r}: train into it first (mode=train or traineval).")
         if not any(os.path.exists(os.path.join(model_dir, n)) for n in ("last.keras", "best.keras")):
             load_for_evaluation(config, find_checkpoint(model_dir))  # raises its "train first" error
         results["evaluations"] = _evaluate_checkpoints(config, model_dir, strategy, source)
         _finish(results, model_dir, verbose)
         return results
 
-    hparams.to_yaml(config, os.path.join(model_dir, "config.yaml"))
-    _write_text(os.path.join(model_dir, "labels.txt"), "\n".join(_class_names(source)) + "\n")
     train_split, minival, minival_info = minival_split(config, source)
     if minival_info:
         results["minival"] = minival_info
     # The data functions read the training split from the recipe: give them the one without the minival.
     data_config = dataclasses.replace(config, data=dataclasses.replace(config.data, train_split=train_split))
     steps_per_epoch, epochs, total_steps = training_steps(config, source.num_examples(train_split))
+    plan.check_stages(config, epochs)  # too few epochs: an error with the override that fixes it
     schedule = _schedule(config, epochs)
+    with strategy.scope():
+        model = build_model_from_config(config, num_classes=int(source.num_classes))
+        compile_from_config(model, config, steps_per_epoch, total_steps, multi_label=is_multi_label(config, source),
+                            num_classes=int(source.num_classes))
+    train, progressive = _train_dataset(data_config, source, strategy, schedule)
+
+    # Everything the recipe can get wrong has been checked: only now write into model_dir, so a failed
+    # start leaves nothing behind (and a resumed run's files are not replaced by a broken recipe's).
+    os.makedirs(model_dir, exist_ok=True)
+    hparams.to_yaml(config, os.path.join(model_dir, "config.yaml"))
+    _write_text(os.path.join(model_dir, "labels.txt"), "\n".join(_class_names(source)) + "\n")
     if schedule is not None:
         table = schedule.table()
         _write_text(os.path.join(model_dir, "schedule.txt"), table + "\n")
@@ -409,16 +445,14 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
             print(table)
     if verbose and minival_info and mode == "traineval":
         print(_minival_text(minival_info))
-
-    with strategy.scope():
-        model = build_model_from_config(config, num_classes=int(source.num_classes))
-        compile_from_config(model, config, steps_per_epoch, total_steps, multi_label=is_multi_label(config, source),
-                            num_classes=int(source.num_classes))
-    train, progressive = _train_dataset(data_config, source, strategy, schedule)
     with_validation = mode == "traineval" and minival is not None
     monitor = default_monitor(config, is_multi_label(config, source))
     backup_dir = os.path.join(model_dir, "backup")
     resuming = os.path.isdir(backup_dir)  # an interrupted run: fit continues from its last epoch
+    if verbose:
+        print("\n".join(plan.checkpoint_plan(
+            model_dir, epochs, config.eval.validation_freq, monitor if with_validation else None,
+            _minival_text(minival_info, short=True) if with_validation else None, resuming)))
     if not resuming:
         _remove_stale_selection(model_dir, verbose)
     record = {"weights": "EMA" if config.train.ema_decay > 0 else "model",
@@ -432,7 +466,7 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
         EMACallback([ModelCheckpoint(model_dir, monitor=monitor if with_validation else None,
                                      restore_best=resuming, record=record)]),
         keras.callbacks.BackupAndRestore(backup_dir),
-        keras.callbacks.CSVLogger(os.path.join(model_dir, "log.csv"), append=resuming),
+        CSVLogger(os.path.join(model_dir, "log.csv"), append=resuming, validation=with_validation),
         keras.callbacks.TensorBoard(os.path.join(model_dir, "tensorboard"), write_graph=False),
     ]
     start = time.perf_counter()
@@ -446,6 +480,10 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     )
     results["train_seconds"] = round(time.perf_counter() - start, 1)
     results["epochs"] = epochs
+    if with_validation and not os.path.exists(os.path.join(model_dir, "best.keras")):
+        reason = plan.missing_best_reason(epochs, config.eval.validation_freq)
+        if reason:
+            results["notes"] = [reason]
     results["stages"] = timer.rows()
     plot_training_curves(timer.epoch_logs, os.path.join(model_dir, "training_curves.png"),
                          title=f"{config.model.name} on {config.data.source}")
@@ -486,6 +524,7 @@ def format_results(results):
         )
     if results.get("minival"):
         lines.append(_minival_text(results["minival"]))
+    lines += results.get("notes", [])
     evaluations = results.get("evaluations") or ([results["evaluation"]] if results.get("evaluation") else [])
     if evaluations:
         first = evaluations[0]
