@@ -33,9 +33,6 @@ def main(argv):
 
     if FLAGS.model_dir and not os.path.isdir(FLAGS.model_dir):
         raise FileNotFoundError(f"No run directory {FLAGS.model_dir!r}: train into it first, or pass --model=FILE.keras.")
-    missing = [path for path in paths if not os.path.isfile(path)]
-    if missing:
-        raise FileNotFoundError(f"No image file {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "") + ".")
     model_path = FLAGS.model or find_checkpoint(FLAGS.model_dir)
     run = FLAGS.model_dir or model_path
     # A missing/corrupt model or image, an unreadable config: one line (cli.run).
