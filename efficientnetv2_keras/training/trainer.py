@@ -38,11 +38,11 @@ import tensorflow as tf
 from efficientnetv2_keras import hparams
 from efficientnetv2_keras.data import build_dataset, get_source
 from efficientnetv2_keras.progressive import ProgressiveLearning, progressive_schedule
+from efficientnetv2_keras.training import plan
 from efficientnetv2_keras.training.builders import build_model_from_config, compile_from_config, is_multi_label
 from efficientnetv2_keras.training.ema import EMACallback
 from efficientnetv2_keras.training.finetune import training_steps
 from efficientnetv2_keras.training.losses import default_monitor
-from efficientnetv2_keras.training import plan
 from efficientnetv2_keras.training.optimizers import LogL2Loss, weight_decay_loss
 from efficientnetv2_keras.training.strategy import configure_mixed_precision, get_strategy, resolve_mixed_precision
 from efficientnetv2_keras.weights import apply_weights_info
