@@ -141,6 +141,7 @@ def test_the_printed_schedule_is_what_the_library_prints():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # a training run and five commands, each starting TensorFlow
 def test_commands_in_order(tmp_path):
     """The quick start (trial run, evaluate, predict, export) and the export and weights commands, in
     README order, in one scratch folder."""
