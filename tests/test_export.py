@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 import efficientnetv2_keras as ev2
-from efficientnetv2_keras import export
+from efficientnetv2_keras import export, files
 from efficientnetv2_keras.data import preprocess_for_eval
 from efficientnetv2_keras.export import common, graph_check, parity
 
@@ -220,14 +220,14 @@ def test_tflite_runs_on_both_interpreters(tflite_exports, test_images):
     litert = export.run_tflite(export.make_interpreter(model_path=path), test_images[:4])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # our fallback silences the deprecation warning
-        import efficientnetv2_keras.export.tflite as tflite_module
+        import efficientnetv2_keras.export.interpreter as interpreter_module
 
-        original = tflite_module.interpreter_backend
-        tflite_module.interpreter_backend = lambda: "tf.lite"
+        original = interpreter_module.interpreter_backend
+        interpreter_module.interpreter_backend = lambda: "tf.lite"
         try:
             fallback = export.run_tflite(export.make_interpreter(model_path=path), test_images[:4])
         finally:
-            tflite_module.interpreter_backend = original
+            interpreter_module.interpreter_backend = original
     np.testing.assert_allclose(litert, fallback, atol=1e-6)
 
 
@@ -420,14 +420,14 @@ def test_existing_target_is_not_overwritten(model, tmp_path):
 def test_atomic_output_cleans_up_on_error(tmp_path):
     target = tmp_path / "model"
     with pytest.raises(RuntimeError, match="boom"):
-        with common.atomic_output(target) as temporary:
+        with files.atomic_output(target, overwrite=False) as temporary:
             os.makedirs(os.path.join(temporary, "variables"))
             raise RuntimeError("boom")
     assert not target.exists() and _leftovers(tmp_path) == []
-    with common.atomic_output(target) as temporary:
+    with files.atomic_output(target, overwrite=False) as temporary:
         os.makedirs(temporary)
         open(os.path.join(temporary, "new"), "w").close()
-    with common.atomic_output(target, overwrite=True) as temporary:
+    with files.atomic_output(target, overwrite=True) as temporary:
         open(temporary, "w").write("a file replaces a directory")
     assert target.read_text() == "a file replaces a directory" and _leftovers(tmp_path) == []
 

@@ -172,7 +172,7 @@ def test_log_csv_has_1_based_epochs_and_stages_and_no_meaningless_validation_col
     from efficientnetv2_keras.data import ArraySource, build_dataset
     from efficientnetv2_keras.progressive import ProgressiveLearning, progressive_schedule
     from efficientnetv2_keras.training.optimizers import LogL2Loss
-    from efficientnetv2_keras.training.trainer import CSVLogger
+    from efficientnetv2_keras.training.callbacks import CSVLogger
 
     rng = np.random.default_rng(0)
     source = ArraySource({"train": (rng.integers(0, 255, (32, 40, 40, 3), dtype=np.uint8), np.arange(32) % 3)},

@@ -21,12 +21,8 @@ flags.DEFINE_string("checkpoint", None, "A .keras file (default: model_dir/best.
 def main(argv):
     from efficientnetv2_keras.hparams import load_config
     from efficientnetv2_keras.runs import CONFIG_FILE, run_file
-    from efficientnetv2_keras.training.trainer import (
-        evaluate_model,
-        find_checkpoint,
-        format_results,
-        load_for_evaluation,
-    )
+    from efficientnetv2_keras.training.evaluation import evaluate_model, find_checkpoint, load_for_evaluation
+    from efficientnetv2_keras.training.report import format_results
 
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

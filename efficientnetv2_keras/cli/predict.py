@@ -29,7 +29,7 @@ def main(argv):
     from efficientnetv2_keras.models.io import load_model_file
     from efficientnetv2_keras.predict import predict_files, read_class_names
     from efficientnetv2_keras.runs import LABELS_FILE, eval_preprocessing, run_file
-    from efficientnetv2_keras.training.trainer import find_checkpoint
+    from efficientnetv2_keras.training.evaluation import find_checkpoint
 
     if FLAGS.model_dir and not os.path.isdir(FLAGS.model_dir):
         raise FileNotFoundError(f"No run directory {FLAGS.model_dir!r}: train into it first, or pass --model=FILE.keras.")

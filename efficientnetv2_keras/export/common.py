@@ -1,4 +1,4 @@
-"""What every export shares: the inference function, EMA weights, the image size and atomic writes.
+"""What every export shares: the inference function, EMA weights, the image size, the target path.
 
 The most reported export failure of the released code (google/automl issues 994 and 1012) was a graph
 traced in training mode: batch norm updating its statistics and the random drop-connect op, which TFLite rejects or turns
@@ -10,16 +10,45 @@ statistics; `graph_check` then verifies that on what was written.
 import contextlib
 import dataclasses
 import os
-import shutil
-import uuid
 
 import keras
+import numpy as np
 
 from efficientnetv2_keras.models.builder import MIN_INPUT_SIZE
 from efficientnetv2_keras.models.family import get_model_spec
 from efficientnetv2_keras.models.layers import _VariableRateDropout
 
 EMA_CHOICES = ("auto", True, False)
+# The input and output names of every exported signature / graph.
+INPUT_NAME = "images"
+OUTPUT_NAME = "predictions"
+
+
+def run_in_chunks(run, inputs, batch_size=None, chunk=32):
+    """`run(part)` over `inputs` in chunks, outputs concatenated; the runtimes' shared batching.
+
+    batch_size: the exported model's fixed batch (the last chunk is padded by repeating its last
+    item, the padding's outputs dropped), or None for a dynamic-batch model, run `chunk` at a time.
+    """
+    step = batch_size or chunk
+    outputs = []
+    for start in range(0, len(inputs), step):
+        part = inputs[start : start + step]
+        count = len(part)
+        if batch_size and count < batch_size:
+            part = np.concatenate([part, np.repeat(part[-1:], batch_size - count, axis=0)])
+        outputs.append(np.asarray(run(part))[:count])
+    return np.concatenate(outputs)
+
+
+def require_tensorflow_backend(what="Export"):
+    """SavedModel, TFLite and ONNX are written from TensorFlow graphs: the TensorFlow backend only."""
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"{what} traces the model with TensorFlow, but KERAS_BACKEND is {keras.backend.backend()!r}. Run it "
+            "with KERAS_BACKEND=tensorflow (the default): a .keras file trained on JAX or PyTorch loads there "
+            "unchanged."
+        )
 
 
 # -- image size and batch -----------------------------------------------------------------------
@@ -181,11 +210,14 @@ def keras_outputs(model, images, ema_mapping=(), batch_size=32):
     return np.concatenate(chunks).astype("float32")
 
 
-# -- atomic writes --------------------------------------------------------------------------------
+# -- the target -----------------------------------------------------------------------------------
 
 
 def check_target(path, overwrite):
-    """Fails before any work when the target exists and may not be replaced."""
+    """Fails before any work when the target exists and may not be replaced.
+
+    Exports then write through `files.atomic_output`: a failed export leaves nothing at the target.
+    """
     path = os.path.abspath(os.fspath(path))
     if os.path.lexists(path) and not overwrite:
         raise FileExistsError(
@@ -193,43 +225,6 @@ def check_target(path, overwrite):
             "it, or choose another output path."
         )
     return path
-
-
-def _remove(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.lexists(path):
-        os.remove(path)
-
-
-@contextlib.contextmanager
-def atomic_output(path, overwrite=False):
-    """Yields a temporary sibling path to write to; on success moves it to `path`, else deletes it.
-
-    A sibling (same directory, hence same filesystem) makes the final move a rename: readers see
-    the old model or the new one, never a half-written one. A file is replaced with one atomic
-    `os.replace`; a directory (SavedModel) cannot be renamed over a non-empty one, so the old one
-    is first renamed aside, then deleted once the new one is in place.
-    """
-    path = check_target(path, overwrite)
-    parent, name = os.path.split(path)
-    os.makedirs(parent, exist_ok=True)
-    token = uuid.uuid4().hex[:8]
-    temporary = os.path.join(parent, f".{name}.tmp-{token}")
-    try:
-        yield temporary
-        if not os.path.lexists(temporary):
-            raise RuntimeError(f"Nothing was written to the temporary path {temporary}.")
-        check_target(path, overwrite)  # someone may have created it while we worked
-        if os.path.lexists(path) and (os.path.isdir(path) or os.path.isdir(temporary)):
-            aside = os.path.join(parent, f".{name}.old-{token}")
-            os.replace(path, aside)
-            os.replace(temporary, path)
-            _remove(aside)
-        else:
-            os.replace(temporary, path)
-    finally:
-        _remove(temporary)
 
 
 def path_size(path):

@@ -24,359 +24,34 @@ One `model.fit` runs every progressive-learning stage. `model_dir` receives:
   results.json           the printed results
 """
 
-import dataclasses
-import json
-import math
 import os
-import tempfile
 import time
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from efficientnetv2_keras import hparams
-from efficientnetv2_keras.data import build_dataset, get_source
-from efficientnetv2_keras.progressive import ProgressiveLearning, progressive_schedule
+from efficientnetv2_keras.files import atomic_write_text
 from efficientnetv2_keras.training import plan
-from efficientnetv2_keras.training.builders import build_model_from_config, compile_from_config, is_multi_label
-from efficientnetv2_keras.training.ema import EMACallback
-from efficientnetv2_keras.training.finetune import training_steps
-from efficientnetv2_keras.training.losses import default_monitor
-from efficientnetv2_keras.training.optimizers import LogL2Loss, weight_decay_loss
-from efficientnetv2_keras.training.strategy import configure_mixed_precision, get_strategy, resolve_mixed_precision
-from efficientnetv2_keras.weights import apply_weights_info
+from efficientnetv2_keras.training.callbacks import BestAndLastCheckpoint, CSVLogger, StageTimer
+from efficientnetv2_keras.training.ema import EMACallback, ema_optimizer
+from efficientnetv2_keras.training.evaluation import (  # noqa: F401  (the names users import from here)
+    evaluate_checkpoints,
+    evaluate_model,
+    find_checkpoint,
+    load_for_evaluation,
+)
+from efficientnetv2_keras.training.optimizers import LogL2Loss
+from efficientnetv2_keras.training.recipe import resolve_recipe
+from efficientnetv2_keras.training.report import format_results, minival_text, plot_training_curves, write_results  # noqa: F401
+from efficientnetv2_keras.training.strategy import (
+    check_even_batches,
+    configure_mixed_precision,
+    distribution_scope,
+    get_strategy,
+    resolve_mixed_precision,
+)
 
 MODES = ("train", "eval", "traineval")
-
-
-def _atomic_write(path, write):
-    """`write(tmp_path)` then rename onto `path`: a crash never leaves a half-written file there."""
-    directory = os.path.dirname(os.path.abspath(path))
-    suffix = ".keras" if path.endswith(".keras") else os.path.splitext(path)[1]
-    handle, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _record_path(checkpoint_path):
-    """best.keras -> best.json: what the checkpoint holds (epoch, selection)."""
-    return os.path.splitext(checkpoint_path)[0] + ".json"
-
-
-def _read_record(checkpoint_path):
-    try:
-        with open(_record_path(checkpoint_path), encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
-
-
-class ModelCheckpoint(keras.callbacks.Callback):
-    """Writes `last.keras` every epoch and `best.keras` when `monitor` improves, atomically.
-
-    Saves an uncompiled twin of the model (same weights, no optimizer state: a quarter of the size),
-    so the files load with `keras.models.load_model` for evaluation, prediction and export. Put it
-    inside `EMACallback` to save the EMA weights. Next to each file, `last.json` / `best.json` say
-    which epoch it holds and (best) the value that selected it, plus `record` (e.g. the split).
-
-    restore_best: start from the value in best.json (a resumed run) instead of -inf, so the first
-      validated epoch after a restart replaces best.keras only if it is better.
-    """
-
-    def __init__(self, directory, monitor="val_accuracy", restore_best=False, record=None):
-        super().__init__()
-        self.directory = directory
-        self.monitor = monitor  # higher is better; None: only last.keras
-        self.restore_best = restore_best
-        self.record = dict(record or {})
-        self.best = -math.inf
-        self._twin = None
-
-    def on_train_begin(self, logs=None):
-        # From the config, not clone_model: a clone keeps the compile config (optimizer, schedule).
-        self._twin = self.model.__class__.from_config(self.model.get_config())
-        if self.restore_best and self.monitor:
-            saved = _read_record(os.path.join(self.directory, "best.keras")) or {}
-            if saved.get("monitor") == self.monitor and isinstance(saved.get("value"), (int, float)):
-                self.best = float(saved["value"])
-
-    def _save(self, name, record):
-        self._twin.set_weights(self.model.get_weights())
-        path = os.path.join(self.directory, name)
-        _atomic_write(path, self._twin.save)
-        text = json.dumps({**self.record, **record}, indent=2) + "\n"
-        _atomic_write(_record_path(path), lambda tmp: open(tmp, "w", encoding="utf-8").write(text))
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._save("last.keras", {"epoch": epoch + 1})
-        value = (logs or {}).get(self.monitor) if self.monitor else None
-        if value is None:
-            return
-        if value > self.best:
-            self.best = float(value)
-            self._save("best.keras", {"epoch": epoch + 1, "monitor": self.monitor, "value": self.best})
-
-
-def describe_checkpoint(path):
-    """'best.keras: EMA weights after epoch 16, best val_accuracy 0.9931 on minival ...' from its record."""
-    name = os.path.basename(path)
-    record = _read_record(path)
-    if not record:
-        return name
-    text = f"{name}: {record.get('weights', 'model')} weights after epoch {record['epoch']}"
-    if "monitor" in record:
-        text += f", best {record['monitor']} {record['value']:.4f} on {record.get('selected_on', 'validation')}"
-    return text
-
-
-class StageTimer(keras.callbacks.Callback):
-    """Training time and images/s per progressive stage (validation time excluded), and every epoch's logs."""
-
-    def __init__(self, images_per_epoch):
-        super().__init__()
-        self.images_per_epoch = images_per_epoch
-        self.stages = {}  # stage -> {"epochs", "seconds", "image_size"}
-        self.epoch_logs = []  # {"epoch": e, **logs}; val_* only where validation ran
-        self._start = self._train_seconds = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start, self._train_seconds = time.perf_counter(), None
-
-    def on_test_begin(self, logs=None):
-        if self._start is not None and self._train_seconds is None:
-            self._train_seconds = time.perf_counter() - self._start
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        self.epoch_logs.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
-        seconds = self._train_seconds if self._train_seconds is not None else time.perf_counter() - self._start
-        # "stage" (1-based) comes from ProgressiveLearning; a run without stages is one stage.
-        entry = self.stages.setdefault(int(logs.get("stage", 1)), {"epochs": 0, "seconds": 0.0, "image_size": None})
-        entry["epochs"] += 1
-        entry["seconds"] += seconds
-        entry["image_size"] = int(logs["image_size"]) if "image_size" in logs else entry["image_size"]
-
-    def rows(self):
-        return [
-            {
-                "stage": stage,
-                "image_size": entry["image_size"],
-                "epochs": entry["epochs"],
-                "seconds": round(entry["seconds"], 1),
-                "images_per_second": round(entry["epochs"] * self.images_per_epoch / entry["seconds"], 1),
-            }
-            for stage, entry in sorted(self.stages.items())
-        ]
-
-
-class CSVLogger(keras.callbacks.CSVLogger):
-    """`keras.callbacks.CSVLogger` with epochs counted from 1 and only meaningful validation columns.
-
-    Keras names its columns after the first epoch's logs and, when they hold no `val_*` key (validation
-    every N > 1 epochs), adds `val_<key>` for every key: empty `val_stage`, `val_image_size`,
-    `val_l2_loss`... columns, and a whole empty set in a run without validation. Here the validation
-    columns are the compiled metrics' (what `evaluate` returns), and only when `validation` is set.
-    """
-
-    def __init__(self, filename, append=False, validation=False):
-        super().__init__(filename, append=append)
-        self.validation = validation
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        if self.keys is None:
-            keys = sorted(logs)
-            if self.validation and not any(key.startswith("val_") for key in keys):
-                keys += [f"val_{key}" for key in sorted(self.model.get_metrics_result())]
-            self.keys = keys
-        super().on_epoch_end(epoch + 1, logs)  # the epoch column counts from 1, as every message and plot
-
-
-def plot_training_curves(epoch_logs, path, title=""):
-    """Loss and accuracy per epoch (validation where it ran), a dotted line where each stage starts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for axis, metric in zip(axes, ("loss", "accuracy")):
-        for name, style in ((metric, "-"), ("val_" + metric, "o--")):
-            points = [(row["epoch"] + 1, row[name]) for row in epoch_logs if name in row]
-            if points:
-                axis.plot(*zip(*points), style, label=name if name.startswith("val_") else "train_" + name)
-        axis.set_xlabel("epoch")
-        axis.set_title(metric)
-        axis.grid(alpha=0.3)
-        for previous, row in zip(epoch_logs, epoch_logs[1:]):
-            if row.get("stage") != previous.get("stage"):
-                axis.axvline(row["epoch"] + 0.5, color="gray", linestyle=":", linewidth=1)
-                label = f"stage {int(row['stage'])}" + (f"\n{int(row['image_size'])} px" if "image_size" in row else "")
-                axis.text(row["epoch"] + 0.6, axis.get_ylim()[1], label, fontsize=7, va="top", color="gray")
-        axis.legend(fontsize=8)
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
-
-
-def _class_names(source):
-    names = getattr(source, "class_names", None)
-    return list(names) if names else [str(i) for i in range(int(source.num_classes))]
-
-
-def _write_text(path, text):
-    _atomic_write(path, lambda tmp: open(tmp, "w", encoding="utf-8").write(text))
-
-
-def _eval_dataset(config, source, split=None):
-    """`split` (default: the test split, data.eval_split) at the eval size, with the evaluation preprocessing."""
-    _, eval_size = hparams.image_sizes(config)
-    return build_dataset(source, split or config.data.eval_split, eval_size, config.eval.batch_size,
-                         training=False, **hparams.dataset_options(config))
-
-
-def minival_split(config, source):
-    """(training split, minival split or None, description) for `data.minival`.
-
-    A count or fraction is carved from data.train_split with `source.hold_out` (seed 0: the same minival
-    for every run of a dataset, whatever runtime.seed); a split name is used as it is; null: none.
-    """
-    data = config.data
-    if data.minival is None:
-        return data.train_split, None, None
-    if isinstance(data.minival, str):
-        return data.train_split, data.minival, {"split": data.minival, "examples": source.num_examples(data.minival)}
-    train_split, held = source.hold_out(data.train_split, data.minival, seed=0)
-    info = {"split": held, "carved_from": data.train_split, "size": data.minival,
-            "examples": source.num_examples(held), "train_examples": source.num_examples(train_split)}
-    return train_split, held, info
-
-
-def _train_dataset(config, source, strategy, schedule):
-    """(training dataset for fit, the ProgressiveLearning callback or None)."""
-    options = hparams.dataset_options(config)
-    if options.pop("cache"):  # decode and cache the split once, shared by every stage's pipeline
-        from efficientnetv2_keras.data import CachedSource
-
-        source = CachedSource(source)
-    batch = config.train.batch_size
-    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-
-    def limit(dataset):  # train.steps_per_epoch: shorter epochs than one pass over the data
-        steps = config.train.steps_per_epoch
-        return dataset.take(steps) if steps else dataset
-
-    def stage_dataset(stage, input_context=None):
-        return limit(build_dataset(
-            source, config.data.train_split, stage.image_size, batch, training=True,
-            randaug_magnitude=stage.randaug_magnitude, mixup_alpha=stage.mixup_alpha,
-            cutmix_alpha=stage.cutmix_alpha, input_context=input_context, **options,
-        ))
-
-    progressive = None
-    if schedule is not None:
-        progressive = ProgressiveLearning(schedule, stage_dataset, verbose=1)
-        train = progressive.distribute(strategy) if multi_worker else progressive.dataset
-    else:
-        static = hparams.static_augmentation(config)
-        train_size, _ = hparams.image_sizes(config)
-
-        def train_fn(input_context=None):
-            return limit(build_dataset(source, config.data.train_split, train_size, batch, training=True,
-                                       input_context=input_context, **static, **options))
-
-        train = strategy.distribute_datasets_from_function(train_fn) if multi_worker else train_fn()
-    return train, progressive
-
-
-def _schedule(config, epochs):
-    if not config.progressive.enabled:
-        return None
-    return progressive_schedule(
-        config.model.name,
-        config.progressive.preset,
-        total_epochs=epochs,
-        num_stages=config.progressive.num_stages,
-        random_resize_every=config.progressive.random_resize_every,
-        seed=config.runtime.seed,
-        **hparams.progressive_overrides(config),
-    )
-
-
-def find_checkpoint(model_dir):
-    """model_dir's best.keras (selected on the minival), else its last.keras (the path of best.keras when
-    neither exists). `describe_checkpoint` says which weights the file holds."""
-    for name in ("best.keras", "last.keras"):
-        if os.path.exists(os.path.join(model_dir, name)):
-            return os.path.join(model_dir, name)
-    return os.path.join(model_dir, "best.keras")
-
-
-def evaluate_model(model, config, source=None, checkpoint_name="", role=None):
-    """Evaluates a compiled model on the test split (data.eval_split) at the eval size; returns the metrics.
-
-    checkpoint_name: a label, or the checkpoint's path (then labelled with `describe_checkpoint`).
-    role: "final" or "best", for the results table. `loss` is the cross-entropy; `l2_loss` (when the
-    recipe has a coupled weight decay) the L2 term of these weights, which is not part of it.
-    """
-    source = source or get_source(config.data.source, data_dir=config.data.data_dir, **config.data.source_options)
-    metrics = model.evaluate(_eval_dataset(config, source), verbose=0, return_dict=True)
-    if checkpoint_name and os.path.exists(checkpoint_name):
-        checkpoint_name = describe_checkpoint(checkpoint_name)
-    result = {"role": role, "checkpoint": checkpoint_name, "eval_split": config.data.eval_split,
-              "eval_size": hparams.image_sizes(config)[1], **{k: float(v) for k, v in metrics.items()}}
-    if config.train.weight_decay > 0 and config.train.optimizer != "adamw":
-        result["l2_loss"] = weight_decay_loss(model, config.train.weight_decay)
-    return result
-
-
-def load_for_evaluation(config, checkpoint_path):
-    """A saved model (`.keras`), compiled with the recipe's loss and metrics, ready to evaluate."""
-    if not os.path.exists(checkpoint_path):
-        raise FileNotFoundError(
-            f"No checkpoint at {checkpoint_path!r}: train first (tools/train.py --mode=train) or pass "
-            "--checkpoint=<file.keras>."
-        )
-    from efficientnetv2_keras.models.io import load_model_file  # names a truncated or foreign file
-
-    model = load_model_file(checkpoint_path, compile=False)
-    compile_from_config(model, config, steps_per_epoch=1, total_steps=1, num_classes=model.output_shape[-1])
-    return model
-
-
-def _evaluate_checkpoints(config, model_dir, strategy, source, final=None):
-    """The test split for last.keras (role "final") and best.keras (role "best"), each evaluated once.
-
-    final: the final model's metrics when it was evaluated in memory. best.keras is not evaluated again
-    when it holds the same epoch as last.keras.
-    """
-    def evaluate_file(path, role):
-        with strategy.scope():
-            model = load_for_evaluation(config, path)
-        return evaluate_model(model, config, source, path, role=role)
-
-    evaluations = []
-    last, best = (os.path.join(model_dir, name) for name in ("last.keras", "best.keras"))
-    if final is not None:
-        evaluations.append({**final, "role": "final", "checkpoint": describe_checkpoint(last)})
-    elif os.path.exists(last):
-        evaluations.append(evaluate_file(last, "final"))
-    if os.path.exists(best):
-        best_record, last_record = _read_record(best), _read_record(last)
-        if evaluations and best_record and last_record and best_record.get("epoch") == last_record.get("epoch"):
-            evaluations.append({**evaluations[0], "role": "best",
-                                "checkpoint": describe_checkpoint(best) + " (the final weights)"})
-        else:
-            evaluations.append(evaluate_file(best, "best"))
-    return evaluations
 
 
 def _remove_stale_selection(model_dir, verbose):
@@ -400,71 +75,72 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
-    started = time.perf_counter()
-    # A converted init_checkpoint's JSON: train and evaluate on the inputs its weights expect.
-    config = apply_weights_info(config)
-    keras.utils.set_random_seed(config.runtime.seed)
     strategy = strategy or get_strategy(config.runtime.strategy, tpu=config.runtime.tpu)
+    with distribution_scope(strategy):  # JAX: keras.distribution over the run (build, fit, evaluate)
+        return _train_and_evaluate(config, model_dir, mode, strategy, verbose)
+
+
+def _train_and_evaluate(config, model_dir, mode, strategy, verbose):
+    started = time.perf_counter()
+    keras.utils.set_random_seed(config.runtime.seed)
     policy = configure_mixed_precision(resolve_mixed_precision(config.train.mixed_precision, strategy))
-    source = get_source(config.data.source, data_dir=config.data.data_dir, **config.data.source_options)
-    results = {"model": config.model.name, "mode": mode, "precision": policy, "replicas": strategy.num_replicas_in_sync}
+    recipe = resolve_recipe(config)
+    config, source = recipe.config, recipe.source  # config: with a converted init_checkpoint's inputs
+    results = {"model": config.model.name, "mode": mode, "backend": keras.backend.backend(), "precision": policy,
+               "replicas": strategy.num_replicas_in_sync}
 
     if mode == "eval":
         if not os.path.isdir(model_dir):
             raise FileNotFoundError(f"No run directory {model_dir!r}: train into it first (mode=train or traineval).")
+        check_even_batches(strategy, config, source)  # JAX DataParallel: batches split over the devices
         if not any(os.path.exists(os.path.join(model_dir, n)) for n in ("last.keras", "best.keras")):
             load_for_evaluation(config, find_checkpoint(model_dir))  # raises its "train first" error
-        results["evaluations"] = _evaluate_checkpoints(config, model_dir, strategy, source)
-        _finish(results, model_dir, verbose)
+        results["evaluations"] = evaluate_checkpoints(config, model_dir, strategy, source)
+        write_results(results, model_dir, verbose)
         return results
 
-    train_split, minival, minival_info = minival_split(config, source)
-    if minival_info:
-        results["minival"] = minival_info
-    # The data functions read the training split from the recipe: give them the one without the minival.
-    data_config = dataclasses.replace(config, data=dataclasses.replace(config.data, train_split=train_split))
-    steps_per_epoch, epochs, total_steps = training_steps(config, source.num_examples(train_split))
-    plan.check_stages(config, epochs)  # too few epochs: an error with the override that fixes it
-    schedule = _schedule(config, epochs)
+    check_even_batches(strategy, config, source, recipe.minival, evaluate=mode == "traineval")  # JAX DataParallel
     with strategy.scope():
-        model = build_model_from_config(config, num_classes=int(source.num_classes))
-        compile_from_config(model, config, steps_per_epoch, total_steps, multi_label=is_multi_label(config, source),
-                            num_classes=int(source.num_classes))
-    train, progressive = _train_dataset(data_config, source, strategy, schedule)
+        model = recipe.build_model()
+        recipe.compile(model)
+    train, progressive = recipe.train_dataset(strategy)
 
-    # Everything the recipe can get wrong has been checked: only now write into model_dir, so a failed
-    # start leaves nothing behind (and a resumed run's files are not replaced by a broken recipe's).
+    # Everything the recipe can get wrong has been checked (resolve_recipe: too few epochs for the stages,
+    # ...; the model built): only now write into model_dir, so a failed start leaves nothing behind (and a
+    # resumed run's files are not replaced by a broken recipe's).
     os.makedirs(model_dir, exist_ok=True)
     hparams.to_yaml(config, os.path.join(model_dir, "config.yaml"))
-    _write_text(os.path.join(model_dir, "labels.txt"), "\n".join(_class_names(source)) + "\n")
-    if schedule is not None:
-        table = schedule.table()
-        _write_text(os.path.join(model_dir, "schedule.txt"), table + "\n")
-        schedule.plot(os.path.join(model_dir, "schedule.png"))
+    atomic_write_text(os.path.join(model_dir, "labels.txt"), "\n".join(recipe.class_names()) + "\n")
+    if recipe.minival_info:
+        results["minival"] = recipe.minival_info
+    if recipe.schedule is not None:
+        table = recipe.schedule.table()
+        atomic_write_text(os.path.join(model_dir, "schedule.txt"), table + "\n")
+        recipe.schedule.plot(os.path.join(model_dir, "schedule.png"))
         if verbose:
             print(table)
-    if verbose and minival_info and mode == "traineval":
-        print(_minival_text(minival_info))
-    with_validation = mode == "traineval" and minival is not None
-    monitor = default_monitor(config, is_multi_label(config, source))
+    if verbose and recipe.minival_info and mode == "traineval":
+        print(minival_text(recipe.minival_info))
+
+    with_validation = mode == "traineval" and recipe.minival is not None
     backup_dir = os.path.join(model_dir, "backup")
     resuming = os.path.isdir(backup_dir)  # an interrupted run: fit continues from its last epoch
     if verbose:
         print("\n".join(plan.checkpoint_plan(
-            model_dir, epochs, config.eval.validation_freq, monitor if with_validation else None,
-            _minival_text(minival_info, short=True) if with_validation else None, resuming)))
+            model_dir, recipe.epochs, config.eval.validation_freq, recipe.monitor if with_validation else None,
+            minival_text(recipe.minival_info, short=True) if with_validation else None, resuming)))
     if not resuming:
         _remove_stale_selection(model_dir, verbose)
-    record = {"weights": "EMA" if config.train.ema_decay > 0 else "model",
-              "ema_bn_statistics": bool(config.train.ema_decay > 0 and config.train.ema_bn_statistics)}
+    record = {"weights": "EMA" if config.train.ema_decay > 0 else "model",  # statistics: not averaged on JAX
+              "ema_bn_statistics": bool(getattr(ema_optimizer(model), "ema_statistics", None))}
     if with_validation:
-        record["selected_on"] = _minival_text(minival_info, short=True)
-    timer = StageTimer(steps_per_epoch * config.train.batch_size)
+        record["selected_on"] = minival_text(recipe.minival_info, short=True)
+    timer = StageTimer(recipe.steps_per_epoch * recipe.batch_size)
     # The L2 term and the timer right after the stage switch (which adds the stage to the logs) and
     # before checkpointing and the loggers, so the timer times training alone and the loggers see l2_loss.
     callbacks = ([progressive] if progressive else []) + [LogL2Loss(), timer] + [
-        EMACallback([ModelCheckpoint(model_dir, monitor=monitor if with_validation else None,
-                                     restore_best=resuming, record=record)]),
+        EMACallback([BestAndLastCheckpoint(model_dir, monitor=recipe.monitor if with_validation else None,
+                                           restore_best=resuming, record=record)]),
         keras.callbacks.BackupAndRestore(backup_dir),
         CSVLogger(os.path.join(model_dir, "log.csv"), append=resuming, validation=with_validation),
         keras.callbacks.TensorBoard(os.path.join(model_dir, "tensorboard"), write_graph=False),
@@ -472,16 +148,16 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     start = time.perf_counter()
     model.fit(
         train,
-        epochs=epochs,
-        validation_data=_eval_dataset(config, source, minival) if with_validation else None,
+        epochs=recipe.epochs,
+        validation_data=recipe.eval_dataset(recipe.minival) if with_validation else None,
         validation_freq=config.eval.validation_freq,
         callbacks=callbacks,
         verbose=verbose,
     )
     results["train_seconds"] = round(time.perf_counter() - start, 1)
-    results["epochs"] = epochs
+    results["epochs"] = recipe.epochs
     if with_validation and not os.path.exists(os.path.join(model_dir, "best.keras")):
-        reason = plan.missing_best_reason(epochs, config.eval.validation_freq)
+        reason = plan.missing_best_reason(recipe.epochs, config.eval.validation_freq)
         if reason:
             results["notes"] = [reason]
     results["stages"] = timer.rows()
@@ -490,57 +166,7 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     if mode == "traineval":
         # fit() has copied the EMA weights (and averaged BN statistics) into the model: the final model.
         final = evaluate_model(model, config, source, role="final")
-        results["evaluations"] = _evaluate_checkpoints(config, model_dir, strategy, source, final=final)
+        results["evaluations"] = evaluate_checkpoints(config, model_dir, strategy, source, final=final)
     results["total_seconds"] = round(time.perf_counter() - started, 1)
-    _finish(results, model_dir, verbose)
+    write_results(results, model_dir, verbose)
     return results
-
-
-def _minival_text(info, short=False):
-    name = f"'{info['split']}'"
-    if "carved_from" not in info:
-        return name if short else f"minival: split {name} ({info['examples']} examples)"
-    if short:
-        return f"minival ({info['examples']} examples carved from '{info['carved_from']}')"
-    return (f"minival: {info['examples']} examples carved from '{info['carved_from']}' (data.minival={info['size']}); "
-            f"training on the other {info['train_examples']}. Validation (val_*) and best.keras use the minival; "
-            "the test split is evaluated once, after training.")
-
-
-def _format_metric(value):
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def format_results(results):
-    """The results as text tables."""
-    lines = [f"model {results['model']} | precision {results['precision']} | replicas {results['replicas']}"]
-    if results.get("stages"):
-        lines += ["", "| stage | image size | epochs | train time (s) | images/s |", "|---:|---:|---:|---:|---:|"]
-        for row in results["stages"]:
-            lines.append(f"| {row['stage']} | {row['image_size'] or '-'} | {row['epochs']} | {row['seconds']} | {row['images_per_second']} |")
-        lines.append(
-            f"\nfit: {results['train_seconds']} s over {results['epochs']} epochs (validation and checkpoints "
-            f"included); whole run: {results.get('total_seconds', '-')} s"
-        )
-    if results.get("minival"):
-        lines.append(_minival_text(results["minival"]))
-    lines += results.get("notes", [])
-    evaluations = results.get("evaluations") or ([results["evaluation"]] if results.get("evaluation") else [])
-    if evaluations:
-        first = evaluations[0]
-        skip = {"role", "checkpoint", "eval_split", "eval_size"}
-        names = [k for k in first if k not in skip and isinstance(first[k], float)]
-        header = {"loss": "loss (cross-entropy)", "l2_loss": "L2 term (not in loss)"}
-        lines += ["", f"test split '{first['eval_split']}' at {first['eval_size']} px:",
-                  "| model | checkpoint | " + " | ".join(header.get(n, n) for n in names) + " |",
-                  "|---|---|" + "---:|" * len(names)]
-        for evaluation in evaluations:
-            values = " | ".join(_format_metric(evaluation.get(n, "-")) for n in names)
-            lines.append(f"| {evaluation.get('role') or '-'} | {evaluation['checkpoint']} | {values} |")
-    return "\n".join(lines)
-
-
-def _finish(results, model_dir, verbose):
-    _write_text(os.path.join(model_dir, "results.json"), json.dumps(results, indent=2) + "\n")
-    if verbose:
-        print("\n" + format_results(results))

@@ -29,11 +29,11 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 
 import keras
 import numpy as np
 
+from efficientnetv2_keras.files import atomic_output
 from efficientnetv2_keras.models.builder import block_letters, build_model
 from efficientnetv2_keras.models.family import FUSED_MBCONV, MODEL_SPECS, get_model_spec
 from efficientnetv2_keras.models.weights import weights_info_path
@@ -460,21 +460,12 @@ def convert_timm(source, output, *, name=None, variant=None, verify="auto", tole
         "converted": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "check": check,
     }
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".weights.h5")
-    os.close(fd)
-    try:
-        model.save_weights(tmp)
-        info["sha256"] = _sha256(tmp)
-        with open(tmp + ".json", "w", encoding="utf-8") as f:
+    # Both renamed into place only once both are written: the weights file first, then its JSON.
+    with atomic_output(json_path) as json_temporary, atomic_output(path) as weights_temporary:
+        model.save_weights(weights_temporary)
+        info["sha256"] = _sha256(weights_temporary)
+        with open(json_temporary, "w", encoding="utf-8") as f:
             json.dump(info, f, indent=2)
             f.write("\n")
-        os.replace(tmp, path)
-        os.replace(tmp + ".json", json_path)
-    finally:
-        for leftover in (tmp, tmp + ".json"):
-            if os.path.exists(leftover):
-                os.remove(leftover)
     info["weights_path"] = os.path.abspath(path)
     return info

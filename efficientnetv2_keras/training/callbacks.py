@@ -1,0 +1,144 @@
+"""The trainer's own callbacks: best/last checkpoints with their records, per-stage timing, log.csv."""
+
+import json
+import math
+import os
+import time
+
+import keras
+
+from efficientnetv2_keras.files import atomic_write, atomic_write_text
+
+
+def record_path(checkpoint_path):
+    """best.keras -> best.json: what the checkpoint holds (epoch, selection)."""
+    return os.path.splitext(checkpoint_path)[0] + ".json"
+
+
+def read_record(checkpoint_path):
+    """The JSON record next to a checkpoint, or None when there is none (or it is unreadable)."""
+    try:
+        with open(record_path(checkpoint_path), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def describe_checkpoint(path):
+    """'best.keras: EMA weights after epoch 16, best val_accuracy 0.9931 on minival ...' from its record."""
+    name = os.path.basename(path)
+    record = read_record(path)
+    if not record:
+        return name
+    text = f"{name}: {record.get('weights', 'model')} weights after epoch {record['epoch']}"
+    if "monitor" in record:
+        text += f", best {record['monitor']} {record['value']:.4f} on {record.get('selected_on', 'validation')}"
+    return text
+
+
+class BestAndLastCheckpoint(keras.callbacks.Callback):
+    """Writes `last.keras` every epoch and `best.keras` when `monitor` improves, atomically.
+
+    Saves an uncompiled twin of the model (same weights, no optimizer state: a quarter of the size),
+    so the files load with `keras.models.load_model` for evaluation, prediction and export. Put it
+    inside `EMACallback` to save the EMA weights. Next to each file, `last.json` / `best.json` say
+    which epoch it holds and (best) the value that selected it, plus `record` (e.g. the split).
+
+    restore_best: start from the value in best.json (a resumed run) instead of -inf, so the first
+      validated epoch after a restart replaces best.keras only if it is better.
+    """
+
+    def __init__(self, directory, monitor="val_accuracy", restore_best=False, record=None):
+        super().__init__()
+        self.directory = directory
+        self.monitor = monitor  # higher is better; None: only last.keras
+        self.restore_best = restore_best
+        self.record = dict(record or {})
+        self.best = -math.inf
+        self._twin = None
+
+    def on_train_begin(self, logs=None):
+        # From the config, not clone_model: a clone keeps the compile config (optimizer, schedule).
+        self._twin = self.model.__class__.from_config(self.model.get_config())
+        if self.restore_best and self.monitor:
+            saved = read_record(os.path.join(self.directory, "best.keras")) or {}
+            if saved.get("monitor") == self.monitor and isinstance(saved.get("value"), (int, float)):
+                self.best = float(saved["value"])
+
+    def _save(self, name, record):
+        self._twin.set_weights(self.model.get_weights())
+        path = os.path.join(self.directory, name)
+        atomic_write(path, self._twin.save)
+        atomic_write_text(record_path(path), json.dumps({**self.record, **record}, indent=2) + "\n")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._save("last.keras", {"epoch": epoch + 1})
+        value = (logs or {}).get(self.monitor) if self.monitor else None
+        if value is None:
+            return
+        if value > self.best:
+            self.best = float(value)
+            self._save("best.keras", {"epoch": epoch + 1, "monitor": self.monitor, "value": self.best})
+
+
+class StageTimer(keras.callbacks.Callback):
+    """Training time and images/s per progressive stage (validation time excluded), and every epoch's logs."""
+
+    def __init__(self, images_per_epoch):
+        super().__init__()
+        self.images_per_epoch = images_per_epoch
+        self.stages = {}  # stage -> {"epochs", "seconds", "image_size"}
+        self.epoch_logs = []  # {"epoch": e, **logs}; val_* only where validation ran
+        self._start = self._train_seconds = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._train_seconds = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        if self._start is not None and self._train_seconds is None:
+            self._train_seconds = time.perf_counter() - self._start
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.epoch_logs.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
+        seconds = self._train_seconds if self._train_seconds is not None else time.perf_counter() - self._start
+        # "stage" (1-based) comes from ProgressiveLearning; a run without stages is one stage.
+        entry = self.stages.setdefault(int(logs.get("stage", 1)), {"epochs": 0, "seconds": 0.0, "image_size": None})
+        entry["epochs"] += 1
+        entry["seconds"] += seconds
+        entry["image_size"] = int(logs["image_size"]) if "image_size" in logs else entry["image_size"]
+
+    def rows(self):
+        return [
+            {
+                "stage": stage,
+                "image_size": entry["image_size"],
+                "epochs": entry["epochs"],
+                "seconds": round(entry["seconds"], 1),
+                "images_per_second": round(entry["epochs"] * self.images_per_epoch / entry["seconds"], 1),
+            }
+            for stage, entry in sorted(self.stages.items())
+        ]
+
+
+class CSVLogger(keras.callbacks.CSVLogger):
+    """`keras.callbacks.CSVLogger` with epochs counted from 1 and only meaningful validation columns.
+
+    Keras names its columns after the first epoch's logs and, when they hold no `val_*` key (validation
+    every N > 1 epochs), adds `val_<key>` for every key: empty `val_stage`, `val_image_size`,
+    `val_l2_loss`... columns, and a whole empty set in a run without validation. Here the validation
+    columns are the compiled metrics' (what `evaluate` returns), and only when `validation` is set.
+    """
+
+    def __init__(self, filename, append=False, validation=False):
+        super().__init__(filename, append=append)
+        self.validation = validation
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            keys = sorted(logs)
+            if self.validation and not any(key.startswith("val_") for key in keys):
+                keys += [f"val_{key}" for key in sorted(self.model.get_metrics_result())]
+            self.keys = keys
+        super().on_epoch_end(epoch + 1, logs)  # the epoch column counts from 1, as every message and plot
