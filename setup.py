@@ -11,7 +11,22 @@ setup(
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["efficientnetv2_keras", "efficientnetv2_keras.*"]),
+    # The recipes (hparams/*.yaml) ship inside the package as efficientnetv2_keras/recipes/, so that
+    # load_config("imagenet_s") and the commands find them in an installed wheel too.
+    packages=find_packages(include=["efficientnetv2_keras", "efficientnetv2_keras.*"]) + ["efficientnetv2_keras.recipes"],
+    package_dir={"efficientnetv2_keras.recipes": "hparams"},
+    package_data={"efficientnetv2_keras.recipes": ["*.yaml"]},
+    entry_points={
+        "console_scripts": [
+            "effnetv2-train=efficientnetv2_keras.cli.train:run",
+            "effnetv2-evaluate=efficientnetv2_keras.cli.evaluate:run",
+            "effnetv2-predict=efficientnetv2_keras.cli.predict:run",
+            "effnetv2-export=efficientnetv2_keras.cli.export:run",
+            "effnetv2-summary=efficientnetv2_keras.cli.summary:run",
+            "effnetv2-convert-weights=efficientnetv2_keras.cli.convert_weights:run",
+            "effnetv2-benchmark=efficientnetv2_keras.cli.benchmark:run",
+        ],
+    },
     python_requires=">=3.11",
     install_requires=[
         # tensorflow-addons is deliberately absent: it is end-of-life and fails to
@@ -30,7 +45,9 @@ setup(
         "tensorboard>=2.20,<3",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3"],
+        # nbclient + ipykernel execute the notebooks (make test-all), nbformat validates them (make test).
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "nbformat>=5.10,<6", "nbclient>=0.10,<0.11",
+                 "ipykernel>=6.29,<8"],
         # JAX 0.10 is the newest release for Python 3.11 (0.11+ needs 3.12).
         "jax": ["jax>=0.4.34,<0.13"],
         # The TFLite interpreter now ships as LiteRT; conversion stays in TensorFlow.

@@ -11,9 +11,11 @@ Table 6) and, where the paper is silent, the released code's (`hparams.py`). `de
 every key. A mistyped key, a wrong type or an out-of-range value is an error that names the key, the
 file it came from and, for unknown keys, the nearest valid one.
 
-Recipe files live in the repository's `hparams/` folder; `load_config("imagenet_s")` finds
-`hparams/imagenet_s.yaml`. A file may start with `base: other_recipe.yaml` (a name or a path
-relative to the file) to inherit everything it does not set itself.
+Recipe files live in the repository's `hparams/` folder, which an installed package carries as
+`efficientnetv2_keras/recipes/` (RECIPES_DIR is whichever exists); `load_config("imagenet_s")` finds
+`imagenet_s.yaml` there, `load_config("path/to/mine.yaml")` reads a file. A file may start with
+`base: other_recipe.yaml` (a name or a path relative to the file) to inherit everything it does not
+set itself.
 """
 
 import dataclasses
@@ -29,8 +31,15 @@ from efficientnetv2_keras.files import atomic_write_text
 from efficientnetv2_keras.progressive.schedule import PRESETS
 from efficientnetv2_keras.progressive.schedule import REGULARIZERS as _PAIR_KEYS
 
-# The repository's recipe folder (next to the package in a source checkout).
-RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hparams")
+
+def _recipes_dir():
+    """The recipes shipped in an installed package (setup.py: package data), else a checkout's hparams/."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(package, "recipes")
+    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package), "hparams")
+
+
+RECIPES_DIR = _recipes_dir()
 BASE_KEY = "base"
 
 # Choice lists shared with the code that consumes them.
@@ -525,7 +534,7 @@ def validate_config(config):
 
 
 def list_recipes(directory=RECIPES_DIR):
-    """Names of the recipes in `directory` (default: the repository's hparams/)."""
+    """Names of the recipes in `directory` (default: RECIPES_DIR, the recipes shipped with the package)."""
     if not os.path.isdir(directory):
         return []
     return sorted(f[: -len(".yaml")] for f in os.listdir(directory) if f.endswith(".yaml"))

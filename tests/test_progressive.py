@@ -403,7 +403,7 @@ def test_resume_with_backup_and_restore_continues_in_the_interrupted_stage(tiny_
         run([Interrupt()])
     model, log, history = run([])
     assert history.epoch == [3, 4, 5]
-    assert history.history["stage"] == [1, 2, 2]
+    assert history.history["stage"] == [2, 3, 3]  # numbered from 1, as in messages and results
     assert history.history["image_size"] == [48, 64, 64]
     steps = 96 // 16
     assert [row[0] for row in log.rows] == [48] * steps + [64] * 2 * steps

@@ -79,7 +79,7 @@ SCRIPT = textwrap.dedent(
 
     heights = [row[0] for row in log.rows]
     assert heights == [32] * 2 * steps + [40] * 2 * steps, heights
-    assert history.history["stage"] == [0, 0, 1, 1], history.history
+    assert history.history["stage"] == [1, 1, 2, 2], history.history  # numbered from 1
     assert history.history["image_size"] == [32, 32, 40, 40], history.history
     assert np.allclose(history.history["dropout_rate"], [0, 0, 0.6, 0.6]), history.history
     zeros = np.array([row[1] for row in log.rows]).reshape(2, -1)

@@ -164,7 +164,7 @@ def test_train_py_runs_the_demo_recipe_on_jax_over_two_devices(tmp_path):
     assert [row["image_size"] for row in results["stages"]] == [48]
     log = (model_dir / "log.csv").read_text().splitlines()
     rows = [dict(zip(log[0].split(","), line.split(","))) for line in log[1:]]
-    assert [int(r["epoch"]) for r in rows] == [0, 1, 2] and [float(r["image_size"]) for r in rows] == [32, 40, 48]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and [float(r["image_size"]) for r in rows] == [32, 40, 48]
     assert all(0 <= float(r["val_accuracy"]) <= 1 for r in rows) and "l2_loss" in rows[0]
     final, best = results["evaluations"]
     assert (final["role"], best["role"]) == ("final", "best")

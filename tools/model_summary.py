@@ -1,20 +1,6 @@
-"""Prints the family's parameters and FLOPs as a Markdown table: `python tools/model_summary.py`.
+"""The family's parameters and FLOPs (source checkout): the same as `effnetv2-summary`, see efficientnetv2_keras/cli/summary.py."""
 
-FLOPs are multiply-adds of one image at the variant's eval size (the official README's convention).
-"""
-
-from absl import app, flags
-
-from efficientnetv2_keras.models import VARIANTS, family_summary, format_summary
-
-flags.DEFINE_list("variants", list(VARIANTS), "Variants to report.")
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-    del argv
-    print(format_summary(family_summary(FLAGS.variants)))
-
+from efficientnetv2_keras.cli.summary import run
 
 if __name__ == "__main__":
-    app.run(main)
+    run()

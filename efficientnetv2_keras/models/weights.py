@@ -9,6 +9,7 @@ The `weights=` argument of the constructors (`builder.load_weights`) picks among
 never builds one of our models itself.
 """
 
+import collections
 import json
 import os
 import re
@@ -80,6 +81,26 @@ def keras3_weights_layout(path):
         if "dense" in groups and "vars" in f["layers/dense"] and "0" in f["layers/dense/vars"]:
             classes = int(f["layers/dense/vars/0"].shape[-1])
         return ours, classes
+
+
+def layout_mismatch(model, path):
+    """None when the arrays of the Keras 3 weights file `path` have exactly `model`'s weight shapes, else
+    what differs. Checked before `model.load_weights(path)`: on a mismatch Keras warns once per layer
+    ("Skipping nested container ...", ~150 lines for B0) before raising."""
+    import h5py
+
+    saved = collections.Counter()
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda _, item: saved.update([tuple(item.shape)]) if isinstance(item, h5py.Dataset) else None)
+    have = collections.Counter(tuple(w.shape) for w in model.weights)
+    if saved == have:
+        return None
+
+    def values(counter):
+        return sum(int(np.prod(shape)) * count for shape, count in counter.items())
+
+    return (f"the file holds {sum(saved.values())} arrays with {values(saved):,} values, {model.name!r} has "
+            f"{sum(have.values())} with {values(have):,}")
 
 
 def _guess_variant(arrays):
@@ -215,6 +236,9 @@ def load_weights_from_keras_applications(model, source, skip_head=False, spec=No
         _, classes = keras3_weights_layout(path)
         reference = keras_applications_model(model_spec_of(model, spec), classes is not None, classes)
         try:
+            mismatch = layout_mismatch(reference, path)
+            if mismatch:
+                raise ValueError(mismatch)
             reference.load_weights(path)
         except ValueError as error:
             raise WeightsMismatchError(

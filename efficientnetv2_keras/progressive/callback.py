@@ -126,17 +126,17 @@ class ProgressiveLearning(keras.callbacks.Callback):
         if not isinstance(dataset, tf.data.Dataset):
             raise TypeError(
                 f"dataset_fn must return a tf.data.Dataset, got {type(dataset).__name__} for stage "
-                f"{stage.index}."
+                f"{stage.index + 1}."
             )
         cardinality = int(dataset.cardinality())
         if cardinality == 0:
             raise ValueError(
-                f"dataset_fn returned an empty dataset for stage {stage.index}: the split has fewer "
+                f"dataset_fn returned an empty dataset for stage {stage.index + 1}: the split has fewer "
                 "examples than one batch (with drop_remainder)?"
             )
         if cardinality == tf.data.INFINITE_CARDINALITY and self.steps_per_epoch is None:
             raise ValueError(
-                f"dataset_fn returned an endless (repeated) dataset for stage {stage.index}, but without "
+                f"dataset_fn returned an endless (repeated) dataset for stage {stage.index + 1}, but without "
                 "steps_per_epoch every epoch is one pass over a finite stage pipeline. Build it without "
                 "repeat, or give ProgressiveLearning(..., steps_per_epoch=N) and fit(..., steps_per_epoch=N)."
             )
@@ -277,8 +277,9 @@ class ProgressiveLearning(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or self.current_stage is None:
             return
-        # Later callbacks (CSVLogger, TensorBoard, History) record these with the metrics.
-        logs["stage"] = self.current_stage.index
+        # Later callbacks (CSVLogger, TensorBoard, History) record these with the metrics. Stages are
+        # numbered from 1 wherever a user reads them (logs, messages, results, plots); Stage.index is 0-based.
+        logs["stage"] = self.current_stage.index + 1
         for field in LOGGED_FIELDS:
             value = getattr(self.current_stage, field)
             if value is not None:
@@ -302,20 +303,20 @@ def _check_element_specs(datasets, stages, data_format=None):
             tf.nest.assert_same_structure(reference, spec)
         except (ValueError, TypeError):
             raise ValueError(
-                f"dataset_fn returned elements of structure {spec} for stage {stage.index} but "
-                f"{reference} for stage 0; every stage must yield the same (images, labels) structure."
+                f"dataset_fn returned elements of structure {spec} for stage {stage.index + 1} but "
+                f"{reference} for stage 1; every stage must yield the same (images, labels) structure."
             ) from None
         flat = tf.nest.flatten(spec)
         images = flat[0]
         if images.shape.rank != 4:
             raise ValueError(
                 f"dataset_fn must yield batches whose first element is images {layout}; stage "
-                f"{stage.index} gives {images}. Batch the dataset."
+                f"{stage.index + 1} gives {images}. Batch the dataset."
             )
         size = tf.TensorShape([images.shape[axis] for axis in spatial_axes])
         if size.is_fully_defined() and tuple(size) != (stage.image_size, stage.image_size):
             raise ValueError(
-                f"Stage {stage.index} asks for image size {stage.image_size} but dataset_fn gave "
+                f"Stage {stage.index + 1} asks for image size {stage.image_size} but dataset_fn gave "
                 f"images of {tuple(size)}: pass stage.image_size to your pipeline."
             )
         for position, (got, expected) in enumerate(zip(flat, flat_reference)):
@@ -328,7 +329,7 @@ def _check_element_specs(datasets, stages, data_format=None):
             same_shape = got.shape.rank == expected.shape.rank and got_dims == expected_dims
             if got.dtype != expected.dtype or not same_shape:
                 raise ValueError(
-                    f"dataset_fn gives {got} at position {position} for stage {stage.index} but "
-                    f"{expected} for stage 0: only the image size may change between stages, and the batch size (check "
+                    f"dataset_fn gives {got} at position {position} for stage {stage.index + 1} but "
+                    f"{expected} for stage 1: only the image size may change between stages, and the batch size (check "
                     "label_format: mixup/cutmix need dense labels in every stage)."
                 )

@@ -153,8 +153,16 @@ class ProgressiveSchedule:
 
     __str__ = table
 
+    def series(self, field):
+        """(edges, values) of `field` for a step plot against 1-based epochs (steps), as the table and
+        Keras' progress bar count: epoch e spans [e - 0.5, e + 0.5], so edges run from 0.5 to total + 0.5
+        and every stage, the last one included, covers all of its epochs."""
+        values = [getattr(self.stage_at(position), field) for position in range(self.total)]
+        values = np.array([np.nan if v is None else v for v in values], dtype=float)
+        return np.arange(self.total + 1) + 0.5, values
+
     def plot(self, path):
-        """Writes a PNG: one panel per scheduled quantity against epochs (steps)."""
+        """Writes a PNG: one panel per scheduled quantity against 1-based epochs (steps)."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -163,11 +171,10 @@ class ProgressiveSchedule:
         fields = [f for f in REGULARIZERS if any(getattr(s, f) not in (None, 0, 0.0) for s in self.stages)]
         fields = fields or ["image_size"]
         figure, axes = plt.subplots(len(fields), 1, figsize=(7, 1.9 * len(fields)), sharex=True, squeeze=False)
-        positions = np.arange(self.total)
         for axis, field in zip(axes[:, 0], fields):
-            values = [getattr(self.stage_at(int(p)), field) for p in positions]
-            values = [np.nan if v is None else v for v in values]
-            axis.step(positions, values, where="post")
+            edges, values = self.series(field)
+            axis.stairs(values, edges, baseline=None)
+            axis.set_xlim(edges[0], edges[-1])
             axis.set_ylabel(field.replace("_", " "), fontsize=8)
             axis.grid(alpha=0.3)
         axes[-1, 0].set_xlabel(self.unit)

@@ -1,4 +1,4 @@
-"""The trainer's own callbacks: best/last checkpoints with their records, and per-stage timing."""
+"""The trainer's own callbacks: best/last checkpoints with their records, per-stage timing, log.csv."""
 
 import json
 import math
@@ -103,7 +103,8 @@ class StageTimer(keras.callbacks.Callback):
         logs = logs or {}
         self.epoch_logs.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
         seconds = self._train_seconds if self._train_seconds is not None else time.perf_counter() - self._start
-        entry = self.stages.setdefault(int(logs.get("stage", 0)), {"epochs": 0, "seconds": 0.0, "image_size": None,
+        # "stage" (1-based) comes from ProgressiveLearning; a run without stages is one stage.
+        entry = self.stages.setdefault(int(logs.get("stage", 1)), {"epochs": 0, "seconds": 0.0, "image_size": None,
                                                                    "images": 0})
         entry["epochs"] += 1
         batched = self.steps_per_epoch and "batch_size" in logs
@@ -114,7 +115,7 @@ class StageTimer(keras.callbacks.Callback):
     def rows(self):
         return [
             {
-                "stage": stage + 1,
+                "stage": stage,
                 "image_size": entry["image_size"],
                 "epochs": entry["epochs"],
                 "seconds": round(entry["seconds"], 1),
@@ -122,3 +123,26 @@ class StageTimer(keras.callbacks.Callback):
             }
             for stage, entry in sorted(self.stages.items())
         ]
+
+
+class CSVLogger(keras.callbacks.CSVLogger):
+    """`keras.callbacks.CSVLogger` with epochs counted from 1 and only meaningful validation columns.
+
+    Keras names its columns after the first epoch's logs and, when they hold no `val_*` key (validation
+    every N > 1 epochs), adds `val_<key>` for every key: empty `val_stage`, `val_image_size`,
+    `val_l2_loss`... columns, and a whole empty set in a run without validation. Here the validation
+    columns are the compiled metrics' (what `evaluate` returns), and only when `validation` is set.
+    """
+
+    def __init__(self, filename, append=False, validation=False):
+        super().__init__(filename, append=append)
+        self.validation = validation
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            keys = sorted(logs)
+            if self.validation and not any(key.startswith("val_") for key in keys):
+                keys += [f"val_{key}" for key in sorted(self.model.get_metrics_result())]
+            self.keys = keys
+        super().on_epoch_end(epoch + 1, logs)  # the epoch column counts from 1, as every message and plot

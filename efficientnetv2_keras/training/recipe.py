@@ -28,6 +28,7 @@ from efficientnetv2_keras import hparams
 from efficientnetv2_keras.models import build_model, load_pretrained
 from efficientnetv2_keras.models.family import get_model_spec
 from efficientnetv2_keras.progressive.schedule import REGULARIZERS, progressive_schedule
+from efficientnetv2_keras.training import plan
 from efficientnetv2_keras.training.losses import build_loss, build_metrics, default_monitor
 from efficientnetv2_keras.training.optimizers import build_optimizer
 from efficientnetv2_keras.training.schedules import TrainingProgress, build_lr_schedule
@@ -100,10 +101,12 @@ def schedule_from_config(config, epochs, num_replicas=1):
 
     With `progressive.batch_scaling` the stages get their own batch (train.batch_size at the last stage,
     ~1/size^2 before it, multiples of `num_replicas`, capped at `progressive.max_batch_size`) and the
-    learning-rate scale of the linear scaling rule.
+    learning-rate scale of the linear scaling rule. Too few epochs for `progressive.num_stages`: a
+    ConfigError naming the override that fixes it.
     """
     if not config.progressive.enabled:
         return None
+    plan.check_stages(config, epochs)
     batching = {}
     if config.progressive.batch_scaling:
         batching = {"batch_size": config.train.batch_size, "batch_scaling": True,

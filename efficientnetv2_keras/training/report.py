@@ -25,7 +25,7 @@ def plot_training_curves(epoch_logs, path, title=""):
         for previous, row in zip(epoch_logs, epoch_logs[1:]):
             if row.get("stage") != previous.get("stage"):
                 axis.axvline(row["epoch"] + 0.5, color="gray", linestyle=":", linewidth=1)
-                label = f"stage {int(row['stage']) + 1}" + (f"\n{int(row['image_size'])} px" if "image_size" in row else "")
+                label = f"stage {int(row['stage'])}" + (f"\n{int(row['image_size'])} px" if "image_size" in row else "")
                 axis.text(row["epoch"] + 0.6, axis.get_ylim()[1], label, fontsize=7, va="top", color="gray")
         axis.legend(fontsize=8)
     figure.suptitle(title)
@@ -69,6 +69,7 @@ def format_results(results):
         lines += ["", format_costs(results["costs"])]
     if results.get("minival"):
         lines.append(minival_text(results["minival"]))
+    lines += results.get("notes", [])  # e.g. why there is no best.keras (training.plan.missing_best_reason)
     evaluations = results.get("evaluations") or ([results["evaluation"]] if results.get("evaluation") else [])
     if evaluations:
         first = evaluations[0]

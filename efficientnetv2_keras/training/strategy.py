@@ -41,14 +41,19 @@ def _tpu_hint(tpu):
     return os.path.exists("/dev/accel0") or os.path.exists("/dev/vfio/0")  # TPU VM devices
 
 
+class StrategyUnavailableError(RuntimeError):
+    """The requested runtime.strategy cannot run on this machine (no TPU, no GPU): the commands report it
+    as a usage error (efficientnetv2_keras.cli)."""
+
+
 def _tpu_strategy(tpu=None):
-    """TPUStrategy or raises RuntimeError explaining why no TPU was found."""
+    """TPUStrategy or raises StrategyUnavailableError explaining why no TPU was found."""
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as error:
-        raise RuntimeError(
+        raise StrategyUnavailableError(
             f"strategy 'tpu' was requested but no TPU was found ({type(error).__name__}: {error}). On a "
             "Cloud TPU VM run on the TPU host; otherwise pass the TPU name or grpc:// address "
             "(runtime.tpu=...), or use runtime.strategy=auto/gpus/cpu."
@@ -116,7 +121,7 @@ def check_even_batches(strategy, config, source, minival=None, evaluate=True):
 
 def _tensorflow_only(name):
     what = {"tpu": "TPUStrategy", "multi_worker": "MultiWorkerMirroredStrategy"}[name]
-    return RuntimeError(
+    return StrategyUnavailableError(
         f"runtime.strategy={name!r} ({what}) needs the TensorFlow backend, but KERAS_BACKEND is "
         f"{keras.backend.backend()!r}. Run with KERAS_BACKEND=tensorflow, or on JAX use runtime.strategy=auto "
         "(keras.distribution.DataParallel over every local device JAX sees: GPUs, TPU cores, or one CPU)."
@@ -134,7 +139,7 @@ def _jax_strategy(name):
         except RuntimeError:
             gpus = []
         if not gpus:
-            raise RuntimeError("strategy 'gpus' was requested but JAX sees no GPU (jax.devices('gpu') "
+            raise StrategyUnavailableError("strategy 'gpus' was requested but JAX sees no GPU (jax.devices('gpu') "
                                "fails); install jax with CUDA, or use 'auto' or 'cpu'.")
         return KerasDistribution(gpus)
     # auto: every device of JAX's default platform (several CPU devices only when asked for, e.g.
@@ -147,13 +152,13 @@ def get_strategy(name="auto", tpu=None):
 
     "auto": TPUStrategy if a TPU resolves (tried only when the environment hints at one, so it is
             fast and quiet elsewhere), MirroredStrategy over all GPUs if any, else the default strategy.
-    "tpu": TPUStrategy, or a RuntimeError when no TPU is found.
-    "gpus": MirroredStrategy over all local GPUs (RuntimeError without GPUs).
+    "tpu": TPUStrategy, or a StrategyUnavailableError (a RuntimeError) when no TPU is found.
+    "gpus": MirroredStrategy over all local GPUs (StrategyUnavailableError without GPUs).
     "multi_worker": MultiWorkerMirroredStrategy (cluster from the TF_CONFIG environment variable).
     "cpu": OneDeviceStrategy on the CPU, even when GPUs are visible.
     On JAX: "auto" is DataParallel over all devices of JAX's default platform (one device: no
     distribution), "gpus" over all GPUs, "cpu" one CPU device; "tpu" and "multi_worker" raise a
-    RuntimeError saying they need TensorFlow.
+    StrategyUnavailableError saying they need TensorFlow.
     """
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}; choose one of {STRATEGIES}.")
@@ -171,8 +176,9 @@ def get_strategy(name="auto", tpu=None):
     gpus = tf.config.list_logical_devices("GPU")
     if name == "gpus":
         if not gpus:
-            raise RuntimeError("strategy 'gpus' was requested but TensorFlow sees no GPU "
-                               "(tf.config.list_physical_devices('GPU') is empty); use 'auto' or 'cpu'.")
+            raise StrategyUnavailableError("strategy 'gpus' was requested but TensorFlow sees no GPU "
+                               "(tf.config.list_physical_devices('GPU') is empty); use 'auto' or 'cpu' "
+                               "(--strategy=auto, or runtime.strategy=auto).")
         return tf.distribute.MirroredStrategy([g.name for g in gpus])
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()

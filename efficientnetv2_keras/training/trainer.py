@@ -31,7 +31,8 @@ import keras
 
 from efficientnetv2_keras import hparams
 from efficientnetv2_keras.files import atomic_write_text
-from efficientnetv2_keras.training.callbacks import BestAndLastCheckpoint, StageTimer
+from efficientnetv2_keras.training import plan
+from efficientnetv2_keras.training.callbacks import BestAndLastCheckpoint, CSVLogger, StageTimer
 from efficientnetv2_keras.training.costs import CostTimer
 from efficientnetv2_keras.training.ema import EMACallback, ema_optimizer
 from efficientnetv2_keras.training.evaluation import (  # noqa: F401  (the names users import from here)
@@ -82,7 +83,6 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
 
 def _train_and_evaluate(config, model_dir, mode, strategy, verbose):
     started = time.perf_counter()
-    os.makedirs(model_dir, exist_ok=True)
     keras.utils.set_random_seed(config.runtime.seed)
     policy = configure_mixed_precision(resolve_mixed_precision(config.train.mixed_precision, strategy))
     recipe = resolve_recipe(config, num_replicas=strategy.num_replicas_in_sync)
@@ -91,6 +91,8 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose):
                "replicas": strategy.num_replicas_in_sync}
 
     if mode == "eval":
+        if not os.path.isdir(model_dir):
+            raise FileNotFoundError(f"No run directory {model_dir!r}: train into it first (mode=train or traineval).")
         check_even_batches(strategy, config, source)  # JAX DataParallel: batches split over the devices
         if not any(os.path.exists(os.path.join(model_dir, n)) for n in ("last.keras", "best.keras")):
             load_for_evaluation(config, find_checkpoint(model_dir))  # raises its "train first" error
@@ -98,9 +100,21 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose):
         write_results(results, model_dir, verbose)
         return results
 
+    check_even_batches(strategy, config, source, recipe.minival, evaluate=mode == "traineval")  # JAX DataParallel
+    with strategy.scope():
+        model = recipe.build_model()
+        recipe.compile(model)
+        # Optimizer variables (slots, EMA averages) made now, not inside the first trace of the train
+        # step: TensorFlow traces a step that creates variables a second time (measured: 2 -> 1 trace).
+        model.optimizer.build(model.trainable_variables)
+    train, progressive = recipe.train_dataset(strategy)
+
+    # Everything the recipe can get wrong has been checked (resolve_recipe: too few epochs for the stages,
+    # ...; the model built): only now write into model_dir, so a failed start leaves nothing behind (and a
+    # resumed run's files are not replaced by a broken recipe's).
+    os.makedirs(model_dir, exist_ok=True)
     hparams.to_yaml(config, os.path.join(model_dir, "config.yaml"))
     atomic_write_text(os.path.join(model_dir, "labels.txt"), "\n".join(recipe.class_names()) + "\n")
-    check_even_batches(strategy, config, source, recipe.minival, evaluate=mode == "traineval")  # JAX DataParallel
     if recipe.minival_info:
         results["minival"] = recipe.minival_info
     if recipe.schedule is not None:
@@ -112,16 +126,13 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose):
     if verbose and recipe.minival_info and mode == "traineval":
         print(minival_text(recipe.minival_info))
 
-    with strategy.scope():
-        model = recipe.build_model()
-        recipe.compile(model)
-        # Optimizer variables (slots, EMA averages) made now, not inside the first trace of the train
-        # step: TensorFlow traces a step that creates variables a second time (measured: 2 -> 1 trace).
-        model.optimizer.build(model.trainable_variables)
-    train, progressive = recipe.train_dataset(strategy)
     with_validation = mode == "traineval" and recipe.minival is not None
     backup_dir = os.path.join(model_dir, "backup")
     resuming = os.path.isdir(backup_dir)  # an interrupted run: fit continues from its last epoch
+    if verbose:
+        print("\n".join(plan.checkpoint_plan(
+            model_dir, recipe.epochs, config.eval.validation_freq, recipe.monitor if with_validation else None,
+            minival_text(recipe.minival_info, short=True) if with_validation else None, resuming)))
     if not resuming:
         _remove_stale_selection(model_dir, verbose)
     record = {"weights": "EMA" if config.train.ema_decay > 0 else "model",  # statistics: not averaged on JAX
@@ -136,7 +147,7 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose):
         EMACallback([BestAndLastCheckpoint(model_dir, monitor=recipe.monitor if with_validation else None,
                                            restore_best=resuming, record=record)]),
         keras.callbacks.BackupAndRestore(backup_dir),
-        keras.callbacks.CSVLogger(os.path.join(model_dir, "log.csv"), append=resuming),
+        CSVLogger(os.path.join(model_dir, "log.csv"), append=resuming, validation=with_validation),
         keras.callbacks.TensorBoard(os.path.join(model_dir, "tensorboard"), write_graph=False),
     ]
     start = time.perf_counter()
@@ -155,6 +166,10 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose):
     results["epochs"] = recipe.fit_epochs
     results["costs"] = costs.costs
     results["epoch_times"] = costs.epochs
+    if with_validation and not os.path.exists(os.path.join(model_dir, "best.keras")):
+        reason = plan.missing_best_reason(recipe.epochs, config.eval.validation_freq)
+        if reason:
+            results["notes"] = [reason]
     results["stages"] = timer.rows()
     plot_training_curves(timer.epoch_logs, os.path.join(model_dir, "training_curves.png"),
                          title=f"{config.model.name} on {config.data.source}")

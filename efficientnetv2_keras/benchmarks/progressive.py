@@ -1,0 +1,228 @@
+"""Progressive learning, time to accuracy: the paper's Table 12 in miniature on the bundled digits.
+
+Three runs of the `digits_demo` recipe (EfficientNetV2-B0 from scratch), same epochs of data, each
+with several seeds:
+  fixed        48 px throughout, the last stage's regularization (RandAugment 1.5, dropout 0.2)
+  progressive  the recipe: 32 -> 40 -> 48 px, regularization growing with the size (Algorithm 1)
+  batch        progressive with `progressive.batch_scaling`: batch 72 / 48 / 32 (~ 1/size^2), LR x batch / 32
+Reported: the held-out (test split, 360 digits) accuracy of the final EMA model, mean and spread over
+seeds; wall and process CPU time (user + system) of the whole run and of the training steps alone;
+images per CPU-second per stage; a time-to-accuracy plot (minival accuracy against training CPU
+seconds, one curve per run). Runs are sequential, in this process.
+
+    effnetv2-benchmark --sections=progressive [--progressive_seeds=3 --progressive_epochs=24]
+    (in a checkout: python tools/benchmark.py --sections=progressive)
+"""
+
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+from absl import flags
+
+flags.DEFINE_integer("progressive_epochs", 24, "Epochs of data per run (the digits_demo recipe: 24).")
+flags.DEFINE_integer("progressive_seeds", 3, "Seeds per configuration (0: the per-stage step throughput only).")
+flags.DEFINE_list("progressive_runs", ["fixed", "progressive", "batch"], "Which configurations.")
+flags.DEFINE_integer("progressive_validation_freq", 2, "Validate on the minival every N epochs of data (curve points).")
+flags.DEFINE_string("progressive_out", "bench_progressive", "Where the plot and the per-run results go.")
+
+RUNS = {
+    "fixed": ["progressive.enabled=false", "data.train_size=48", "data.randaug_magnitude=1.5",
+              "data.mixup_alpha=0", "data.cutmix_alpha=0", "model.dropout_rate=0.2"],
+    "progressive": [],
+    "batch": ["progressive.batch_scaling=true"],
+}
+LABELS = {"fixed": "fixed 48 px", "progressive": "progressive 32->48 px",
+          "batch": "progressive + batch scaling"}
+
+
+def _run_one(name, seed, epochs, validation_freq, quick):
+    import keras
+
+    from efficientnetv2_keras.hparams import load_config
+    from efficientnetv2_keras.training.trainer import train_and_evaluate
+
+    overrides = RUNS[name] + [f"runtime.seed={seed}", f"train.epochs={epochs}",
+                              f"eval.validation_freq={validation_freq}"]
+    if quick:
+        overrides.append("train.steps_per_epoch=2")
+    config = load_config("digits_demo", overrides=overrides)
+    keras.backend.clear_session()
+    with tempfile.TemporaryDirectory() as model_dir:
+        wall, cpu = time.perf_counter(), time.process_time()
+        results = train_and_evaluate(config, model_dir, mode="traineval", verbose=0)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        log = _read_log(os.path.join(model_dir, "log.csv"))
+    final = results["evaluations"][0]
+    return {"run": name, "seed": seed, "accuracy": final["accuracy"], "wall": wall, "cpu": cpu,
+            "costs": results["costs"], "stages": results["stages"], "epoch_times": results["epoch_times"],
+            "val_accuracy": [row.get("val_accuracy") for row in log], "log": log}
+
+
+def _read_log(path):
+    import csv
+
+    with open(path, encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return [{k: (None if v in ("", "NA") else float(v)) for k, v in row.items()} for row in rows]
+
+
+def _stage_rates(result):
+    """Training images per CPU-second per stage (the first step's tracing left out)."""
+    rates, previous = {}, 0.0
+    first_step = result["costs"]["first_step"]["cpu"]
+    steps_cpu = {}
+    for row, times in zip(result["log"], result["epoch_times"]):
+        size = int(row.get("image_size") or 48)
+        batch = int(row.get("batch_size") or 32)
+        cpu = times["train_cpu"] - previous
+        previous = times["train_cpu"]
+        images, seconds = steps_cpu.get(size, (0, 0.0))
+        steps_cpu[size] = (images + batch * result["steps_per_epoch"], seconds + cpu)
+    for index, (size, (images, seconds)) in enumerate(sorted(steps_cpu.items())):
+        seconds -= first_step if index == 0 else 0.0
+        rates[size] = images / max(seconds, 1e-9)
+    return rates
+
+
+def _plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"fixed": "tab:gray", "progressive": "tab:blue", "batch": "tab:red"}
+    figure, axis = plt.subplots(figsize=(7.5, 4.5))
+    labelled = set()
+    for result in results:
+        points = [(t["train_cpu"], v) for t, v in zip(result["epoch_times"], result["val_accuracy"]) if v is not None]
+        if not points:
+            continue
+        label = None if result["run"] in labelled else LABELS[result["run"]]
+        labelled.add(result["run"])
+        axis.plot(*zip(*points), "o-", color=colors[result["run"]], alpha=0.7, markersize=3, label=label)
+    axis.set_xlabel("training CPU seconds (user + system; validation and checkpoints excluded)")
+    axis.set_ylabel("minival accuracy (EMA weights)")
+    axis.set_title("EfficientNetV2-B0 on digits: time to accuracy (one curve per seed)")
+    axis.set_ylim(0.5, 1.0)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def stage_throughput(sizes=(32, 40, 48), batch=32, steps=5, rounds=2):
+    """Training images per CPU-second of the digits B0 at each stage size, fixed and scaled batch.
+
+    One train step traced once for [None, None, None, 3] images (as in a progressive run), random
+    images, process CPU time of `steps` steps per configuration, median of alternating rounds.
+    """
+    import keras
+    import tensorflow as tf
+
+    import efficientnetv2_keras as ev2
+    from efficientnetv2_keras.progressive.schedule import scaled_batch_size
+
+    keras.utils.set_random_seed(0)
+    model = ev2.build_model("b0", input_shape=(None, None, 3), classes=10)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    spec = (tf.TensorSpec((None, None, None, 3), tf.float32), tf.TensorSpec((None, 10), tf.float32))
+    train_step = tf.function(model.train_step, input_signature=[spec])
+    configs = sorted({(size, b) for size in sizes for b in (batch, scaled_batch_size(batch, size, max(sizes)))})
+    rng = np.random.default_rng(0)
+    data = {c: (tf.constant(rng.uniform(0, 255, (c[1], c[0], c[0], 3)), tf.float32),
+                tf.one_hot(rng.integers(0, 10, c[1]), 10)) for c in configs}
+    cpu = time.process_time()
+    train_step(data[configs[0]])
+    trace_cpu = time.process_time() - cpu
+    samples = {c: [] for c in configs}
+    for c in configs:
+        train_step(data[c])  # warm-up
+    for _ in range(rounds):
+        for c in configs:
+            start = time.process_time()
+            for _ in range(steps):
+                train_step(data[c])
+            samples[c].append(c[1] * steps / (time.process_time() - start))
+    rates = {c: float(np.median(v)) for c, v in samples.items()}
+    lines = [f"B0 train step, images per CPU-second (trace: {trace_cpu:.0f} CPU s, once for every size and batch):",
+             "| size | batch | img/CPU-s | vs last stage at batch " + str(batch) + " |", "|---:|---:|---:|---:|"]
+    last = rates[(max(sizes), batch)]
+    for c in configs:
+        lines.append(f"| {c[0]} | {c[1]} | {rates[c]:.1f} | {rates[c] / last:.2f}x |")
+    lines.append(f"traces of the step: {train_step.experimental_get_tracing_count()}")
+    return "\n".join(lines)
+
+
+def run(flags_):
+    quick = flags_.quick
+    report = stage_throughput(steps=1 if quick else 5, rounds=1 if quick else 2)
+    print(report, flush=True)
+    if not flags_.progressive_seeds:
+        return report
+    seeds = list(range(1 if quick else flags_.progressive_seeds))
+    epochs = 4 if quick else flags_.progressive_epochs
+    os.makedirs(flags_.progressive_out, exist_ok=True)
+    results = []
+    for seed in seeds:  # seeds outermost: drift of a shared machine hits every configuration alike
+        for name in flags_.progressive_runs:
+            result = _run_one(name, seed, epochs, flags_.progressive_validation_freq, quick)
+            result["steps_per_epoch"] = 2 if quick else 1293 // 32
+            results.append(result)
+            _save(results, flags_.progressive_out)  # a partial benchmark is still readable
+            print(f"  {name} seed {seed}: accuracy {result['accuracy']:.4f}, wall {result['wall']:.0f} s, "
+                  f"CPU {result['cpu']:.0f} s", flush=True)
+    return report + "\n\n" + summarize(results, flags_.progressive_runs, epochs, seeds, flags_.progressive_out)
+
+
+def _save(results, out):
+    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=1)
+
+
+def summarize(results, names, epochs, seeds, out):
+    """The report (table, per-stage rates) and the plot, from the per-run results (also results.json)."""
+    plot = _plot(results, os.path.join(out, "time_to_accuracy.png"))
+
+    lines = [
+        f"digits (1,293 train / 144 minival / 360 test), EfficientNetV2-B0 from scratch, {epochs} epochs of data, "
+        f"batch 32 at 48 px, seeds {seeds}; CPU = process user + system seconds",
+        "| run | test acc mean | spread (std; min-max) | wall s | CPU s | CPU vs fixed | train-step CPU s "
+        "| validation CPU s | checkpoints+logs CPU s | first step CPU s | traces |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    by_run = {name: [r for r in results if r["run"] == name] for name in names if any(r["run"] == name for r in results)}
+    fixed_cpu = np.mean([r["cpu"] for r in by_run.get("fixed", [])]) if by_run.get("fixed") else None
+    for name, runs in by_run.items():
+        accuracy = np.array([r["accuracy"] for r in runs])
+        cpu = np.mean([r["cpu"] for r in runs])
+        costs = lambda part: np.mean([r["costs"][part]["cpu"] for r in runs])  # noqa: E731
+        traces = sorted({(r["costs"].get("traces") or {}).get("step") for r in runs}, key=str)
+        lines.append(
+            f"| {LABELS[name]} | {accuracy.mean():.4f} | {accuracy.std(ddof=1) if len(runs) > 1 else 0:.4f}; "
+            f"{accuracy.min():.4f}-{accuracy.max():.4f} | {np.mean([r['wall'] for r in runs]):.0f} | {cpu:.0f} | "
+            f"{(fixed_cpu / cpu) if fixed_cpu else float('nan'):.2f}x cheaper | {costs('train'):.0f} | "
+            f"{costs('validation'):.0f} | {costs('epoch_end'):.0f} | {costs('first_step'):.0f} | {traces} |"
+        )
+    lines += ["", "Training images per CPU-second per stage (tracing left out), mean over seeds:"]
+    for name, runs in by_run.items():
+        rates = [_stage_rates(r) for r in runs]
+        sizes = sorted(rates[0])
+        text = ", ".join(f"{size} px {np.mean([r[size] for r in rates]):.1f}" for size in sizes)
+        lines.append(f"  {LABELS[name]}: {text}")
+    lines.append(f"\ntime-to-accuracy plot: {plot}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # re-summarize a (partial) run: python -m efficientnetv2_keras.benchmarks.progressive OUT_DIR EPOCHS
+    import sys
+
+    out, epochs = sys.argv[1], int(sys.argv[2])
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as handle:
+        saved = json.load(handle)
+    print(summarize(saved, list(RUNS), epochs, sorted({r["seed"] for r in saved}), out))
