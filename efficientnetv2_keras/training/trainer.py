@@ -43,6 +43,7 @@ from efficientnetv2_keras.training.ema import EMACallback
 from efficientnetv2_keras.training.finetune import training_steps
 from efficientnetv2_keras.training.losses import default_monitor
 from efficientnetv2_keras.training.optimizers import LogL2Loss, weight_decay_loss
+from efficientnetv2_keras.training import resume
 from efficientnetv2_keras.training.strategy import configure_mixed_precision, get_strategy, resolve_mixed_precision
 from efficientnetv2_keras.weights import apply_weights_info
 
@@ -347,12 +348,17 @@ def _remove_stale_selection(model_dir, verbose):
         print(f"New run in {model_dir}: removed the earlier run's {' and '.join(removed)}.")
 
 
-def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbose=1):
+def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbose=1, overwrite=False):
     """Runs a recipe: "train", "eval" (of model_dir's last and best checkpoints) or "traineval".
 
     traineval validates on data.minival during training (choosing best.keras), then evaluates the test
     split (data.eval_split) once for the final model and for best.keras. Returns the results dict that
     is printed and written to `model_dir/results.json`.
+
+    Rerunning resumes an interrupted run from its newest readable backup (and says so). A finished run
+    (all train.epochs trained, results.json written) is not trained again: its results are returned;
+    a larger train.epochs continues it, overwrite=True trains it again from scratch.
+    Raises `resume.TrainingDiverged` at the first NaN/inf loss (the last good checkpoints stay).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
@@ -366,6 +372,8 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     source = get_source(config.data.source, data_dir=config.data.data_dir, **config.data.source_options)
     results = {"model": config.model.name, "mode": mode, "precision": policy, "replicas": strategy.num_replicas_in_sync}
 
+    if overwrite and mode != "eval" and resume.is_chief(strategy):
+        resume.clear_run(model_dir)
     if mode == "eval":
         if not any(os.path.exists(os.path.join(model_dir, n)) for n in ("last.keras", "best.keras")):
             load_for_evaluation(config, find_checkpoint(model_dir))  # raises its "train first" error
@@ -373,16 +381,27 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
         _finish(results, model_dir, verbose)
         return results
 
-    hparams.to_yaml(config, os.path.join(model_dir, "config.yaml"))
-    atomic_write_text(os.path.join(model_dir, "labels.txt"), "\n".join(_class_names(source)) + "\n")
     train_split, minival, minival_info = minival_split(config, source)
     if minival_info:
         results["minival"] = minival_info
     # The data functions read the training split from the recipe: give them the one without the minival.
     data_config = dataclasses.replace(config, data=dataclasses.replace(config.data, train_split=train_split))
     steps_per_epoch, epochs, total_steps = training_steps(config, source.num_examples(train_split))
+    # --- resume hook: a finished run is reported, not trained again ---
+    finished = resume.finished_run(model_dir, epochs) if mode == "traineval" or mode == "train" else None
+    if finished is not None and finished.get("mode") == mode:
+        resume.say(f"{model_dir} holds a finished run ({epochs} of {epochs} epochs, {resume.RESULTS_FILE}): "
+                   "nothing to train. Pass --overwrite (overwrite=True) to train it again from scratch, or a "
+                   "larger train.epochs to continue it.")
+        if verbose:
+            print("\n" + format_results(finished))
+        return finished
+    chief = resume.is_chief(strategy)  # multi-worker: only the chief writes into model_dir
+    if chief:
+        hparams.to_yaml(config, os.path.join(model_dir, "config.yaml"))
+        atomic_write_text(os.path.join(model_dir, "labels.txt"), "\n".join(_class_names(source)) + "\n")
     schedule = _schedule(config, epochs)
-    if schedule is not None:
+    if schedule is not None and chief:
         table = schedule.table()
         atomic_write_text(os.path.join(model_dir, "schedule.txt"), table + "\n")
         schedule.plot(os.path.join(model_dir, "schedule.png"))
@@ -398,24 +417,33 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     train, progressive = _train_dataset(data_config, source, strategy, schedule)
     with_validation = mode == "traineval" and minival is not None
     monitor = default_monitor(config, is_multi_label(config, source))
-    backup_dir = os.path.join(model_dir, "backup")
-    resuming = os.path.isdir(backup_dir)  # an interrupted run: fit continues from its last epoch
-    if not resuming:
+    # --- resume hook: restore the newest readable backup before fit, and say where the run resumes ---
+    backup = resume.RunBackup(resume.worker_backup_dir(model_dir, strategy), verbose=verbose)
+    with strategy.scope():
+        resumed_epoch = backup.restore(model)
+    resuming = resumed_epoch is not None
+    if resuming:
+        resume.say(resume.resume_text(model_dir, resumed_epoch, epochs, progressive))
+        results["resumed_at_epoch"] = resumed_epoch + 1
+    elif chief:
         _remove_stale_selection(model_dir, verbose)
     record = {"weights": "EMA" if config.train.ema_decay > 0 else "model",
               "ema_bn_statistics": bool(config.train.ema_decay > 0 and config.train.ema_bn_statistics)}
     if with_validation:
         record["selected_on"] = _minival_text(minival_info, short=True)
-    timer = StageTimer(steps_per_epoch * config.train.batch_size)
-    # The L2 term and the timer right after the stage switch (which adds the stage to the logs) and
-    # before checkpointing and the loggers, so the timer times training alone and the loggers see l2_loss.
-    callbacks = ([progressive] if progressive else []) + [LogL2Loss(), timer] + [
-        EMACallback([ModelCheckpoint(model_dir, monitor=monitor if with_validation else None,
-                                     restore_best=resuming, record=record)]),
-        keras.callbacks.BackupAndRestore(backup_dir),
-        keras.callbacks.CSVLogger(os.path.join(model_dir, "log.csv"), append=resuming),
-        keras.callbacks.TensorBoard(os.path.join(model_dir, "tensorboard"), write_graph=False),
-    ]
+    run_log = resume.RunLog(os.path.join(model_dir, resume.LOG_FILE) if chief else None, resume=resuming)
+    # The NaN check first (it ends fit before anything of a diverged epoch is written); the L2 term right
+    # after the stage switch (which adds the stage to the logs), before checkpointing and the loggers.
+    # The backup last: once it is written, everything else of the epoch (checkpoints, log.csv) is too.
+    callbacks = [resume.StopOnNonFiniteLoss(kept=lambda epoch: _kept_text(model_dir, epoch))]
+    callbacks += ([progressive] if progressive else []) + [LogL2Loss()]
+    if chief:
+        callbacks.append(EMACallback([ModelCheckpoint(model_dir, monitor=monitor if with_validation else None,
+                                                      restore_best=resuming, record=record)]))
+    callbacks.append(run_log)
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(model_dir, "tensorboard"), write_graph=False))
+    callbacks.append(backup)
     start = time.perf_counter()
     model.fit(
         train,
@@ -427,16 +455,25 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     )
     results["train_seconds"] = round(time.perf_counter() - start, 1)
     results["epochs"] = epochs
-    results["stages"] = timer.rows()
-    plot_training_curves(timer.epoch_logs, os.path.join(model_dir, "training_curves.png"),
-                         title=f"{config.model.name} on {config.data.source}")
+    results["stages"] = resume.stage_rows(run_log.rows, steps_per_epoch * config.train.batch_size)
+    if chief:
+        plot_training_curves(run_log.rows, os.path.join(model_dir, "training_curves.png"),
+                             title=f"{config.model.name} on {config.data.source}")
     if mode == "traineval":
         # fit() has copied the EMA weights (and averaged BN statistics) into the model: the final model.
         final = evaluate_model(model, config, source, role="final")
         results["evaluations"] = _evaluate_checkpoints(config, model_dir, strategy, source, final=final)
     results["total_seconds"] = round(time.perf_counter() - started, 1)
-    _finish(results, model_dir, verbose)
+    _finish(results, model_dir, verbose, write=chief)
     return results
+
+
+def _kept_text(model_dir, epoch):
+    """What a diverged run keeps: the backup and last.keras of the epoch before `epoch` (0-based)."""
+    if epoch == 0:
+        return "no checkpoint yet (it diverged in the first epoch)"
+    return (f"{os.path.join(model_dir, 'last.keras')} and the backup after epoch {epoch}, from before the "
+            "divergence")
 
 
 def _minival_text(info, short=False):
@@ -482,7 +519,8 @@ def format_results(results):
     return "\n".join(lines)
 
 
-def _finish(results, model_dir, verbose):
-    atomic_write_text(os.path.join(model_dir, "results.json"), json.dumps(results, indent=2) + "\n")
+def _finish(results, model_dir, verbose, write=True):
+    if write:
+        atomic_write_text(os.path.join(model_dir, "results.json"), json.dumps(results, indent=2) + "\n")
     if verbose:
         print("\n" + format_results(results))
