@@ -147,3 +147,27 @@ def test_stage_rows_cover_every_epoch():
     assert resume.stage_rows(rows, 100) == [
         {"stage": 1, "image_size": 32, "epochs": 1, "seconds": 2.0, "images_per_second": 50.0},
         {"stage": 2, "image_size": 40, "epochs": 2, "seconds": 4.0, "images_per_second": 50.0}]
+
+
+def test_a_diverging_run_stops_at_the_first_nan_and_keeps_the_last_good_checkpoint(tmp_path):
+    model_dir = tmp_path / "run"
+    # An absurd learning rate: epoch 1's single step starts from the initial weights (a finite loss),
+    # its update blows them up, and epoch 2's first loss is NaN.
+    overrides = ",".join([
+        "train.epochs=3", "train.steps_per_epoch=1", "train.batch_size=16", "progressive.enabled=false",
+        "data.train_size=32", "data.source_options.image_size=32", "data.eval_size=32", "data.cache=false",
+        "train.optimizer=momentum", "train.lr_base=1e20", "train.lr_warmup_epochs=0", "train.lr_schedule=constant",
+    ])
+    result = train(model_dir, overrides=overrides)
+    assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "train: Training diverged: the loss is nan at epoch 2, step 1 of the epoch (optimizer step 2, " \
+           "learning rate 6.25e+18)" in result.stderr
+    assert f"kept: {model_dir / 'last.keras'} and the backup after epoch 1" in result.stderr
+    # Nothing of the diverged epoch was written: last.keras, the backup and the log stop at epoch 1.
+    assert json.loads((model_dir / "last.json").read_text())["epoch"] == 1
+    assert resume.backup_epochs(model_dir / "backup") == [1]
+    assert [row["epoch"] for row in resume.read_log(model_dir / "log.csv")] == [0]
+    weights = keras.models.load_model(model_dir / "last.keras").get_weights()
+    assert all(np.isfinite(w).all() for w in weights)
+    assert not (model_dir / "results.json").exists()
