@@ -213,6 +213,8 @@ class RuntimeConfig:
                                   "multi_worker or cpu.", choices=STRATEGIES)
     tpu: Optional[str] = _key(None, "TPU name or address for strategy tpu/auto; null = from the environment.")
     seed: Optional[int] = _key(0, "Seed for Keras and the input pipelines; null = random.", low=0)
+    worker_timeout: float = _key(600.0, "strategy multi_worker: seconds to wait for every worker in TF_CONFIG "
+                                        "to come up before failing with a message.", low=0.0, low_open=True)
 
 
 SECTION_TYPES = {

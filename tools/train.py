@@ -26,6 +26,7 @@ def main(argv):
     del argv
     from efficientnetv2_keras.hparams import ConfigError, load_config
     from efficientnetv2_keras.training.resume import TrainingDiverged
+    from efficientnetv2_keras.training.strategy import ClusterError
     from efficientnetv2_keras.training.trainer import train_and_evaluate
 
     overrides = list(FLAGS.override) + ([f"runtime.strategy={FLAGS.strategy}"] if FLAGS.strategy else [])
@@ -37,10 +38,10 @@ def main(argv):
             raise
         print(f"train: {error}", file=sys.stderr)
         return 3
-    except (ConfigError, ValueError, OSError) as error:  # bad recipe, data, files: messages written for people
+    except (ConfigError, ClusterError, ValueError, OSError) as error:  # bad recipe, data, files: messages written for people
         if FLAGS.traceback:
             raise
-        kind = "" if isinstance(error, ConfigError) else f"{type(error).__name__}: "
+        kind = "" if isinstance(error, (ConfigError, ClusterError)) else f"{type(error).__name__}: "
         print(f"train: {kind}{error}\n(--traceback shows where it was raised)", file=sys.stderr)
         return 2
     return 0

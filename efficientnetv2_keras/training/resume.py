@@ -12,8 +12,9 @@
   naming the epoch, step and learning rate (`TrainingDiverged`).
 * `finished_run` / `resume_text`: what a rerun says.
 
-The multi-worker parts (`worker_role`) follow tf.distribute: every worker trains and backs up, only the
-chief writes into the run directory; the others write their backups to a private folder.
+Multi-worker training (`worker_directory`) follows tf.distribute: every worker runs the same callbacks
+(their collective ops must match), only the chief writes into the run directory; the others write
+to a private folder of their own (their backups are restored from there after a restart).
 """
 
 import csv
@@ -160,11 +161,12 @@ def is_chief(strategy=None):
     return task_type == "worker" and task_id == 0 and not has_chief
 
 
-def worker_backup_dir(model_dir, strategy=None):
-    """Where this worker keeps its backups: model_dir/backup for the chief; for other workers a folder
-    of their own in the temporary directory (fixed per run directory and worker, so a restart finds it)."""
+def worker_directory(model_dir, strategy=None):
+    """Where this process writes the run: model_dir on the chief (and without multi-worker training);
+    on another worker a folder of its own in the temporary directory, fixed per run directory and
+    worker so that a restart finds its backups there."""
     if is_chief(strategy):
-        return os.path.join(model_dir, BACKUP_DIR)
+        return os.fspath(model_dir)
     resolver = strategy.extended._cluster_resolver
     key = hashlib.sha1(os.path.abspath(model_dir).encode()).hexdigest()[:12]
     return os.path.join(tempfile.gettempdir(), f"efficientnetv2-keras-{key}-{resolver.task_type}{resolver.task_id}")

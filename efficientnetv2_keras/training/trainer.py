@@ -44,7 +44,13 @@ from efficientnetv2_keras.training.finetune import training_steps
 from efficientnetv2_keras.training.losses import default_monitor
 from efficientnetv2_keras.training.optimizers import LogL2Loss, weight_decay_loss
 from efficientnetv2_keras.training import resume
-from efficientnetv2_keras.training.strategy import configure_mixed_precision, get_strategy, resolve_mixed_precision
+from efficientnetv2_keras.training.strategy import (
+    configure_mixed_precision,
+    fit_multi_worker,
+    get_strategy,
+    is_multi_worker,
+    resolve_mixed_precision,
+)
 from efficientnetv2_keras.weights import apply_weights_info
 
 MODES = ("train", "eval", "traineval")
@@ -363,22 +369,27 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
     started = time.perf_counter()
+    # First: a multi-worker strategy must be created before anything initializes TensorFlow.
+    strategy = strategy or get_strategy(config.runtime.strategy, tpu=config.runtime.tpu,
+                                        worker_timeout=config.runtime.worker_timeout)
     # A converted init_checkpoint's JSON: train and evaluate on the inputs its weights expect.
     config = apply_weights_info(config)
-    os.makedirs(model_dir, exist_ok=True)
+    # --- multi-worker hook: the chief writes into model_dir; every other worker runs the same callbacks
+    # (so their collective ops match) on a private folder of its own ---
+    run_dir = resume.worker_directory(model_dir, strategy)
+    os.makedirs(run_dir, exist_ok=True)
     keras.utils.set_random_seed(config.runtime.seed)
-    strategy = strategy or get_strategy(config.runtime.strategy, tpu=config.runtime.tpu)
     policy = configure_mixed_precision(resolve_mixed_precision(config.train.mixed_precision, strategy))
     source = get_source(config.data.source, data_dir=config.data.data_dir, **config.data.source_options)
     results = {"model": config.model.name, "mode": mode, "precision": policy, "replicas": strategy.num_replicas_in_sync}
 
-    if overwrite and mode != "eval" and resume.is_chief(strategy):
-        resume.clear_run(model_dir)
+    if overwrite and mode != "eval":
+        resume.clear_run(run_dir)
     if mode == "eval":
         if not any(os.path.exists(os.path.join(model_dir, n)) for n in ("last.keras", "best.keras")):
             load_for_evaluation(config, find_checkpoint(model_dir))  # raises its "train first" error
         results["evaluations"] = _evaluate_checkpoints(config, model_dir, strategy, source)
-        _finish(results, model_dir, verbose)
+        _finish(results, run_dir, verbose)
         return results
 
     train_split, minival, minival_info = minival_split(config, source)
@@ -388,7 +399,7 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     data_config = dataclasses.replace(config, data=dataclasses.replace(config.data, train_split=train_split))
     steps_per_epoch, epochs, total_steps = training_steps(config, source.num_examples(train_split))
     # --- resume hook: a finished run is reported, not trained again ---
-    finished = resume.finished_run(model_dir, epochs) if mode == "traineval" or mode == "train" else None
+    finished = resume.finished_run(run_dir, epochs) if mode == "traineval" or mode == "train" else None
     if finished is not None and finished.get("mode") == mode:
         resume.say(f"{model_dir} holds a finished run ({epochs} of {epochs} epochs, {resume.RESULTS_FILE}): "
                    "nothing to train. Pass --overwrite (overwrite=True) to train it again from scratch, or a "
@@ -396,15 +407,13 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
         if verbose:
             print("\n" + format_results(finished))
         return finished
-    chief = resume.is_chief(strategy)  # multi-worker: only the chief writes into model_dir
-    if chief:
-        hparams.to_yaml(config, os.path.join(model_dir, "config.yaml"))
-        atomic_write_text(os.path.join(model_dir, "labels.txt"), "\n".join(_class_names(source)) + "\n")
+    hparams.to_yaml(config, os.path.join(run_dir, "config.yaml"))
+    atomic_write_text(os.path.join(run_dir, "labels.txt"), "\n".join(_class_names(source)) + "\n")
     schedule = _schedule(config, epochs)
-    if schedule is not None and chief:
+    if schedule is not None:
         table = schedule.table()
-        atomic_write_text(os.path.join(model_dir, "schedule.txt"), table + "\n")
-        schedule.plot(os.path.join(model_dir, "schedule.png"))
+        atomic_write_text(os.path.join(run_dir, "schedule.txt"), table + "\n")
+        schedule.plot(os.path.join(run_dir, "schedule.png"))
         if verbose:
             print(table)
     if verbose and minival_info and mode == "traineval":
@@ -414,36 +423,38 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
         model = build_model_from_config(config, num_classes=int(source.num_classes))
         compile_from_config(model, config, steps_per_epoch, total_steps, multi_label=is_multi_label(config, source),
                             num_classes=int(source.num_classes))
+    if is_multi_worker(strategy):  # --- multi-worker hook: Keras 3 needs two narrow fixes there ---
+        fit_multi_worker(model, strategy)
     train, progressive = _train_dataset(data_config, source, strategy, schedule)
     with_validation = mode == "traineval" and minival is not None
     monitor = default_monitor(config, is_multi_label(config, source))
     # --- resume hook: restore the newest readable backup before fit, and say where the run resumes ---
-    backup = resume.RunBackup(resume.worker_backup_dir(model_dir, strategy), verbose=verbose)
+    backup = resume.RunBackup(os.path.join(run_dir, resume.BACKUP_DIR), verbose=verbose)
     with strategy.scope():
         resumed_epoch = backup.restore(model)
     resuming = resumed_epoch is not None
     if resuming:
         resume.say(resume.resume_text(model_dir, resumed_epoch, epochs, progressive))
         results["resumed_at_epoch"] = resumed_epoch + 1
-    elif chief:
-        _remove_stale_selection(model_dir, verbose)
+    else:
+        _remove_stale_selection(run_dir, verbose)
     record = {"weights": "EMA" if config.train.ema_decay > 0 else "model",
               "ema_bn_statistics": bool(config.train.ema_decay > 0 and config.train.ema_bn_statistics)}
     if with_validation:
         record["selected_on"] = _minival_text(minival_info, short=True)
-    run_log = resume.RunLog(os.path.join(model_dir, resume.LOG_FILE) if chief else None, resume=resuming)
+    run_log = resume.RunLog(os.path.join(run_dir, resume.LOG_FILE), resume=resuming)
     # The NaN check first (it ends fit before anything of a diverged epoch is written); the L2 term right
     # after the stage switch (which adds the stage to the logs), before checkpointing and the loggers.
     # The backup last: once it is written, everything else of the epoch (checkpoints, log.csv) is too.
-    callbacks = [resume.StopOnNonFiniteLoss(kept=lambda epoch: _kept_text(model_dir, epoch))]
+    callbacks = [resume.StopOnNonFiniteLoss(kept=lambda epoch: _kept_text(run_dir, epoch))]
     callbacks += ([progressive] if progressive else []) + [LogL2Loss()]
-    if chief:
-        callbacks.append(EMACallback([ModelCheckpoint(model_dir, monitor=monitor if with_validation else None,
-                                                      restore_best=resuming, record=record)]))
-    callbacks.append(run_log)
-    if chief:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(model_dir, "tensorboard"), write_graph=False))
-    callbacks.append(backup)
+    callbacks += [
+        EMACallback([ModelCheckpoint(run_dir, monitor=monitor if with_validation else None,
+                                     restore_best=resuming, record=record)]),
+        run_log,
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
+        backup,
+    ]
     start = time.perf_counter()
     model.fit(
         train,
@@ -456,15 +467,14 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
     results["train_seconds"] = round(time.perf_counter() - start, 1)
     results["epochs"] = epochs
     results["stages"] = resume.stage_rows(run_log.rows, steps_per_epoch * config.train.batch_size)
-    if chief:
-        plot_training_curves(run_log.rows, os.path.join(model_dir, "training_curves.png"),
-                             title=f"{config.model.name} on {config.data.source}")
+    plot_training_curves(run_log.rows, os.path.join(run_dir, "training_curves.png"),
+                         title=f"{config.model.name} on {config.data.source}")
     if mode == "traineval":
         # fit() has copied the EMA weights (and averaged BN statistics) into the model: the final model.
         final = evaluate_model(model, config, source, role="final")
-        results["evaluations"] = _evaluate_checkpoints(config, model_dir, strategy, source, final=final)
+        results["evaluations"] = _evaluate_checkpoints(config, run_dir, strategy, source, final=final)
     results["total_seconds"] = round(time.perf_counter() - started, 1)
-    _finish(results, model_dir, verbose, write=chief)
+    _finish(results, run_dir, verbose)
     return results
 
 
@@ -519,8 +529,7 @@ def format_results(results):
     return "\n".join(lines)
 
 
-def _finish(results, model_dir, verbose, write=True):
-    if write:
-        atomic_write_text(os.path.join(model_dir, "results.json"), json.dumps(results, indent=2) + "\n")
+def _finish(results, model_dir, verbose):
+    atomic_write_text(os.path.join(model_dir, "results.json"), json.dumps(results, indent=2) + "\n")
     if verbose:
         print("\n" + format_results(results))
