@@ -30,7 +30,7 @@ setup(
         "tensorboard>=2.20,<3",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3"],
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "hypothesis>=6.100,<7"],
         # JAX 0.10 is the newest release for Python 3.11 (0.11+ needs 3.12).
         "jax": ["jax>=0.4.34,<0.13"],
         # The TFLite interpreter now ships as LiteRT; conversion stays in TensorFlow.
