@@ -20,7 +20,7 @@ _LAZY = {
     "progressive_schedule": "efficientnetv2_keras.progressive",
     "build_dataset": "efficientnetv2_keras.data",
 }
-_SUBPACKAGES = ("data", "progressive", "training", "export", "nas", "hparams", "weights")
+_SUBPACKAGES = ("data", "progressive", "training", "export", "hparams", "weights")
 
 # `from efficientnetv2_keras import *` stays TensorFlow-free: only the model API.
 __all__ = list(_model_names)

@@ -26,6 +26,8 @@ from typing import Optional, Union
 import yaml
 
 from efficientnetv2_keras.files import atomic_write_text
+from efficientnetv2_keras.progressive.schedule import PRESETS
+from efficientnetv2_keras.progressive.schedule import REGULARIZERS as _PAIR_KEYS
 
 # The repository's recipe folder (next to the package in a source checkout).
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hparams")
@@ -39,8 +41,8 @@ LABEL_FORMATS = ("one_hot", "multi_hot_normalized", "multi_hot", "sparse")
 AUGMENTS = ("randaug", "ft", "none")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "tpu", "gpus", "multi_worker", "cpu")
-PRESETS = ("paper", "official")
-# data.randaugment.RANDAUGMENT_OPS, repeated here so recipes validate without importing TensorFlow.
+# The released RandAugment op list, in the released order (autoaugment.py `distort_image_with_randaugment`):
+# data.randaugment's RANDAUGMENT_OPS. Owned here so recipes validate without importing TensorFlow.
 RANDAUGMENT_OP_NAMES = (
     "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color", "Contrast",
     "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY", "Cutout", "SolarizeAdd",
@@ -244,11 +246,6 @@ class Config:
         """The recipe as nested plain dicts (YAML-ready)."""
         return {name: dataclasses.asdict(getattr(self, name)) for name in SECTION_TYPES}
 
-    def get(self, dotted):
-        """config.get("train.lr_base")."""
-        section, _, key = dotted.partition(".")
-        return getattr(getattr(self, section), key)
-
 
 # ------------------------------------------------------------------------------------------------
 # Validation.
@@ -432,7 +429,6 @@ def _check_minival(name, value, origin):
     return value
 
 
-_PAIR_KEYS = ("image_size", "randaug_magnitude", "mixup_alpha", "cutmix_alpha", "dropout_rate", "survival_prob")
 
 
 def _check_pair(name, value, meta, origin):
@@ -698,70 +694,8 @@ def to_yaml(config, path=None):
 
 
 # ------------------------------------------------------------------------------------------------
-# Derived values the trainer needs.
+# Documentation. (Values derived from a recipe, e.g. image sizes: training/recipe.py.)
 # ------------------------------------------------------------------------------------------------
-
-
-def image_sizes(config):
-    """(train size without progressive learning, eval size) in pixels, from the recipe and the variant."""
-    from efficientnetv2_keras.models.family import get_model_spec
-
-    spec = get_model_spec(config.model.name)
-    eval_size = config.data.eval_size or spec.eval_size
-    train_size = config.data.train_size
-    if train_size is None:
-        train_size = spec.train_size
-    elif train_size == "eval":  # the released finetune configs: 1.0 x eval size, rounded down to 16
-        train_size = max(16, eval_size // 16 * 16)
-    return int(train_size), int(eval_size)
-
-
-def static_augmentation(config):
-    """RandAugment magnitude, mixup and CutMix alphas when progressive learning is off.
-
-    `data.*` values, else the variant's official ones (released effnetv2_configs.py); CutMix follows mixup when unset,
-    as in the released configs.
-    """
-    from efficientnetv2_keras.models.family import get_model_spec
-
-    spec = get_model_spec(config.model.name)
-    data = config.data
-    magnitude = spec.randaug_magnitude if data.randaug_magnitude is None else data.randaug_magnitude
-    mixup = spec.mixup_alpha if data.mixup_alpha is None else data.mixup_alpha
-    cutmix = mixup if data.cutmix_alpha is None else data.cutmix_alpha
-    return {"randaug_magnitude": float(magnitude), "mixup_alpha": float(mixup), "cutmix_alpha": float(cutmix)}
-
-
-def dataset_options(config):
-    """Keyword arguments for `data.build_dataset` shared by every stage and split.
-
-    Not included: source, split, image_size, batch_size, training, input_context and the scheduled
-    regularizers (RandAugment magnitude, mixup/CutMix alphas: see `static_augmentation` and the
-    progressive schedule).
-    """
-    data = config.data
-    return {
-        "randaug_layers": data.randaug_layers,
-        "randaug_ops": data.randaug_ops,
-        "label_format": data.label_format,
-        "augment": None if data.augment == "none" else data.augment,
-        "crop_area_range": (data.crop_area_min, 1.0),
-        "flip": data.flip,
-        "eval_crop_padding": data.eval_crop_padding,
-        "shuffle_buffer": data.shuffle_buffer,
-        "cache": data.cache,
-        "seed": config.runtime.seed,
-        "data_dir": data.data_dir,
-    }
-
-
-def progressive_overrides(config):
-    """The `progressive.*` ranges that are set, as keyword arguments for `progressive_schedule`."""
-    return {
-        key: (tuple(value) if isinstance(value, list) else value)
-        for key in _PAIR_KEYS
-        if (value := getattr(config.progressive, key)) is not None
-    }
 
 
 def describe(markdown=True):
@@ -794,10 +728,6 @@ __all__ = [
     "parse_override",
     "to_yaml",
     "list_recipes",
-    "image_sizes",
-    "static_augmentation",
-    "dataset_options",
-    "progressive_overrides",
     "describe",
     "RECIPES_DIR",
 ]

@@ -68,6 +68,7 @@ def eval_preprocessing(path=None, image_size=None, crop_padding=None):
     if recipe is None:
         return EvalPreprocessing(image_size, crop_padding)
     from efficientnetv2_keras import hparams
+    from efficientnetv2_keras.training.recipe import image_sizes
 
     try:
         config = hparams.load_config(recipe)
@@ -77,7 +78,7 @@ def eval_preprocessing(path=None, image_size=None, crop_padding=None):
             f"and crop padding: {error}\nPass them explicitly (--image_size, --crop_padding) to skip it."
         ) from None
     return EvalPreprocessing(
-        image_size if image_size is not None else hparams.image_sizes(config)[1],
+        image_size if image_size is not None else image_sizes(config)[1],
         crop_padding if crop_padding is not None else config.data.eval_crop_padding,
         recipe,
     )

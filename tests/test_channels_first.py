@@ -255,9 +255,6 @@ PROGRESSIVE_SCRIPT = textwrap.dedent(
     model = ev2.build_model(TINY_SPEC, classes=10, survival_prob=1.0)
     assert model.input.shape == (None, 3, None, None)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy", metrics=["accuracy"])
-    if keras.backend.backend() == "jax":
-        # Made before fit, so the callback's TensorFlow-only train-step trace counter stays out.
-        model.make_train_function()
     progressive = ProgressiveLearning(schedule, dataset_fn, verbose=0)
     assert progressive.dataset.element_spec[0].shape.as_list() == [64, 3, None, None]
     sizes = []

@@ -345,7 +345,7 @@ def test_mixing_rejects_sparse_labels():
 
 
 def test_small_alphas_of_early_stages_give_finite_weights():
-    weights = sample_beta([20000], 0.067, SEED).numpy()  # stage 2 of V2-M (REFERENCE 3.6)
+    weights = sample_beta([20000], 0.067, SEED).numpy()  # V2-M stage 2, released main.py: linspace(0, 0.2, 4)[1]
     assert np.all(np.isfinite(weights)) and weights.min() >= 0.0 and weights.max() <= 1.0
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from efficientnetv2_keras.data import CachedSource, DigitsSource, build_dataset, num_batches
+from efficientnetv2_keras.data import CachedSource, DigitsSource, build_dataset
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,8 @@ def test_element_structure_is_identical_across_stages_except_image_size(digits):
 
 def test_one_epoch_is_finite_with_drop_remainder(digits):
     dataset = build_dataset(digits, "train", 16, 128, training=True, augment=None, flip=False)
-    assert sum(1 for _ in dataset) == 1437 // 128 == num_batches(digits, "train", 128)
-    assert num_batches(digits, "test", 128, drop_remainder=False) == 3
+    assert sum(1 for _ in dataset) == 1437 // 128 == digits.num_examples("train") // 128
+    assert sum(1 for _ in build_dataset(digits, "test", 16, 128, training=False)) == 3  # 360 images, last batch kept
     repeated = build_dataset(digits, "train", 16, 128, training=True, augment=None, repeat=True)
     assert len(list(repeated.take(20))) == 20
 
@@ -99,7 +99,7 @@ def test_cached_source_decodes_a_split_once_for_every_pipeline(tmp_path):
     # Evaluation reads its own split; names, sizes and aliases pass through.
     assert sum(int(b.shape[0]) for b, _ in build_dataset(cached, "val", 16, 100, training=False)) == 360
     assert (cached.name, cached.num_classes, cached.num_examples("train[:10%]")) == ("digits", 10, 144)
-    assert num_batches(cached, "train", 128) == 11
+    assert cached.num_examples("train") // 128 == 11
     with pytest.raises(ValueError, match="pass cache=False"):
         build_dataset(cached, "train", 16, 8, training=True, cache=True)
     with pytest.raises(ValueError, match="wrap the underlying source once"):

@@ -220,14 +220,14 @@ def test_tflite_runs_on_both_interpreters(tflite_exports, test_images):
     litert = export.run_tflite(export.make_interpreter(model_path=path), test_images[:4])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # our fallback silences the deprecation warning
-        import efficientnetv2_keras.export.tflite as tflite_module
+        import efficientnetv2_keras.export.interpreter as interpreter_module
 
-        original = tflite_module.interpreter_backend
-        tflite_module.interpreter_backend = lambda: "tf.lite"
+        original = interpreter_module.interpreter_backend
+        interpreter_module.interpreter_backend = lambda: "tf.lite"
         try:
             fallback = export.run_tflite(export.make_interpreter(model_path=path), test_images[:4])
         finally:
-            tflite_module.interpreter_backend = original
+            interpreter_module.interpreter_backend = original
     np.testing.assert_allclose(litert, fallback, atol=1e-6)
 
 

@@ -18,7 +18,7 @@ import efficientnetv2_keras as ev2
 from efficientnetv2_keras import export
 from efficientnetv2_keras.hparams import load_config
 from efficientnetv2_keras.models.io import IncompatibleModelFileError, ModelFileError, load_model_file
-from efficientnetv2_keras.training.trainer import load_for_evaluation
+from efficientnetv2_keras.training.evaluation import load_for_evaluation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

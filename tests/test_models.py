@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import efficientnetv2_keras as ev2
-from efficientnetv2_keras.models import family
+from efficientnetv2_keras.models.weights import KERAS_APPLICATIONS
 
 # Official totals (google/automl efficientnetv2/effnetv2_model_test.py), 1000 classes, BN statistics included.
 OFFICIAL_PARAMS = {
@@ -24,15 +24,8 @@ OFFICIAL_PARAMS = {
     "l": 119_027_848,
     "xl": 208_896_832,
 }
-KERAS_APPLICATIONS = {
-    "b0": "EfficientNetV2B0",
-    "b1": "EfficientNetV2B1",
-    "b2": "EfficientNetV2B2",
-    "b3": "EfficientNetV2B3",
-    "s": "EfficientNetV2S",
-    "m": "EfficientNetV2M",
-    "l": "EfficientNetV2L",
-}
+# The variants keras.applications has (all but XL).
+IN_KERAS_APPLICATIONS = [v for v in OFFICIAL_PARAMS if ev2.get_model_spec(v).name in KERAS_APPLICATIONS]
 
 
 def _trainable_count(model):
@@ -59,6 +52,25 @@ def test_constructors_and_names():
     assert [ev2.get_model_spec(v).name for v in ("b0", "xl")] == ["efficientnetv2-b0", "efficientnetv2-xl"]
 
 
+def test_paper_blocks_make_the_named_layers():
+    """Fused-MBConv and MBConv (paper Figure 2) with their keras.applications layer names."""
+    from efficientnetv2_keras.models.blocks import BlockSettings
+
+    inputs = keras.Input((16, 16, 8))
+    common = {"kernel": 3, "settings": BlockSettings()}
+    x = ev2.fused_mbconv_block(inputs, in_filters=8, out_filters=8, stride=1, expand_ratio=1, se_ratio=0.0,
+                               prefix="f_", **common)  # fmt: skip
+    x = ev2.mbconv_block(x, in_filters=8, out_filters=16, stride=2, expand_ratio=4, se_ratio=0.25, prefix="m_", **common)
+    model = keras.Model(inputs, x)
+    names = [layer.name for layer in model.layers]
+    assert model.output.shape == (None, 8, 8, 16)
+    assert "f_add" in names and "m_add" not in names  # a residual only where the block keeps the shape
+    assert "f_project_activation" in names and "m_project_activation" not in names  # MBConv's output is linear
+    assert "f_expand_conv" not in names and model.get_layer("m_dwconv2").strides == (2, 2)
+    # The squeeze width comes from the block input (8 * 0.25), the gates cover the expanded 32 channels.
+    assert (model.get_layer("m_se_reduce").filters, model.get_layer("m_se_expand").filters) == (2, 32)
+
+
 def test_same_shaped_layers_start_with_different_weights():
     model = ev2.EfficientNetV2B0()
     first, second = model.get_layer("block6b_expand_conv"), model.get_layer("block6c_expand_conv")
@@ -75,7 +87,7 @@ def test_block_letters_continue_past_z():
 
 
 def _parity(variant, size):
-    reference = getattr(keras.applications, KERAS_APPLICATIONS[variant])(
+    reference = getattr(keras.applications, KERAS_APPLICATIONS[ev2.get_model_spec(variant).name])(
         weights=None, input_shape=(size, size, 3)
     )
     ours = ev2.build_model(variant, input_shape=(size, size, 3))
@@ -92,7 +104,7 @@ def test_outputs_match_keras_applications(variant):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", list(KERAS_APPLICATIONS))
+@pytest.mark.parametrize("variant", IN_KERAS_APPLICATIONS)
 def test_outputs_match_keras_applications_all_variants(variant):
     _parity(variant, 96)
 

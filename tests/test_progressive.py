@@ -196,6 +196,15 @@ def _synthetic_dataset_fn(num_examples=96, batch_size=16, classes=4):
     return dataset_fn
 
 
+def count_traces(model):
+    """A list that grows by one each time TensorFlow traces `model.train_step` (Python runs the step
+    once per trace, never per batch). Test-only: the callback leaves the train step alone."""
+    traces = []
+    original = model.train_step
+    model.train_step = lambda data: (traces.append(1), original(data))[1]
+    return traces
+
+
 def test_callback_switches_stages_inside_one_fit_on_digits(tiny_spec):
     from efficientnetv2_keras.data import DigitsSource, build_dataset
 
@@ -214,8 +223,8 @@ def test_callback_switches_stages_inside_one_fit_on_digits(tiny_spec):
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy", metrics=["accuracy"])
     progressive = ProgressiveLearning(schedule, dataset_fn, verbose=0)
     log = BatchLog(image_recorder, head_recorder)
-    trace_counts = []
-    count = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: trace_counts.append(progressive.trace_count))
+    traces, trace_counts = count_traces(model), []
+    count = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: trace_counts.append(len(traces)))
     history = model.fit(progressive.dataset, epochs=schedule.total, callbacks=[progressive, log, count], verbose=0)
 
     steps = 1437 // 64
@@ -228,7 +237,7 @@ def test_callback_switches_stages_inside_one_fit_on_digits(tiny_spec):
     assert history.history["dropout_rate"] == pytest.approx([0, 0, 0.15, 0.15, 0.3, 0.3])
     # Images are [batch, None, None, 3] for the train step: no stage boundary adds a trace. (TF traces
     # a fresh model's first call twice: again once the optimizer and metrics have made their variables.)
-    assert trace_counts[0] == trace_counts[-1] == progressive.trace_count <= 2
+    assert trace_counts[0] == trace_counts[-1] <= 2
     # Weights carry over the boundary: the first batches of stage 2 are far better than the first
     # batches of training (a re-initialized model would start again at chance, loss ~2.3).
     accuracies = [row[3] for row in log.rows]
@@ -303,7 +312,7 @@ def test_fit_steps_per_epoch_must_agree_with_the_callback(tiny_spec):
     progressive = ProgressiveLearning(schedule, _synthetic_dataset_fn(), verbose=0)
     with pytest.raises(ValueError, match=r"ProgressiveLearning\(schedule, dataset_fn, steps_per_epoch=4\)"):
         model.fit(progressive.dataset, epochs=4, steps_per_epoch=4, callbacks=[progressive], verbose=0)
-    assert "train_step" not in vars(model)  # the trace counter is unwrapped again
+    assert "train_step" not in vars(model)  # the callback leaves the train step alone
     with pytest.raises(ValueError, match="endless"):
         ProgressiveLearning(schedule, lambda stage: _synthetic_dataset_fn()(stage).repeat()).dataset
     progressive = ProgressiveLearning(schedule, _synthetic_dataset_fn(), steps_per_epoch=4, verbose=0)
@@ -327,12 +336,13 @@ class _Interrupt(keras.callbacks.Callback):
 
 def test_fit_with_steps_per_epoch_starts_every_stage_with_its_own_batches(tiny_spec, tmp_path):
     schedule = progressive_schedule(tiny_spec, "paper", total_epochs=6, num_stages=3, image_size=(32, 48), dropout_rate=(0.0, 0.4))
-    logs = []
+    logs, traces = [], []
 
     def run(extra_callbacks):
         keras.utils.set_random_seed(0)
         model, image_recorder, head_recorder = _recorded_model(tiny_spec, classes=4)
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        traces.append(count_traces(model))
         # One pass is 6 batches; epochs of 4 steps continue through it.
         progressive = ProgressiveLearning(schedule, _synthetic_dataset_fn(), steps_per_epoch=4, verbose=0)
         logs.append(BatchLog(image_recorder, head_recorder))
@@ -350,7 +360,7 @@ def test_fit_with_steps_per_epoch_starts_every_stage_with_its_own_batches(tiny_s
     assert [row[0] for row in rows] == [32] * 8 + [40] * 8 + [48] * 8
     zero_fractions = np.array([row[1] for row in rows]).reshape(3, -1).mean(axis=1)
     assert zero_fractions[0] < 0.02 and 0.1 < zero_fractions[1] < 0.3 and 0.3 < zero_fractions[2] < 0.5
-    assert progressive.trace_count <= 2
+    assert len(traces[-1]) <= 2  # the resumed fit: no stage adds a trace
 
 
 def test_dataset_fn_with_the_wrong_structure_is_rejected(tiny_spec):
@@ -420,7 +430,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     sys_path_tests = {tests!r}
     import sys; sys.path.insert(0, sys_path_tests)
     from conftest import TINY_SPEC
-    from test_progressive import _synthetic_dataset_fn
+    from test_progressive import _synthetic_dataset_fn, count_traces
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert strategy.num_replicas_in_sync == 2
     schedule = progressive_schedule(TINY_SPEC, "paper", total_epochs=4, num_stages=2, image_size=(32, 48), dropout_rate=(0.1, 0.4))
@@ -428,14 +438,14 @@ MIRRORED_SCRIPT = textwrap.dedent(
         model = ev2.build_model(TINY_SPEC, classes=4)
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         progressive = ProgressiveLearning(schedule, _synthetic_dataset_fn(), verbose=0)
-    counts = []
-    count = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: counts.append(progressive.trace_count))
+    traces, counts = count_traces(model), []
+    count = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: counts.append(len(traces)))
     history = model.fit(progressive.dataset, epochs=4, callbacks=[progressive, count], verbose=0)
     assert history.history["image_size"] == [32, 32, 48, 48], history.history
     assert counts[0] == counts[-1] <= 2, counts  # no stage adds a trace
     assert abs(ev2.get_regularization(model)["dropout_rate"] - 0.4) < 1e-6
     assert history.history["loss"][-1] < history.history["loss"][0]
-    print("MIRRORED OK", progressive.trace_count)
+    print("MIRRORED OK", len(traces))
     """
 )
 
@@ -460,7 +470,8 @@ CACHE_MEMORY_SCRIPT = textwrap.dedent(
     from efficientnetv2_keras.data import DigitsSource
     from efficientnetv2_keras.hparams import load_config
     from efficientnetv2_keras.progressive import progressive_schedule
-    from efficientnetv2_keras.training.trainer import _train_dataset
+    import dataclasses
+    from efficientnetv2_keras.training.recipe import resolve_recipe
 
     def rss_mb():
         with open("/proc/self/status") as status:
@@ -474,7 +485,8 @@ CACHE_MEMORY_SCRIPT = textwrap.dedent(
     # (measured, with or without any cache), which would blur the input pipelines' memory.
     schedule = progressive_schedule(TINY_SPEC, "paper", total_epochs=3, num_stages=3, image_size=32,
                                     randaug_magnitude=0, mixup_alpha=(0, 0.2), dropout_rate=None)
-    train, progressive = _train_dataset(config, source, tf.distribute.get_strategy(), schedule)
+    recipe = dataclasses.replace(resolve_recipe(config, source), schedule=schedule)
+    train, progressive = recipe.train_dataset(tf.distribute.get_strategy())
     progressive.verbose = 0
     model = ev2.build_model(TINY_SPEC, classes=10)
     model.compile(optimizer="sgd", loss="categorical_crossentropy")

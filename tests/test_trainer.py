@@ -63,12 +63,9 @@ def test_train_py_traineval_runs_one_tiny_epoch_on_digits(tmp_path):
 
     from efficientnetv2_keras.data import get_source
     from efficientnetv2_keras.hparams import load_config
-    from efficientnetv2_keras.training.trainer import (
-        _eval_dataset,
-        load_for_evaluation,
-        minival_split,
-        train_and_evaluate,
-    )
+    from efficientnetv2_keras.training.evaluation import load_for_evaluation
+    from efficientnetv2_keras.training.recipe import eval_dataset, minival_split
+    from efficientnetv2_keras.training.trainer import train_and_evaluate
 
     # Eval mode: the saved checkpoints give the test numbers the run printed (both are the EMA weights),
     # with the same labels.
@@ -80,7 +77,7 @@ def test_train_py_traineval_runs_one_tiny_epoch_on_digits(tmp_path):
     model = load_for_evaluation(config, str(model_dir / "last.keras"))
     source = get_source(config.data.source, **config.data.source_options)
     _, minival, _ = minival_split(config, source)
-    on_minival = model.evaluate(_eval_dataset(config, source, minival), verbose=0, return_dict=True)
+    on_minival = model.evaluate(eval_dataset(config, source, minival), verbose=0, return_dict=True)
     last_epoch = dict(zip(header, log[-1].split(",")))
     assert float(last_epoch["val_accuracy"]) == pytest.approx(on_minival["accuracy"], abs=1e-6)
     assert float(last_epoch["val_loss"]) == pytest.approx(on_minival["loss"], rel=1e-5)

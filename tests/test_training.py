@@ -288,7 +288,7 @@ def test_ema_weights_are_evaluated_and_saved(tiny_spec, tmp_path):
 def test_ema_averages_batch_norm_statistics_when_asked(tiny_spec, tmp_path):
     """train.ema_bn_statistics: the BN moving statistics are averaged in the train step with the weights'
     decay and ramp; validation, checkpoints and the model after fit use the averages."""
-    from efficientnetv2_keras.training.trainer import ModelCheckpoint
+    from efficientnetv2_keras.training.callbacks import BestAndLastCheckpoint
 
     def config(average):
         return load_config(None, ["train.optimizer=momentum", "train.ema_decay=0.9", "train.weight_decay=0",
@@ -310,7 +310,7 @@ def test_ema_averages_batch_norm_statistics_when_asked(tiny_spec, tmp_path):
             raw_means.append(_np(bn.moving_mean).copy())
 
     x, y = _data(16)
-    checkpoint = ModelCheckpoint(str(tmp_path))
+    checkpoint = BestAndLastCheckpoint(str(tmp_path))
     history = model.fit(x, y, batch_size=4, epochs=2, validation_data=(x, y), verbose=0,
                         callbacks=[training.EMACallback([checkpoint]), Record()])
     expected = raw_means[0]  # the first step copies, then min(0.9, (1 + t) / (10 + t))

@@ -17,12 +17,9 @@ import efficientnetv2_keras as ev2
 from efficientnetv2_keras import training
 from efficientnetv2_keras.data import ArraySource, DigitsSource, TFDSSource, get_source
 from efficientnetv2_keras.hparams import ConfigError, load_config
-from efficientnetv2_keras.training.trainer import (
-    ModelCheckpoint,
-    _evaluate_checkpoints,
-    describe_checkpoint,
-    minival_split,
-)
+from efficientnetv2_keras.training.callbacks import BestAndLastCheckpoint, describe_checkpoint
+from efficientnetv2_keras.training.evaluation import evaluate_checkpoints
+from efficientnetv2_keras.training.recipe import minival_split
 
 # ------------------------------------------------------------------------------------------------
 # Carving the minival.
@@ -159,7 +156,7 @@ def test_a_resumed_run_keeps_its_best_value(tiny_spec, tmp_path):
         config = load_config(None, ["train.optimizer=momentum", "train.ema_decay=0.9", "train.weight_decay=0"])
         model.compile(optimizer=training.build_optimizer(config, 0.1, model), loss="categorical_crossentropy",
                       run_eagerly=True)  # one step per epoch: tracing would cost more than it saves
-        checkpoint = ModelCheckpoint(str(tmp_path), monitor="val_score", restore_best=resuming,
+        checkpoint = BestAndLastCheckpoint(str(tmp_path), monitor="val_score", restore_best=resuming,
                                      record={"weights": "EMA", "selected_on": "minival"})
         callbacks = [Score(), training.EMACallback([checkpoint]),
                      keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))]
@@ -185,7 +182,7 @@ def test_a_resumed_run_keeps_its_best_value(tiny_spec, tmp_path):
     config = load_config(None, ["data.eval_split=test", "data.eval_size=32", "data.eval_crop_padding=0",
                                 "eval.batch_size=8", "train.weight_decay=0"])
     source = ArraySource({"test": (x.astype("uint8"), np.arange(8) % 3)}, 3)
-    final, best = _evaluate_checkpoints(config, str(tmp_path), tf.distribute.get_strategy(), source)
+    final, best = evaluate_checkpoints(config, str(tmp_path), tf.distribute.get_strategy(), source)
     assert (final["role"], final["checkpoint"]) == ("final", "last.keras: EMA weights after epoch 3")
     assert (best["role"], best["checkpoint"]) == ("best", "best.keras: EMA weights after epoch 2, best val_score "
                                                           "0.9000 on minival")

@@ -11,8 +11,6 @@ import numpy as np
 
 import efficientnetv2_keras as ev2
 
-KERAS_APPLICATIONS = {"b0": "EfficientNetV2B0", "s": "EfficientNetV2S"}
-
 
 def _images_per_second(step, batch, repeats):
     start = time.perf_counter()
@@ -52,7 +50,8 @@ def run(flags):
     ]
     for variant in variants:
         ours = ev2.build_model(variant, input_shape=(size, size, 3))
-        reference = getattr(keras.applications, KERAS_APPLICATIONS[variant])(weights=None, input_shape=(size, size, 3))
+        constructor = ev2.KERAS_APPLICATIONS[ev2.get_model_spec(variant).name]
+        reference = getattr(keras.applications, constructor)(weights=None, input_shape=(size, size, 3))
         ev2.load_weights_from_keras_applications(ours, reference)
         ours, reference = _compiled(ours), _compiled(reference)
         ours_infer, ref_infer = _side_by_side(

@@ -21,12 +21,8 @@ def main(argv):
     del argv
     from efficientnetv2_keras.hparams import load_config
     from efficientnetv2_keras.runs import CONFIG_FILE, run_file
-    from efficientnetv2_keras.training.trainer import (
-        evaluate_model,
-        find_checkpoint,
-        format_results,
-        load_for_evaluation,
-    )
+    from efficientnetv2_keras.training.evaluation import evaluate_model, find_checkpoint, load_for_evaluation
+    from efficientnetv2_keras.training.report import format_results
 
     if not FLAGS.model_dir and not FLAGS.checkpoint:
         raise app.UsageError("Pass --model_dir, or --checkpoint (and --hparams when it is not in a run directory).")

@@ -17,7 +17,7 @@ import sys
 
 from absl import app, flags, logging
 
-QUANTIZATIONS = ("none", "float16", "dynamic_int8", "int8")
+from efficientnetv2_keras.export import QUANTIZATIONS
 
 flags.DEFINE_string("model", None, "A .keras model file (model.save). Or use --variant and --weights.")
 flags.DEFINE_string("variant", None, "Variant to build (b0-b3, s, m, l, xl) when exporting a weights file.")
@@ -80,6 +80,12 @@ def main(argv):
     if FLAGS.format != "tflite" and FLAGS.quantization != "none":
         raise app.UsageError("--quantization applies to --format=tflite only.")
 
+    from efficientnetv2_keras.export.common import require_tensorflow_backend
+
+    try:  # before any loading: a JAX/PyTorch session cannot write these formats
+        require_tensorflow_backend("tools/export.py")
+    except RuntimeError as error:
+        sys.exit(f"error: {error}")
     batch_size = _batch_size(FLAGS.batch_size)
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TensorFlow logs several INFO lines per SavedModel write

@@ -27,7 +27,7 @@ def main(argv):
     from efficientnetv2_keras.models.io import load_model_file
     from efficientnetv2_keras.predict import predict_files, read_class_names
     from efficientnetv2_keras.runs import LABELS_FILE, eval_preprocessing, run_file
-    from efficientnetv2_keras.training.trainer import find_checkpoint
+    from efficientnetv2_keras.training.evaluation import find_checkpoint
 
     model_path = FLAGS.model or find_checkpoint(FLAGS.model_dir)
     run = FLAGS.model_dir or model_path

@@ -16,7 +16,6 @@ from efficientnetv2_keras.data.pipeline import (
     build_dataset,
     default_label_format,
     encode_label,
-    num_batches,
 )
 from efficientnetv2_keras.data.preprocessing import (
     decode_and_preprocess,
@@ -42,7 +41,6 @@ from efficientnetv2_keras.data.sources import (
 __all__ = [
     "build_dataset",
     "CachedSource",
-    "num_batches",
     "encode_label",
     "default_label_format",
     "LABEL_FORMATS",

@@ -1,4 +1,4 @@
-"""Mixup and CutMix on batches (REFERENCE 3.7, official datasets.py; paper section 4.2 for mixup).
+"""Mixup and CutMix on batches (the released code's `datasets.py`; paper Section 4.2 for mixup).
 
 Both run after batching, in training only, and mix each example with the batch in reverse order (as the
 official code does: no shuffle or gather needed). Labels must be dense (one-hot or multi-hot float);

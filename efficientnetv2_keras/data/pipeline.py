@@ -278,13 +278,8 @@ def build_dataset(
         input_context=input_context,
         seed=_stage_seed(seed, image_size, pipeline_id, 0),
     )
-
-    def decode(data):
-        data = data.map(lambda *record: source.decode(record), num_parallel_calls=AUTOTUNE)
-        return data.ignore_errors(log_warning=True) if source.skip_decode_errors else data
-
     if cache:
-        dataset = decode(dataset)
+        dataset = source.decode_records(dataset)
         dataset = dataset.cache() if cache is True else dataset.cache(str(cache))
     if training and shuffle_buffer > 1:
         shuffle_seed = _stage_seed(seed, image_size, pipeline_id, 1)
@@ -292,7 +287,7 @@ def build_dataset(
     if repeat:
         dataset = dataset.repeat()
     if not cache and not decoded:
-        dataset = decode(dataset)
+        dataset = source.decode_records(dataset)
 
     element_seeds = tf.data.Dataset.random(
         seed=_stage_seed(seed, image_size, pipeline_id, 2), rerandomize_each_iteration=True
@@ -341,9 +336,3 @@ def build_dataset(
     options.threading.max_intra_op_parallelism = 1
     return dataset.with_options(options)
 
-
-def num_batches(source, split, batch_size, *, drop_remainder=True, data_dir=None) -> int:
-    """Global batches per epoch of `split` (what `fit` will see with a finite dataset on one worker)."""
-    source = get_source(source, data_dir=data_dir)
-    examples = source.num_examples(split)
-    return examples // batch_size if drop_remainder else -(-examples // batch_size)

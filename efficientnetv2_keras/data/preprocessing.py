@@ -1,4 +1,4 @@
-"""Per-image preprocessing for training, evaluation and finetuning (REFERENCE 3.7, official preprocessing.py).
+"""Per-image preprocessing for training, evaluation and finetuning (the released code's `preprocessing.py`).
 
 Every function takes a uint8 image [H, W, 3] of any size and returns float32 [size, size, 3] in [0, 255]:
 the models rescale inside when `include_preprocessing=True`, so no normalisation happens here (the

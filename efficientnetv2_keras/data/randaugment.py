@@ -94,10 +94,12 @@ import math
 
 import tensorflow as tf
 
+from efficientnetv2_keras.hparams import RANDAUGMENT_OP_NAMES
+
 MAX_LEVEL = 10.0  # released autoaugment.py `_MAX_LEVEL`: level 10 = each op's nominal maximum.
 MAX_MAGNITUDE = 30.0  # paper uses 5-25 (Table 6); the RandAugment paper's search range ends at 30.
 FILL_VALUE = 128  # released `replace_value = [128] * 3`.
-REFERENCE_SIZE = 224  # image side at which the released pixel constants below were chosen.
+RELEASED_CONSTANTS_SIZE = 224  # image side at which the released pixel constants below were chosen.
 TRANSLATE_CONST = 100.0  # released RandAugment `translate_const` (pixels at level 10).
 CUTOUT_CONST = 40.0  # released RandAugment `cutout_const` (half side, pixels at level 10).
 # Caps where the released formulas would erase an image (module docstring, "Where and why we differ").
@@ -106,11 +108,9 @@ MAX_CUTOUT_FRACTION = 0.25  # half side of the Cutout square, of the side (relea
 MAX_BRIGHTNESS_FACTOR = 1.9  # the released level-10 factor.
 MAX_SOLARIZE_ADD = 128  # the largest addition that keeps pixels below 128 distinct.
 
-# The released op list, in the released order (autoaugment.py `distort_image_with_randaugment`).
-RANDAUGMENT_OPS = (
-    "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color", "Contrast",
-    "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY", "Cutout", "SolarizeAdd",
-)  # fmt: skip
+# The released op list, in the released order (autoaugment.py `distort_image_with_randaugment`); the recipe
+# schema owns it (hparams validates `data.randaug_ops` against it without importing TensorFlow).
+RANDAUGMENT_OPS = RANDAUGMENT_OP_NAMES
 MAGNITUDE_FREE_OPS = ("AutoContrast", "Equalize", "Invert")
 
 
@@ -355,7 +355,7 @@ class RandAugment:
     """
 
     def __init__(self, magnitude, num_layers=2, *, ops=RANDAUGMENT_OPS, fill_value=FILL_VALUE,
-                 reference_size=REFERENCE_SIZE):  # fmt: skip
+                 reference_size=RELEASED_CONSTANTS_SIZE):  # fmt: skip
         self.magnitude = validate_magnitude(magnitude)
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
             raise ValueError(f"RandAugment num_layers must be an int >= 0 (released 2), got {num_layers!r}.")
@@ -377,7 +377,7 @@ class RandAugment:
     def is_identity(self) -> bool:
         return self.magnitude == 0.0 or self.num_layers == 0
 
-    def parameters(self, image_side=REFERENCE_SIZE) -> dict:
+    def parameters(self, image_side=RELEASED_CONSTANTS_SIZE) -> dict:
         """The module docstring's table at this magnitude (one source of truth), as unsigned numbers.
 
         Enhance ops give the blend factor; Posterize the bits kept; Solarize the threshold; SolarizeAdd

@@ -176,11 +176,14 @@ class Source:
 
     def as_dataset(self, split, *, shuffle_files=False, input_context=None, seed=None) -> tf.data.Dataset:
         """Decoded (image, label) examples of `split`."""
-        dataset = self.records(split, shuffle_files=shuffle_files, input_context=input_context, seed=seed)
-        dataset = dataset.map(lambda *record: self.decode(record), num_parallel_calls=AUTOTUNE)
-        if self.skip_decode_errors:
-            dataset = dataset.ignore_errors(log_warning=True)
-        return dataset
+        return self.decode_records(
+            self.records(split, shuffle_files=shuffle_files, input_context=input_context, seed=seed)
+        )
+
+    def decode_records(self, records) -> tf.data.Dataset:
+        """`decode` mapped over a dataset of records; failing records dropped (and logged) when `skip_decode_errors`."""
+        dataset = records.map(lambda *record: self.decode(record), num_parallel_calls=AUTOTUNE)
+        return dataset.ignore_errors(log_warning=True) if self.skip_decode_errors else dataset
 
     # -- split names ------------------------------------------------------------------------------
     def _parse_split(self, split):

@@ -24,8 +24,8 @@ from efficientnetv2_keras.export.graph_check import (
     check_inference_graph,
     check_onnx_ops,
     check_tflite_ops,
-    tflite_op_names,
 )
+from efficientnetv2_keras.export.interpreter import interpreter_backend, make_interpreter, run_tflite, tflite_op_names
 from efficientnetv2_keras.export.onnx import export_onnx, make_session, run_onnx
 from efficientnetv2_keras.export.parity import (
     NO_LIMITS,
@@ -41,13 +41,7 @@ from efficientnetv2_keras.export.saved_model import (
     decode_and_preprocess,
     export_saved_model,
 )
-from efficientnetv2_keras.export.tflite import (
-    QUANTIZATIONS,
-    export_tflite,
-    interpreter_backend,
-    make_interpreter,
-    run_tflite,
-)
+from efficientnetv2_keras.export.tflite import QUANTIZATIONS, export_tflite
 
 FORMATS = ("saved_model", "tflite", "onnx")
 

@@ -12,12 +12,43 @@ import dataclasses
 import os
 
 import keras
+import numpy as np
 
 from efficientnetv2_keras.models.builder import MIN_INPUT_SIZE
 from efficientnetv2_keras.models.family import get_model_spec
 from efficientnetv2_keras.models.layers import _VariableRateDropout
 
 EMA_CHOICES = ("auto", True, False)
+# The input and output names of every exported signature / graph.
+INPUT_NAME = "images"
+OUTPUT_NAME = "predictions"
+
+
+def run_in_chunks(run, inputs, batch_size=None, chunk=32):
+    """`run(part)` over `inputs` in chunks, outputs concatenated; the runtimes' shared batching.
+
+    batch_size: the exported model's fixed batch (the last chunk is padded by repeating its last
+    item, the padding's outputs dropped), or None for a dynamic-batch model, run `chunk` at a time.
+    """
+    step = batch_size or chunk
+    outputs = []
+    for start in range(0, len(inputs), step):
+        part = inputs[start : start + step]
+        count = len(part)
+        if batch_size and count < batch_size:
+            part = np.concatenate([part, np.repeat(part[-1:], batch_size - count, axis=0)])
+        outputs.append(np.asarray(run(part))[:count])
+    return np.concatenate(outputs)
+
+
+def require_tensorflow_backend(what="Export"):
+    """SavedModel, TFLite and ONNX are written from TensorFlow graphs: the TensorFlow backend only."""
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"{what} traces the model with TensorFlow, but KERAS_BACKEND is {keras.backend.backend()!r}. Run it "
+            "with KERAS_BACKEND=tensorflow (the default): a .keras file trained on JAX or PyTorch loads there "
+            "unchanged."
+        )
 
 
 # -- image size and batch -----------------------------------------------------------------------

@@ -8,6 +8,8 @@ issues 994 and 1012, "Export tflite model", "Instructions to convert efficientne
 TFLite then needed TF-Select (Flex) ops or failed on mutable variables.
 """
 
+from efficientnetv2_keras.export.interpreter import tflite_op_names
+
 # Op-type prefixes that draw random numbers (dropout, stochastic depth, random crops).
 RANDOM_OP_PREFIXES = (
     "Random",  # RandomUniform, RandomUniformInt, RandomStandardNormal, RandomShuffle, RandomGamma, ...
@@ -123,14 +125,6 @@ def check_inference_graph(functions, forbidden_variables=(), what="exported grap
         problems += tf_graph_problems(function, forbidden_variables)
     _raise_if(problems, what)
     return sorted(op_types)
-
-
-def tflite_op_names(model_content):
-    """Operator names of a TFLite flatbuffer, before any delegate replaces them."""
-    from efficientnetv2_keras.export.tflite import make_interpreter
-
-    interpreter = make_interpreter(model_content=model_content, delegates=False)
-    return sorted({op["op_name"] for op in interpreter._get_ops_details()})
 
 
 def check_tflite_ops(model_content, what="TFLite model"):

@@ -18,10 +18,9 @@ import logging
 import numpy as np
 
 from efficientnetv2_keras.export import common, graph_check, parity, samples
+from efficientnetv2_keras.export.common import INPUT_NAME, OUTPUT_NAME
 from efficientnetv2_keras.files import atomic_output
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "predictions"
 BATCH_DIM = "batch"  # the name of the dynamic batch dimension in the file
 DEFAULT_NUM_PARITY_SAMPLES = 64
 _INSTALL_HINT = 'pip install "efficientnetv2-keras[onnx]" (tf2onnx, onnx, onnxruntime)'
@@ -45,15 +44,11 @@ def make_session(path_or_bytes, num_threads=None):
 
 def run_onnx(session, images, batch_size=None, chunk=32):
     """Runs the exported model on `images` [N, S, S, 3]; a fixed batch gets its last chunk padded."""
-    step = batch_size or chunk
-    outputs = []
-    for start in range(0, len(images), step):
-        part = np.asarray(images[start : start + step], np.float32)
-        count = len(part)
-        if batch_size and count < batch_size:
-            part = np.concatenate([part, np.repeat(part[-1:], batch_size - count, axis=0)])
-        outputs.append(session.run([OUTPUT_NAME], {INPUT_NAME: part})[0][:count])
-    return np.concatenate(outputs)
+
+    def run(part):
+        return session.run([OUTPUT_NAME], {INPUT_NAME: part})[0]
+
+    return common.run_in_chunks(run, np.asarray(images, np.float32), batch_size, chunk)
 
 
 @contextlib.contextmanager
@@ -129,6 +124,7 @@ def export_onnx(
     Returns an `ExportResult`; raises `ExportParityError` (nothing written) when parity fails,
     `InferenceGraphError` when the graph has random, training or non-standard ops.
     """
+    common.require_tensorflow_backend()
     import tensorflow as tf
 
     for module in ("tf2onnx", "onnx", "onnxruntime"):

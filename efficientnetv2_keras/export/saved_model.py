@@ -14,13 +14,12 @@ import numpy as np
 
 from efficientnetv2_keras.data.preprocessing import decode_and_preprocess
 from efficientnetv2_keras.export import common, graph_check, parity, samples
+from efficientnetv2_keras.export.common import INPUT_NAME, OUTPUT_NAME
 from efficientnetv2_keras.files import atomic_output
 
 FLOAT_SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "serving_bytes"
-INPUT_NAME = "images"
 BYTES_INPUT_NAME = "image_bytes"
-OUTPUT_NAME = "predictions"
 
 
 def _endpoints(infer, image_size, batch_size, crop_padding):
@@ -81,6 +80,7 @@ def export_saved_model(
     the samples PNG-encoded against Keras on the same files decoded and preprocessed eagerly.
     Returns an `ExportResult`.
     """
+    common.require_tensorflow_backend()
     import keras
     import tensorflow as tf
 
@@ -149,13 +149,8 @@ def _run(signature, input_name, inputs, batch_size, chunk=32):
     """Calls a signature on `inputs` in chunks; a fixed batch gets its last chunk padded."""
     import tensorflow as tf
 
-    step = batch_size or chunk
-    outputs = []
-    for start in range(0, len(inputs), step):
-        part = inputs[start : start + step]
-        count = len(part)
-        if batch_size and count < batch_size:
-            part = np.concatenate([part, np.repeat(part[-1:], batch_size - count, axis=0)])
+    def run(part):
         tensor = tf.constant(list(part), tf.string) if part.dtype == object else tf.constant(part)
-        outputs.append(signature(**{input_name: tensor})[OUTPUT_NAME].numpy()[:count])
-    return np.concatenate(outputs)
+        return signature(**{input_name: tensor})[OUTPUT_NAME].numpy()
+
+    return common.run_in_chunks(run, inputs, batch_size, chunk)

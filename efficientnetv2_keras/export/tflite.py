@@ -8,69 +8,14 @@ Only TFLite builtin ops are allowed (no TF-Select/Flex ops): a model that needs 
 on a stock runtime, which is how the official project's training-mode exports failed.
 """
 
-import warnings
-
-import numpy as np
-
 from efficientnetv2_keras.export import common, graph_check, parity, samples
+from efficientnetv2_keras.export.common import INPUT_NAME, OUTPUT_NAME
+from efficientnetv2_keras.export.interpreter import make_interpreter, run_tflite
 from efficientnetv2_keras.files import atomic_output
 
 QUANTIZATIONS = ("none", "float16", "dynamic_int8", "int8")
-SIGNATURE_KEY = "serving_default"
-INPUT_NAME = "images"
-OUTPUT_NAME = "predictions"
 DEFAULT_NUM_CALIBRATION = 100
 DEFAULT_NUM_PARITY_SAMPLES = 64
-
-
-def interpreter_backend():
-    """'ai_edge_litert' when LiteRT is installed, else 'tf.lite' (deprecated in TF 2.21)."""
-    try:
-        import ai_edge_litert.interpreter  # noqa: F401
-
-        return "ai_edge_litert"
-    except ImportError:
-        return "tf.lite"
-
-
-def make_interpreter(model_path=None, model_content=None, num_threads=None, delegates=True):
-    """A TFLite interpreter from LiteRT, or from tf.lite (its deprecation warning silenced).
-
-    delegates=False disables the default XNNPACK delegate, so that the op list shows the model's
-    own operators (a delegate replaces them by DELEGATE nodes).
-    """
-    kwargs = {"model_path": model_path, "model_content": model_content, "num_threads": num_threads}
-    if interpreter_backend() == "ai_edge_litert":
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    else:
-        import tensorflow as tf
-
-        Interpreter, OpResolverType = tf.lite.Interpreter, tf.lite.experimental.OpResolverType
-    if not delegates:
-        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-        warnings.filterwarnings("ignore", message=".*deprecated.*LiteRT.*")
-        return Interpreter(**kwargs)
-
-
-def run_tflite(interpreter, images, batch_size=None, chunk=32):
-    """Runs the exported signature on `images` [N, S, S, 3]; returns outputs [N, ...].
-
-    batch_size: the model's fixed batch (the last chunk is padded), or None for a dynamic-batch
-    model, run in chunks of `chunk` images (measured: the same outputs as one image at a time, in
-    every quantization mode; dynamic-range int8 quantizes activations per image row).
-    """
-    runner = interpreter.get_signature_runner(SIGNATURE_KEY)
-    step = batch_size or chunk
-    outputs = []
-    for start in range(0, len(images), step):
-        part = np.asarray(images[start : start + step], np.float32)
-        count = len(part)
-        if batch_size and count < batch_size:
-            part = np.concatenate([part, np.repeat(part[-1:], batch_size - count, axis=0)])
-        outputs.append(runner(**{INPUT_NAME: part})[OUTPUT_NAME][:count])
-    return np.concatenate(outputs)
 
 
 def _converter(concrete_function, quantization, representative_images, batch_size):
@@ -156,6 +101,7 @@ def export_tflite(
     Returns an `ExportResult`; raises `ExportParityError` (nothing written) when parity fails,
     `InferenceGraphError` when the graph has random/training/variable ops.
     """
+    common.require_tensorflow_backend()
     import tensorflow as tf
 
     check_quantization(quantization, representative_data)

@@ -1,5 +1,6 @@
 """The EfficientNetV2 family (keras only: runs on the TensorFlow, JAX and PyTorch backends)."""
 
+from efficientnetv2_keras.models.blocks import fused_mbconv_block, mbconv_block, squeeze_excite
 from efficientnetv2_keras.models.builder import (
     EfficientNetV2B0,
     EfficientNetV2B1,
@@ -10,6 +11,8 @@ from efficientnetv2_keras.models.builder import (
     EfficientNetV2S,
     EfficientNetV2XL,
     build_model,
+    load_pretrained,
+    load_weights,
 )
 from efficientnetv2_keras.models.family import (
     MODEL_SPECS,
@@ -23,8 +26,8 @@ from efficientnetv2_keras.models.layers import AdjustableDropout, StochasticDept
 from efficientnetv2_keras.models.regularization import get_regularization, set_regularization
 from efficientnetv2_keras.models.summary import count_flops, family_summary, format_summary
 from efficientnetv2_keras.models.weights import (
+    KERAS_APPLICATIONS,
     WeightsMismatchError,
-    load_weights,
     load_weights_from_keras_applications,
 )
 
@@ -38,6 +41,9 @@ __all__ = [
     "EfficientNetV2L",
     "EfficientNetV2XL",
     "build_model",
+    "fused_mbconv_block",
+    "mbconv_block",
+    "squeeze_excite",
     "ModelSpec",
     "StageSpec",
     "MODEL_SPECS",
@@ -48,7 +54,9 @@ __all__ = [
     "set_regularization",
     "get_regularization",
     "load_weights",
+    "load_pretrained",
     "load_weights_from_keras_applications",
+    "KERAS_APPLICATIONS",
     "WeightsMismatchError",
     "feature_endpoint_names",
     "build_feature_extractor",

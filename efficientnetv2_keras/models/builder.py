@@ -1,8 +1,10 @@
-"""One functional builder for any `ModelSpec`, and the keras.applications-style constructors.
+"""One functional builder for any `ModelSpec`, the keras.applications-style constructors, and `weights=`.
 
-Layer names follow keras.applications (`stem_conv`, `block4a_expand_conv`, ..., `top_conv`,
-`predictions`), so weights transfer by name; block letters go a..z, then aa, ab, ... for stages with
-more than 26 blocks (XL), where keras.applications' `chr(97 + j)` would run out of letters.
+`build_model` makes the stem, then every stage's blocks (`blocks.fused_mbconv_block`,
+`blocks.mbconv_block`, paper Figure 2), then the head. Layer names follow keras.applications
+(`stem_conv`, `block4a_expand_conv`, ..., `top_conv`, `predictions`), so weights transfer by name;
+block letters go a..z, then aa, ab, ... for stages with more than 26 blocks (XL), where
+keras.applications' `chr(97 + j)` would run out of letters.
 
 Deliberate differences from keras.applications, all following the released code (google/automl
 `efficientnetv2/effnetv2_model.py`):
@@ -10,28 +12,37 @@ conv kernels are initialized with the untruncated fan-out normal, the head dropo
 per-variant rate (0.2-0.4, keras.applications uses 0.2 for all), and every residual block has a
 `StochasticDepth` layer (keras.applications skips the first, whose rate is 0), so the rates can be
 raised later. Inference outputs are identical given the same weights.
+
+The constructors (`EfficientNetV2S`, ...) take keras.applications' arguments plus this package's and
+pass them all (`locals()`) on to `build_model`. `load_weights` (the `weights=` argument) lives here
+because loading our own weights file while keeping a model's head builds a model of the file's shape;
+the transfer by layer name is `weights.py`'s.
 """
 
+import os
 import sys
 
 import keras
 from keras import layers
 
+from efficientnetv2_keras.models.blocks import (
+    DENSE_KERNEL_INITIALIZER,
+    BlockSettings,
+    conv2d,
+    fused_mbconv_block,
+    mbconv_block,
+)
 from efficientnetv2_keras.models.family import FUSED_MBCONV, get_model_spec
-from efficientnetv2_keras.models.layers import AdjustableDropout, StochasticDepth
-
-# The released code's initializers (effnetv2_model.py `conv_kernel_initializer`,
-# `dense_kernel_initializer`). Dense: uniform(+-1/sqrt(classes)). Configs, not instances: each
-# layer deserializes its own initializer. An unseeded Keras initializer instance
-# draws the same values on every call, so sharing one would start same-shaped layers identical.
-CONV_KERNEL_INITIALIZER = {
-    "class_name": "VarianceScaling",
-    "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"},
-}
-DENSE_KERNEL_INITIALIZER = {
-    "class_name": "VarianceScaling",
-    "config": {"scale": 1.0 / 3.0, "mode": "fan_out", "distribution": "uniform"},
-}
+from efficientnetv2_keras.models.layers import AdjustableDropout
+from efficientnetv2_keras.models.weights import (
+    WeightsMismatchError,
+    check_input_normalization,
+    keras3_weights_layout,
+    load_imagenet_weights,
+    load_weights_from_keras_applications,
+    model_spec_of,
+    transfer_weights,
+)
 
 # ImageNet mean/std for B0-B3 (the V1 legacy pipeline they were trained with; keras.applications too).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -53,69 +64,6 @@ def block_letters(index):
         index, remainder = divmod(index - 1, 26)
         letters = chr(97 + remainder) + letters
     return letters
-
-
-def _conv(filters, kernel, stride, name, use_bias=False, activation=None, padding="same"):
-    return layers.Conv2D(
-        filters,
-        kernel,
-        strides=stride,
-        padding=padding,
-        use_bias=use_bias,
-        activation=activation,
-        kernel_initializer=CONV_KERNEL_INITIALIZER,
-        name=name,
-    )
-
-
-def _block(x, stage, in_filters, stride, drop_rate, block_fraction, prefix, cfg):
-    """One MBConv or Fused-MBConv block (paper Figure 2; effnetv2_model.py `MBConvBlock`, `FusedMBConvBlock`)."""
-    bn_axis = cfg["bn_axis"]
-
-    def batch_norm(name):
-        return layers.BatchNormalization(
-            axis=bn_axis, momentum=cfg["bn_momentum"], epsilon=cfg["bn_epsilon"], name=prefix + name
-        )
-
-    inputs = x
-    expanded = in_filters * stage.expand_ratio
-    fused = stage.block == FUSED_MBCONV
-    if stage.expand_ratio != 1:
-        # Fused-MBConv replaces the 1x1 expansion + depthwise conv by one kxk conv.
-        kernel, conv_stride = (stage.kernel, stride) if fused else (1, 1)
-        x = _conv(expanded, kernel, conv_stride, prefix + "expand_conv")(x)
-        x = batch_norm("expand_bn")(x)
-        x = layers.Activation(cfg["activation"], name=prefix + "expand_activation")(x)
-    if not fused:
-        x = layers.DepthwiseConv2D(
-            stage.kernel,
-            strides=stride,
-            padding="same",
-            use_bias=False,
-            depthwise_initializer=CONV_KERNEL_INITIALIZER,
-            name=prefix + "dwconv2",
-        )(x)
-        x = batch_norm("bn")(x)
-        x = layers.Activation(cfg["activation"], name=prefix + "activation")(x)
-    if 0 < stage.se_ratio <= 1:
-        # Squeeze width comes from the block *input* filters, not the expanded width.
-        squeezed = max(1, int(in_filters * stage.se_ratio))
-        se = layers.GlobalAveragePooling2D(keepdims=True, name=prefix + "se_squeeze")(x)
-        se = _conv(squeezed, 1, 1, prefix + "se_reduce", use_bias=True, activation=cfg["activation"])(se)
-        se = _conv(expanded, 1, 1, prefix + "se_expand", use_bias=True, activation="sigmoid")(se)
-        x = layers.Multiply(name=prefix + "se_excite")([x, se])
-    if fused and stage.expand_ratio == 1:
-        # The kxk conv is itself the projection; this is the only block with an activated output.
-        x = _conv(stage.out_filters, stage.kernel, stride, prefix + "project_conv")(x)
-        x = batch_norm("project_bn")(x)
-        x = layers.Activation(cfg["activation"], name=prefix + "project_activation")(x)
-    else:
-        x = _conv(stage.out_filters, 1, 1, prefix + "project_conv")(x)
-        x = batch_norm("project_bn")(x)
-    if stride == 1 and in_filters == stage.out_filters:
-        x = StochasticDepth(drop_rate, block_fraction=block_fraction, name=prefix + "drop")(x)
-        x = layers.Add(name=prefix + "add")([x, inputs])
-    return x
 
 
 def _layout(channels_first):
@@ -237,12 +185,7 @@ def build_model(
     img_input, input_shape = _input_layer(
         input_tensor, input_shape, channels_first, need_rgb=include_preprocessing or weights is not None
     )
-    cfg = {
-        "bn_axis": channels_axis,
-        "bn_momentum": bn_momentum,
-        "bn_epsilon": bn_epsilon,
-        "activation": activation,
-    }
+    settings = BlockSettings(activation, channels_axis, bn_momentum, bn_epsilon)
 
     x = img_input
     if include_preprocessing:
@@ -256,35 +199,33 @@ def build_model(
         else:
             x = layers.Rescaling(scale=1.0 / 128.0, offset=-1, name="rescaling")(x)
 
-    x = _conv(spec.stem_filters, 3, 2, "stem_conv")(x)
-    x = layers.BatchNormalization(
-        axis=channels_axis, momentum=bn_momentum, epsilon=bn_epsilon, name="stem_bn"
-    )(x)
-    x = layers.Activation(activation, name="stem_activation")(x)
+    x = settings.conv_bn_act(x, spec.stem_filters, 3, 2, "stem")
 
     stages = spec.scaled_stages()
     total_blocks = sum(stage.repeats for stage in stages)
     block_index = 0
     for stage_index, stage in enumerate(stages):
+        block = fused_mbconv_block if stage.block == FUSED_MBCONV else mbconv_block
         for repeat in range(stage.repeats):
             first = repeat == 0
             block_fraction = block_index / total_blocks
-            x = _block(
+            x = block(
                 x,
-                stage,
                 in_filters=stage.in_filters if first else stage.out_filters,
+                out_filters=stage.out_filters,
+                kernel=stage.kernel,
                 stride=stage.stride if first else 1,
+                expand_ratio=stage.expand_ratio,
+                se_ratio=stage.se_ratio,
+                settings=settings,
+                prefix=f"block{stage_index + 1}{block_letters(repeat)}_",
                 drop_rate=(1.0 - survival_prob) * block_fraction,
                 block_fraction=block_fraction,
-                prefix=f"block{stage_index + 1}{block_letters(repeat)}_",
-                cfg=cfg,
             )
             block_index += 1
 
-    x = _conv(spec.head_width, 1, 1, "top_conv")(x)
-    x = layers.BatchNormalization(
-        axis=channels_axis, momentum=bn_momentum, epsilon=bn_epsilon, name="top_bn"
-    )(x)
+    x = conv2d(spec.head_width, 1, 1, "top_conv")(x)
+    x = settings.batch_norm("top_bn")(x)
     # Under mixed precision the model's last layer computes in float32, so outputs are float32.
     last_is_activation = not include_top and pooling is None
     x = layers.Activation(
@@ -310,58 +251,148 @@ def build_model(
     model = keras.Model(inputs, x, name=name or spec.name)
 
     if weights is not None:
-        from efficientnetv2_keras.models.weights import load_weights  # avoids an import cycle
-
         load_weights(model, weights, spec=spec)
     return model
 
 
-def _constructor(variant):
-    def constructor(
-        include_top=True,
-        weights=None,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        classes=1000,
-        classifier_activation="softmax",
-        include_preprocessing=True,
-        name=None,
-        **kwargs,
-    ):
-        return build_model(
-            variant,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            include_preprocessing=include_preprocessing,
-            name=name,
-            **kwargs,
+# The eight variants, as keras.applications names them. Each passes its arguments on to build_model;
+# `weights` defaults to None (nothing is downloaded unless asked), unlike keras.applications' "imagenet".
+# The default input shape is (None, None, 3), or (3, None, None) under channels_first: any size >= 32 px.
+
+
+def EfficientNetV2B0(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+                     classifier_activation="softmax", include_preprocessing=True, name=None, dropout_rate=None,
+                     survival_prob=0.8, bn_momentum=0.9, bn_epsilon=1e-3, activation="silu", input_normalization=None):
+    """EfficientNetV2-B0 (official train size 192, eval size 224); the arguments are `build_model`'s."""
+    return build_model("b0", **locals())
+
+
+def EfficientNetV2B1(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+                     classifier_activation="softmax", include_preprocessing=True, name=None, dropout_rate=None,
+                     survival_prob=0.8, bn_momentum=0.9, bn_epsilon=1e-3, activation="silu", input_normalization=None):
+    """EfficientNetV2-B1 (official train size 192, eval size 240); the arguments are `build_model`'s."""
+    return build_model("b1", **locals())
+
+
+def EfficientNetV2B2(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+                     classifier_activation="softmax", include_preprocessing=True, name=None, dropout_rate=None,
+                     survival_prob=0.8, bn_momentum=0.9, bn_epsilon=1e-3, activation="silu", input_normalization=None):
+    """EfficientNetV2-B2 (official train size 208, eval size 260); the arguments are `build_model`'s."""
+    return build_model("b2", **locals())
+
+
+def EfficientNetV2B3(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+                     classifier_activation="softmax", include_preprocessing=True, name=None, dropout_rate=None,
+                     survival_prob=0.8, bn_momentum=0.9, bn_epsilon=1e-3, activation="silu", input_normalization=None):
+    """EfficientNetV2-B3 (official train size 240, eval size 300); the arguments are `build_model`'s."""
+    return build_model("b3", **locals())
+
+
+def EfficientNetV2S(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+                    classifier_activation="softmax", include_preprocessing=True, name=None, dropout_rate=None,
+                    survival_prob=0.8, bn_momentum=0.9, bn_epsilon=1e-3, activation="silu", input_normalization=None):
+    """EfficientNetV2-S (official train size 300, eval size 384); the arguments are `build_model`'s."""
+    return build_model("s", **locals())
+
+
+def EfficientNetV2M(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+                    classifier_activation="softmax", include_preprocessing=True, name=None, dropout_rate=None,
+                    survival_prob=0.8, bn_momentum=0.9, bn_epsilon=1e-3, activation="silu", input_normalization=None):
+    """EfficientNetV2-M (official train size 384, eval size 480); the arguments are `build_model`'s."""
+    return build_model("m", **locals())
+
+
+def EfficientNetV2L(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+                    classifier_activation="softmax", include_preprocessing=True, name=None, dropout_rate=None,
+                    survival_prob=0.8, bn_momentum=0.9, bn_epsilon=1e-3, activation="silu", input_normalization=None):
+    """EfficientNetV2-L (official train size 384, eval size 480); the arguments are `build_model`'s."""
+    return build_model("l", **locals())
+
+
+def EfficientNetV2XL(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+                     classifier_activation="softmax", include_preprocessing=True, name=None, dropout_rate=None,
+                     survival_prob=0.8, bn_momentum=0.9, bn_epsilon=1e-3, activation="silu", input_normalization=None):
+    """EfficientNetV2-XL (official train size 384, eval size 512); the arguments are `build_model`'s."""
+    return build_model("xl", **locals())
+
+
+# ------------------------------------------------------------------------------------------------
+# The `weights=` argument.
+# ------------------------------------------------------------------------------------------------
+
+
+def load_weights(model, weights, spec=None, skip_head=False):
+    """The `weights=` argument of the model constructors.
+
+    "imagenet": keras.applications' ImageNet-1k weights (downloaded and cached by Keras).
+    A path: a weights file of this package (`model.save_weights`, or converted by
+    `efficientnetv2_keras.weights.convert_timm`), or any keras.applications file (see
+    `load_weights_from_keras_applications`). A converted file's JSON (`weights_info_path`) must agree
+    with the model's input normalization.
+    """
+    spec = model_spec_of(model, spec)
+    if weights == "imagenet":
+        return load_imagenet_weights(model, spec, skip_head)
+    if isinstance(weights, str) and weights.startswith("imagenet"):
+        raise ValueError(
+            f"weights={weights!r} is not available as a Keras download (keras.applications only "
+            "hosts ImageNet-1k weights). Convert such a checkpoint to a Keras weights file and pass "
+            "its path, or use weights='imagenet' or None."
         )
-
-    spec = get_model_spec(variant)
-    constructor.__name__ = "EfficientNetV2" + variant.upper()
-    constructor.__qualname__ = constructor.__name__
-    constructor.__doc__ = (
-        f"Builds {spec.name} (official train size {spec.train_size}, eval size {spec.eval_size}).\n\n"
-        "Same arguments as `keras.applications." + constructor.__name__ + "` (but `weights` "
-        "defaults to None: nothing is downloaded unless asked), plus `dropout_rate`, "
-        "`survival_prob`, `bn_momentum`, `bn_epsilon`, `activation`; see `build_model`.\n"
-        "The default input shape is (None, None, 3), or (3, None, None) under "
-        "keras.config.image_data_format() == 'channels_first': any image size >= 32 px."
-    )
-    return constructor
+    path = os.fspath(weights)
+    if path.endswith(".weights.h5") and os.path.exists(path):
+        check_input_normalization(model, path)
+        ours, classes = keras3_weights_layout(path)
+        if ours:
+            return _load_our_weights_file(model, path, spec, classes, skip_head)
+    return load_weights_from_keras_applications(model, path, skip_head=skip_head, spec=spec)
 
 
-EfficientNetV2B0 = _constructor("b0")
-EfficientNetV2B1 = _constructor("b1")
-EfficientNetV2B2 = _constructor("b2")
-EfficientNetV2B3 = _constructor("b3")
-EfficientNetV2S = _constructor("s")
-EfficientNetV2M = _constructor("m")
-EfficientNetV2L = _constructor("l")
-EfficientNetV2XL = _constructor("xl")
+def _load_our_weights_file(model, path, spec, classes, skip_head):
+    """A `.weights.h5` from `save_weights` of one of our models (Keras restores it structurally)."""
+    if not skip_head:
+        backup = model.get_weights()
+        try:
+            model.load_weights(path)
+        except ValueError as error:
+            model.set_weights(backup)  # Keras assigns layer by layer: undo a partial load
+            raise WeightsMismatchError(
+                f"{path!r} was saved from a different model than {model.name!r} (another variant, "
+                f"include_top or class count; pass skip_head=True to keep this model's head): {error}"
+            ) from None
+        return model
+    # Keep our head: read the file into a model of the file's own shape, transfer by name.
+    errors = []
+    for include_preprocessing in (True, False):  # the file does not record it
+        source = build_model(spec, include_top=classes is not None, classes=classes or 1000,
+                             include_preprocessing=include_preprocessing)
+        try:
+            source.load_weights(path)
+        except ValueError as error:
+            errors.append(str(error))
+            continue
+        return transfer_weights(model, source, repr(path), skip_head=True)
+    raise WeightsMismatchError(f"{path!r} does not fit {spec.name} with {classes} classes: {errors[-1]}")
+
+
+def load_pretrained(model, checkpoint, skip_head=True, spec=None):
+    """Loads pretrained weights into `model` for finetuning, keeping its own classifier when `skip_head`.
+
+    The recipes' `model.init_checkpoint`. Checkpoints written by this package's training hold the EMA
+    weights (they are saved with the EMA swapped in), which is what the released code's
+    `ft_init_ema=True` picks from a TF1 checkpoint.
+
+    Args:
+      model: an EfficientNetV2 model of this package (any class count).
+      checkpoint: "imagenet" (keras.applications weights, downloaded by Keras), a `.keras` model file,
+        a `.weights.h5` file (ours or keras.applications'), or a keras.applications `.h5` file.
+      skip_head: leave the `predictions` layer as it is (transfer learning to another class count).
+      spec: the variant, when `model.name` is not the variant's name.
+    Raises:
+      FileNotFoundError, WeightsMismatchError (another variant; nothing is assigned).
+    """
+    if not (isinstance(checkpoint, str) and checkpoint.startswith("imagenet")):  # downloaded by Keras
+        checkpoint = os.fspath(checkpoint)
+        if not os.path.exists(checkpoint):
+            raise FileNotFoundError(f"Pretrained checkpoint not found: {checkpoint!r} (model.init_checkpoint).")
+    return load_weights(model, checkpoint, spec=spec, skip_head=skip_head)

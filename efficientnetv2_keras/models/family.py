@@ -95,82 +95,96 @@ def round_repeats(repeats, depth):
     return int(math.ceil(depth * repeats))
 
 
-def _stages(*rows):
-    """Rows are (block, kernel, stride, expand, in, out, repeats, se) tuples."""
-    return tuple(StageSpec(*row) for row in rows)
+# The block strings of google/automl efficientnetv2/effnetv2_configs.py (`v2_base_block`, `v2_s_block`, ...),
+# one StageSpec per string: "r2_k3_s1_e1_i24_o24_c1" is block=FUSED_MBCONV (c1), kernel=3, stride=1,
+# expand_ratio=1, in_filters=24, out_filters=24, repeats=2; "_se0.25" is se_ratio=0.25. All kernels are
+# 3x3; fused blocks never have SE in a released config.
 
-
-F, M = FUSED_MBCONV, MBCONV
-
-# The block strings of google/automl efficientnetv2/effnetv2_configs.py. All kernels are 3x3; fused blocks never
-# have SE in a released config.
-BASE_STAGES = _stages(  # V2 "base", scaled by width/depth into B0-B3
-    (F, 3, 1, 1, 32, 16, 1, 0.0),
-    (F, 3, 2, 4, 16, 32, 2, 0.0),
-    (F, 3, 2, 4, 32, 48, 2, 0.0),
-    (M, 3, 2, 4, 48, 96, 3, 0.25),
-    (M, 3, 1, 6, 96, 112, 5, 0.25),
-    (M, 3, 2, 6, 112, 192, 8, 0.25),
-)
-S_STAGES = _stages(  # "about base x (width 1.4, depth 1.8)"
-    (F, 3, 1, 1, 24, 24, 2, 0.0),
-    (F, 3, 2, 4, 24, 48, 4, 0.0),
-    (F, 3, 2, 4, 48, 64, 4, 0.0),
-    (M, 3, 2, 4, 64, 128, 6, 0.25),
-    (M, 3, 1, 6, 128, 160, 9, 0.25),
-    (M, 3, 2, 6, 160, 256, 15, 0.25),
-)
-M_STAGES = _stages(  # "about base x (1.6, 2.2)"
-    (F, 3, 1, 1, 24, 24, 3, 0.0),
-    (F, 3, 2, 4, 24, 48, 5, 0.0),
-    (F, 3, 2, 4, 48, 80, 5, 0.0),
-    (M, 3, 2, 4, 80, 160, 7, 0.25),
-    (M, 3, 1, 6, 160, 176, 14, 0.25),
-    (M, 3, 2, 6, 176, 304, 18, 0.25),
-    (M, 3, 1, 6, 304, 512, 5, 0.25),
-)
-L_STAGES = _stages(  # "about base x (2.0, 3.1)"
-    (F, 3, 1, 1, 32, 32, 4, 0.0),
-    (F, 3, 2, 4, 32, 64, 7, 0.0),
-    (F, 3, 2, 4, 64, 96, 7, 0.0),
-    (M, 3, 2, 4, 96, 192, 10, 0.25),
-    (M, 3, 1, 6, 192, 224, 19, 0.25),
-    (M, 3, 2, 6, 224, 384, 25, 0.25),
-    (M, 3, 1, 6, 384, 640, 7, 0.25),
-)
-XL_STAGES = _stages(  # "only for 21k pretraining"
-    (F, 3, 1, 1, 32, 32, 4, 0.0),
-    (F, 3, 2, 4, 32, 64, 8, 0.0),
-    (F, 3, 2, 4, 64, 96, 8, 0.0),
-    (M, 3, 2, 4, 96, 192, 16, 0.25),
-    (M, 3, 1, 6, 192, 256, 24, 0.25),
-    (M, 3, 2, 6, 256, 512, 32, 0.25),
-    (M, 3, 1, 6, 512, 640, 8, 0.25),
+BASE_STAGES = (  # V2 "base", scaled by width/depth into B0-B3
+    StageSpec(block=FUSED_MBCONV, kernel=3, stride=1, expand_ratio=1, in_filters=32, out_filters=16, repeats=1),
+    StageSpec(block=FUSED_MBCONV, kernel=3, stride=2, expand_ratio=4, in_filters=16, out_filters=32, repeats=2),
+    StageSpec(block=FUSED_MBCONV, kernel=3, stride=2, expand_ratio=4, in_filters=32, out_filters=48, repeats=2),
+    StageSpec(block=MBCONV, kernel=3, stride=2, expand_ratio=4, in_filters=48, out_filters=96, repeats=3, se_ratio=0.25),
+    StageSpec(block=MBCONV, kernel=3, stride=1, expand_ratio=6, in_filters=96, out_filters=112, repeats=5, se_ratio=0.25),
+    StageSpec(block=MBCONV, kernel=3, stride=2, expand_ratio=6, in_filters=112, out_filters=192, repeats=8, se_ratio=0.25),
 )
 
-# google/automl efficientnetv2/effnetv2_configs.py `efficientnetv2_params`: width, depth, train size, eval size, dropout,
-# RandAugment magnitude, mixup (= cutmix) alpha. B0-B3 were trained with the V1 AutoAugment
-# pipeline in the official code, hence magnitude 0 there.
+S_STAGES = (  # V2-S, "about base x (width 1.4, depth 1.8)"
+    StageSpec(block=FUSED_MBCONV, kernel=3, stride=1, expand_ratio=1, in_filters=24, out_filters=24, repeats=2),
+    StageSpec(block=FUSED_MBCONV, kernel=3, stride=2, expand_ratio=4, in_filters=24, out_filters=48, repeats=4),
+    StageSpec(block=FUSED_MBCONV, kernel=3, stride=2, expand_ratio=4, in_filters=48, out_filters=64, repeats=4),
+    StageSpec(block=MBCONV, kernel=3, stride=2, expand_ratio=4, in_filters=64, out_filters=128, repeats=6, se_ratio=0.25),
+    StageSpec(block=MBCONV, kernel=3, stride=1, expand_ratio=6, in_filters=128, out_filters=160, repeats=9, se_ratio=0.25),
+    StageSpec(block=MBCONV, kernel=3, stride=2, expand_ratio=6, in_filters=160, out_filters=256, repeats=15, se_ratio=0.25),
+)
+
+M_STAGES = (  # V2-M, "about base x (1.6, 2.2)"
+    StageSpec(block=FUSED_MBCONV, kernel=3, stride=1, expand_ratio=1, in_filters=24, out_filters=24, repeats=3),
+    StageSpec(block=FUSED_MBCONV, kernel=3, stride=2, expand_ratio=4, in_filters=24, out_filters=48, repeats=5),
+    StageSpec(block=FUSED_MBCONV, kernel=3, stride=2, expand_ratio=4, in_filters=48, out_filters=80, repeats=5),
+    StageSpec(block=MBCONV, kernel=3, stride=2, expand_ratio=4, in_filters=80, out_filters=160, repeats=7, se_ratio=0.25),
+    StageSpec(block=MBCONV, kernel=3, stride=1, expand_ratio=6, in_filters=160, out_filters=176, repeats=14, se_ratio=0.25),
+    StageSpec(block=MBCONV, kernel=3, stride=2, expand_ratio=6, in_filters=176, out_filters=304, repeats=18, se_ratio=0.25),
+    StageSpec(block=MBCONV, kernel=3, stride=1, expand_ratio=6, in_filters=304, out_filters=512, repeats=5, se_ratio=0.25),
+)
+
+L_STAGES = (  # V2-L, "about base x (2.0, 3.1)"
+    StageSpec(block=FUSED_MBCONV, kernel=3, stride=1, expand_ratio=1, in_filters=32, out_filters=32, repeats=4),
+    StageSpec(block=FUSED_MBCONV, kernel=3, stride=2, expand_ratio=4, in_filters=32, out_filters=64, repeats=7),
+    StageSpec(block=FUSED_MBCONV, kernel=3, stride=2, expand_ratio=4, in_filters=64, out_filters=96, repeats=7),
+    StageSpec(block=MBCONV, kernel=3, stride=2, expand_ratio=4, in_filters=96, out_filters=192, repeats=10, se_ratio=0.25),
+    StageSpec(block=MBCONV, kernel=3, stride=1, expand_ratio=6, in_filters=192, out_filters=224, repeats=19, se_ratio=0.25),
+    StageSpec(block=MBCONV, kernel=3, stride=2, expand_ratio=6, in_filters=224, out_filters=384, repeats=25, se_ratio=0.25),
+    StageSpec(block=MBCONV, kernel=3, stride=1, expand_ratio=6, in_filters=384, out_filters=640, repeats=7, se_ratio=0.25),
+)
+
+XL_STAGES = (  # V2-XL, "only for 21k pretraining"
+    StageSpec(block=FUSED_MBCONV, kernel=3, stride=1, expand_ratio=1, in_filters=32, out_filters=32, repeats=4),
+    StageSpec(block=FUSED_MBCONV, kernel=3, stride=2, expand_ratio=4, in_filters=32, out_filters=64, repeats=8),
+    StageSpec(block=FUSED_MBCONV, kernel=3, stride=2, expand_ratio=4, in_filters=64, out_filters=96, repeats=8),
+    StageSpec(block=MBCONV, kernel=3, stride=2, expand_ratio=4, in_filters=96, out_filters=192, repeats=16, se_ratio=0.25),
+    StageSpec(block=MBCONV, kernel=3, stride=1, expand_ratio=6, in_filters=192, out_filters=256, repeats=24, se_ratio=0.25),
+    StageSpec(block=MBCONV, kernel=3, stride=2, expand_ratio=6, in_filters=256, out_filters=512, repeats=32, se_ratio=0.25),
+    StageSpec(block=MBCONV, kernel=3, stride=1, expand_ratio=6, in_filters=512, out_filters=640, repeats=8, se_ratio=0.25),
+)
+
+# google/automl efficientnetv2/effnetv2_configs.py `efficientnetv2_params` (mixup_alpha is also the cutmix
+# alpha there). B0-B3 were trained with the V1 AutoAugment pipeline in the official code, hence RandAugment
+# magnitude 0 there.
 MODEL_SPECS = {
     spec.name: spec
     for spec in (
-        ModelSpec("efficientnetv2-b0", BASE_STAGES, 1.0, 1.0, 1280, 192, 224, 0.2, 0, 0, "imagenet"),
-        ModelSpec("efficientnetv2-b1", BASE_STAGES, 1.0, 1.1, 1280, 192, 240, 0.2, 0, 0, "imagenet"),
-        ModelSpec("efficientnetv2-b2", BASE_STAGES, 1.1, 1.2, 1280, 208, 260, 0.3, 0, 0, "imagenet"),
-        ModelSpec("efficientnetv2-b3", BASE_STAGES, 1.2, 1.4, 1280, 240, 300, 0.3, 0, 0, "imagenet"),
-        ModelSpec("efficientnetv2-s", S_STAGES, 1.0, 1.0, 1280, 300, 384, 0.2, 10, 0),
-        ModelSpec("efficientnetv2-m", M_STAGES, 1.0, 1.0, 1280, 384, 480, 0.3, 15, 0.2),
-        ModelSpec("efficientnetv2-l", L_STAGES, 1.0, 1.0, 1280, 384, 480, 0.4, 20, 0.5),
-        ModelSpec("efficientnetv2-xl", XL_STAGES, 1.0, 1.0, 1280, 384, 512, 0.4, 20, 0.5),
+        ModelSpec(name="efficientnetv2-b0", stages=BASE_STAGES, width=1.0, depth=1.0, train_size=192, eval_size=224,
+                  dropout_rate=0.2, randaug_magnitude=0, mixup_alpha=0, input_normalization="imagenet"),
+        ModelSpec(name="efficientnetv2-b1", stages=BASE_STAGES, width=1.0, depth=1.1, train_size=192, eval_size=240,
+                  dropout_rate=0.2, randaug_magnitude=0, mixup_alpha=0, input_normalization="imagenet"),
+        ModelSpec(name="efficientnetv2-b2", stages=BASE_STAGES, width=1.1, depth=1.2, train_size=208, eval_size=260,
+                  dropout_rate=0.3, randaug_magnitude=0, mixup_alpha=0, input_normalization="imagenet"),
+        ModelSpec(name="efficientnetv2-b3", stages=BASE_STAGES, width=1.2, depth=1.4, train_size=240, eval_size=300,
+                  dropout_rate=0.3, randaug_magnitude=0, mixup_alpha=0, input_normalization="imagenet"),
+        ModelSpec(name="efficientnetv2-s", stages=S_STAGES, width=1.0, depth=1.0, train_size=300, eval_size=384,
+                  dropout_rate=0.2, randaug_magnitude=10, mixup_alpha=0, input_normalization="symmetric"),
+        ModelSpec(name="efficientnetv2-m", stages=M_STAGES, width=1.0, depth=1.0, train_size=384, eval_size=480,
+                  dropout_rate=0.3, randaug_magnitude=15, mixup_alpha=0.2, input_normalization="symmetric"),
+        ModelSpec(name="efficientnetv2-l", stages=L_STAGES, width=1.0, depth=1.0, train_size=384, eval_size=480,
+                  dropout_rate=0.4, randaug_magnitude=20, mixup_alpha=0.5, input_normalization="symmetric"),
+        ModelSpec(name="efficientnetv2-xl", stages=XL_STAGES, width=1.0, depth=1.0, train_size=384, eval_size=512,
+                  dropout_rate=0.4, randaug_magnitude=20, mixup_alpha=0.5, input_normalization="symmetric"),
     )
 }
 VARIANTS = tuple(MODEL_SPECS)
 
 
 def get_model_spec(name):
-    """Looks up a variant by name: "efficientnetv2-s", "s", "EfficientNetV2S" all work."""
+    """Looks up a variant by name: "efficientnetv2-s", "s", "EfficientNetV2S" all work.
+
+    A path ending in .yaml, .yml or .json is a model-table file (`save_model_spec`, e.g. a table found
+    by `efficientnetv2_keras.nas`): `model.name: runs/nas/best_model.yaml` in a recipe.
+    """
     if isinstance(name, ModelSpec):
         return name
+    if is_model_table_path(name):
+        return load_model_spec(name)
     key = str(name).strip().lower().replace("_", "-")
     if key.startswith("efficientnetv2") and not key.startswith("efficientnetv2-"):
         key = "efficientnetv2-" + key[len("efficientnetv2"):]
@@ -182,3 +196,105 @@ def get_model_spec(name):
             f"{', '.join(VARIANTS)} (short forms like 's' or 'b0' also work)."
         )
     return MODEL_SPECS[key]
+
+
+# ------------------------------------------------------------------------------------------------
+# Model tables as files (YAML or JSON): a stage table that is not one of the variants above.
+# ------------------------------------------------------------------------------------------------
+
+TABLE_EXTENSIONS = (".yaml", ".yml", ".json")
+
+
+def is_model_table_path(name):
+    """Whether `name` names a model-table file (by its extension) rather than a variant."""
+    return hasattr(name, "__fspath__") or (isinstance(name, str) and name.strip().lower().endswith(TABLE_EXTENSIONS))
+
+
+def spec_to_dict(spec):
+    """A `ModelSpec` as plain data (stages as keyword rows); `spec_from_dict` inverts it."""
+    data = dataclasses.asdict(spec)
+    data["stages"] = [dataclasses.asdict(stage) for stage in spec.stages]
+    return data
+
+
+def spec_from_dict(data, origin="model table"):
+    """A `ModelSpec` from `spec_to_dict`'s form; errors name the bad key or stage and `origin`."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{origin}: expected a mapping with 'name' and 'stages', got {type(data).__name__}.")
+    spec_fields = {f.name for f in dataclasses.fields(ModelSpec)}
+    stage_fields = [f.name for f in dataclasses.fields(StageSpec)]
+    unknown = sorted(set(data) - spec_fields)
+    if unknown:
+        raise ValueError(f"{origin}: unknown key(s) {unknown}; valid keys: {sorted(spec_fields)}.")
+    missing = [key for key in ("name", "stages") if key not in data]
+    if missing:
+        raise ValueError(f"{origin}: missing key(s) {missing} (a model table needs 'name' and 'stages').")
+    rows = data["stages"]
+    if not isinstance(rows, (list, tuple)) or not rows:
+        raise ValueError(f"{origin}: 'stages' must be a non-empty list of stage rows, got {rows!r}.")
+    stages = []
+    for index, row in enumerate(rows):
+        where = f"{origin}: stage {index + 1}"
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected a mapping of {stage_fields}, got {row!r}.")
+        unknown = sorted(set(row) - set(stage_fields))
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {stage_fields}.")
+        try:
+            stages.append(StageSpec(**row))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}: {error}") from None
+    try:
+        return ModelSpec(**{**data, "name": str(data["name"]), "stages": tuple(stages)})
+    except TypeError as error:
+        raise ValueError(f"{origin}: {error}") from None
+
+
+def load_model_spec(path):
+    """Reads a model-table file (.yaml/.yml/.json, as `save_model_spec` writes it)."""
+    import json
+    import os
+
+    path = os.fspath(path).strip()
+    origin = f"model table {path!r}"
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"{origin} does not exist (a model name ending in {', '.join(TABLE_EXTENSIONS)} is read as a "
+            "model-table file, e.g. the best_model.yaml written by tools/nas_search.py; relative paths are "
+            "relative to the working directory)."
+        )
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    try:
+        if path.lower().endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml  # only for YAML tables: the model code itself needs keras alone
+
+            data = yaml.safe_load(text)
+    except ValueError as error:  # json.JSONDecodeError
+        raise ValueError(f"{origin} is not valid JSON: {error}") from None
+    except Exception as error:  # yaml.YAMLError
+        raise ValueError(f"{origin} is not valid YAML: {error}") from None
+    return spec_from_dict(data, origin)
+
+
+def save_model_spec(spec, path):
+    """Writes `spec` as a model-table file (JSON for .json, else YAML) that `get_model_spec(path)` reads."""
+    import json
+
+    path = str(path)
+    data = spec_to_dict(spec)
+    if path.lower().endswith(".json"):
+        text = json.dumps(data, indent=2) + "\n"
+    else:
+        import yaml
+
+        header = f"# EfficientNetV2 model table {spec.name!r}: use it as model.name in a recipe, or build_model(path).\n"
+        stages = data.pop("stages")
+        text = header + yaml.safe_dump(data, sort_keys=False) + "stages:\n" + "".join(
+            "  - " + yaml.safe_dump(row, default_flow_style=True, sort_keys=False, width=1000) for row in stages
+        )
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path

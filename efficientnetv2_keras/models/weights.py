@@ -1,9 +1,12 @@
-"""Bringing weights in: keras.applications models and files, and our own weight files.
+"""Weights transfer by layer name: from keras.applications models and files, and between our models.
 
 The official checkpoints cannot be downloaded at run time here, and Keras hosts the ImageNet
 weights of B0-B3/S/M/L as keras.applications files. Our layer names equal keras.applications' for
 every layer that holds weights, so weights transfer by name. Every transfer is validated in full
 before anything is assigned: a failed load leaves the model as it was.
+
+The `weights=` argument of the constructors (`builder.load_weights`) picks among these; this module
+never builds one of our models itself.
 """
 
 import json
@@ -18,9 +21,9 @@ from efficientnetv2_keras.models.family import MODEL_SPECS, get_model_spec
 
 # Layers of keras.applications models that hold preprocessing constants, not learned weights.
 _PREPROCESSING_LAYERS = ("rescaling", "normalization")
-_HEAD = "predictions"
+HEAD = "predictions"
 # keras.applications constructors by variant (XL was never added to keras.applications).
-_KERAS_APPLICATIONS = {
+KERAS_APPLICATIONS = {
     "efficientnetv2-b0": "EfficientNetV2B0",
     "efficientnetv2-b1": "EfficientNetV2B1",
     "efficientnetv2-b2": "EfficientNetV2B2",
@@ -66,7 +69,7 @@ def _arrays_by_layer_from_legacy_h5(path):
         return arrays
 
 
-def _keras3_weights_layout(path):
+def keras3_weights_layout(path):
     """For a Keras 3 .weights.h5 file: (is it ours?, head class count or None)."""
     import h5py
 
@@ -118,11 +121,11 @@ def _assign_by_name(model, arrays, source_desc, skip_head=False):
     plan = []
     for name, layer in targets.items():
         if name not in arrays:
-            if name == _HEAD and skip_head:
+            if name == HEAD and skip_head:
                 continue
-            if name == _HEAD:
+            if name == HEAD:
                 raise WeightsMismatchError(
-                    f"The weights in {source_desc} have no classifier ('{_HEAD}' layer) but the "
+                    f"The weights in {source_desc} have no classifier ('{HEAD}' layer) but the "
                     "model has one. Build the model with include_top=False, or pass skip_head=True "
                     "to keep the model's freshly initialized head."
                 )
@@ -131,7 +134,7 @@ def _assign_by_name(model, arrays, source_desc, skip_head=False):
         shapes = [tuple(w.shape) for w in layer.weights]
         source_shapes = [tuple(a.shape) for a in source]
         if shapes != source_shapes:
-            if name == _HEAD:
+            if name == HEAD:
                 if skip_head:
                     continue
                 raise WeightsMismatchError(
@@ -142,7 +145,7 @@ def _assign_by_name(model, arrays, source_desc, skip_head=False):
                 )
             raise variant_error(f"layer {name!r} has shapes {shapes}, the weights {source_shapes}")
         plan.append((layer, source))
-    extra = sorted(set(arrays) - set(targets) - {_HEAD})
+    extra = sorted(set(arrays) - set(targets) - {HEAD})
     if extra:
         raise variant_error(f"they have layers the model lacks: {extra[:5]}")
     for layer, source in plan:
@@ -151,8 +154,13 @@ def _assign_by_name(model, arrays, source_desc, skip_head=False):
     return model
 
 
-def _keras_applications_model(spec, include_top, classes, weights=None):
-    name = _KERAS_APPLICATIONS.get(spec.name)
+def transfer_weights(model, source, source_desc, skip_head=False):
+    """Copies the weights of the model `source` into `model` by layer name (all checked before any is set)."""
+    return _assign_by_name(model, _arrays_by_layer_from_model(source), source_desc, skip_head)
+
+
+def keras_applications_model(spec, include_top, classes, weights=None):
+    name = KERAS_APPLICATIONS.get(spec.name)
     if name is None:
         raise ValueError(
             f"keras.applications has no {spec.name} model, so there are no keras.applications "
@@ -168,7 +176,7 @@ def _keras_applications_model(spec, include_top, classes, weights=None):
     return constructor(**kwargs)
 
 
-def _model_spec_of(model, spec):
+def model_spec_of(model, spec):
     if spec is not None:
         return get_model_spec(spec)
     try:
@@ -196,16 +204,16 @@ def load_weights_from_keras_applications(model, source, skip_head=False, spec=No
       WeightsMismatchError: the weights belong to another variant or class count; nothing assigned.
     """
     if isinstance(source, keras.Model):
-        return _assign_by_name(model, _arrays_by_layer_from_model(source), f"model {source.name!r}", skip_head)
+        return transfer_weights(model, source, f"model {source.name!r}", skip_head)
     path = os.fspath(source)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Weights file not found: {path!r}.")
     if path.endswith(".keras"):
         source_model = keras.saving.load_model(path, compile=False)
-        return _assign_by_name(model, _arrays_by_layer_from_model(source_model), repr(path), skip_head)
+        return transfer_weights(model, source_model, repr(path), skip_head)
     if path.endswith(".weights.h5"):
-        _, classes = _keras3_weights_layout(path)
-        reference = _keras_applications_model(_model_spec_of(model, spec), classes is not None, classes)
+        _, classes = keras3_weights_layout(path)
+        reference = keras_applications_model(model_spec_of(model, spec), classes is not None, classes)
         try:
             reference.load_weights(path)
         except ValueError as error:
@@ -213,7 +221,7 @@ def load_weights_from_keras_applications(model, source, skip_head=False, spec=No
                 f"{path!r} does not fit {reference.name}, the keras.applications counterpart of "
                 f"model {model.name!r}; it probably belongs to another variant ({error})"
             ) from None
-        return _assign_by_name(model, _arrays_by_layer_from_model(reference), repr(path), skip_head)
+        return transfer_weights(model, reference, repr(path), skip_head)
     arrays = _arrays_by_layer_from_legacy_h5(path)
     if arrays is None:
         raise ValueError(
@@ -221,6 +229,19 @@ def load_weights_from_keras_applications(model, source, skip_head=False, spec=No
             ".h5 file, a .weights.h5 file or a .keras model file."
         )
     return _assign_by_name(model, arrays, repr(path), skip_head)
+
+
+def load_imagenet_weights(model, spec, skip_head=False):
+    """keras.applications' ImageNet-1k weights of `spec` (downloaded and cached by Keras), by layer name."""
+    has_top = any(layer.name == HEAD for layer in model.layers)
+    classes = model.get_layer(HEAD).units if has_top else None
+    if has_top and classes != 1000 and not skip_head:
+        raise WeightsMismatchError(
+            f"ImageNet weights have 1000 classes, the model has classes={classes}. Use "
+            "classes=1000, or include_top=False and add your own head."
+        )
+    reference = keras_applications_model(spec, has_top, 1000, weights="imagenet")
+    return transfer_weights(model, reference, "keras.applications ImageNet weights", skip_head)
 
 
 def weights_info_path(path):
@@ -238,7 +259,7 @@ def _model_input_normalization(model):
     return "symmetric" if "rescaling" in names else None
 
 
-def _check_input_normalization(model, path):
+def check_input_normalization(model, path):
     """Weights whose JSON names another input normalization than the model applies are refused."""
     info_path = weights_info_path(path)
     if not os.path.exists(info_path):
@@ -255,67 +276,3 @@ def _check_input_normalization(model, path):
             f"{model.name!r} normalizes {have!r}. Build it with input_normalization={wanted!r}, or with "
             "include_preprocessing=False and normalize the inputs yourself."
         )
-
-
-def load_weights(model, weights, spec=None, skip_head=False):
-    """The `weights=` argument of the model constructors.
-
-    "imagenet": keras.applications' ImageNet-1k weights (downloaded and cached by Keras).
-    A path: a weights file of this package (`model.save_weights`, or converted by
-    `efficientnetv2_keras.weights.convert_timm`), or any keras.applications file (see
-    `load_weights_from_keras_applications`). A converted file's JSON (`weights_info_path`) must agree
-    with the model's input normalization.
-    """
-    spec = _model_spec_of(model, spec)
-    has_top = any(layer.name == _HEAD for layer in model.layers)
-    if weights == "imagenet":
-        classes = model.get_layer(_HEAD).units if has_top else None
-        if has_top and classes != 1000 and not skip_head:
-            raise WeightsMismatchError(
-                f"ImageNet weights have 1000 classes, the model has classes={classes}. Use "
-                "classes=1000, or include_top=False and add your own head."
-            )
-        reference = _keras_applications_model(spec, has_top, 1000, weights="imagenet")
-        return _assign_by_name(model, _arrays_by_layer_from_model(reference), "keras.applications ImageNet weights", skip_head)
-    if isinstance(weights, str) and weights.startswith("imagenet"):
-        raise ValueError(
-            f"weights={weights!r} is not available as a Keras download (keras.applications only "
-            "hosts ImageNet-1k weights). Convert such a checkpoint to a Keras weights file and pass "
-            "its path, or use weights='imagenet' or None."
-        )
-    path = os.fspath(weights)
-    if path.endswith(".weights.h5") and os.path.exists(path):
-        _check_input_normalization(model, path)
-        ours, classes = _keras3_weights_layout(path)
-        if ours:
-            return _load_our_weights_file(model, path, spec, classes, skip_head)
-    return load_weights_from_keras_applications(model, path, skip_head=skip_head, spec=spec)
-
-
-def _load_our_weights_file(model, path, spec, classes, skip_head):
-    """A `.weights.h5` from `save_weights` of one of our models (Keras restores it structurally)."""
-    if not skip_head:
-        backup = model.get_weights()
-        try:
-            model.load_weights(path)
-        except ValueError as error:
-            model.set_weights(backup)  # Keras assigns layer by layer: undo a partial load
-            raise WeightsMismatchError(
-                f"{path!r} was saved from a different model than {model.name!r} (another variant, "
-                f"include_top or class count; pass skip_head=True to keep this model's head): {error}"
-            ) from None
-        return model
-    # Keep our head: read the file into a model of the file's own shape, transfer by name.
-    from efficientnetv2_keras.models.builder import build_model  # builder imports this module
-
-    errors = []
-    for include_preprocessing in (True, False):  # the file does not record it
-        source = build_model(spec, include_top=classes is not None, classes=classes or 1000,
-                             include_preprocessing=include_preprocessing)
-        try:
-            source.load_weights(path)
-        except ValueError as error:
-            errors.append(str(error))
-            continue
-        return _assign_by_name(model, _arrays_by_layer_from_model(source), repr(path), skip_head=True)
-    raise WeightsMismatchError(f"{path!r} does not fit {spec.name} with {classes} classes: {errors[-1]}")

@@ -20,9 +20,11 @@ in one of two ways:
 The model-side regularizers (head dropout, stochastic depth) are Keras variables set in
 `on_epoch_begin` (`set_regularization`), read by the already compiled train step.
 
-Weights, optimizer state, the LR schedule and EMA simply carry over: it is one `fit`. The train
-step sees images of shape [batch, None, None, 3] and is traced once; XLA (`jit_compile=True`)
-compiles once per stage's image size. A run resumed by `keras.callbacks.BackupAndRestore` starts at
+Weights, optimizer state, the LR schedule and EMA simply carry over: it is one `fit`. The callback
+touches neither the model's train step nor the trainer, so it works the same on the TensorFlow,
+JAX and PyTorch backends (the stage pipelines are tf.data, which every Keras backend's `fit` reads).
+On TensorFlow the train step sees images of shape [batch, None, None, 3] and is traced once; XLA
+(`jit_compile=True`, and always on JAX) compiles once per stage's image size. A run resumed by `keras.callbacks.BackupAndRestore` starts at
 the saved epoch, whose stage this callback looks up: resuming in stage k trains with stage k.
 """
 
@@ -33,8 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from efficientnetv2_keras.models.regularization import set_regularization
-
-LOGGED_FIELDS = ("image_size", "randaug_magnitude", "mixup_alpha", "cutmix_alpha", "dropout_rate", "survival_prob")
+from efficientnetv2_keras.progressive.schedule import REGULARIZERS
 
 
 class ProgressiveLearning(keras.callbacks.Callback):
@@ -67,9 +68,6 @@ class ProgressiveLearning(keras.callbacks.Callback):
         boundaries are rounded to epoch starts).
       verbose: print a line when a stage starts.
     Attributes:
-      trace_count: how many times `fit` traced the train step. On a fresh model TensorFlow traces
-        the first call twice (the optimizer and metrics create their variables in the first trace,
-        and tf.function retraces after variable creation); after that, no stage adds a trace.
       current_stage: the `Stage` in effect.
       epochs: the epochs the schedule covers, for `fit(epochs=...)`: `schedule.total`, or for a step
         schedule ceil(total steps / steps_per_epoch).
@@ -90,11 +88,9 @@ class ProgressiveLearning(keras.callbacks.Callback):
         self.dataset_fn = dataset_fn
         self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
         self.verbose = verbose
-        self.trace_count = 0
         self.current_stage = None
         self._dataset = None
         self._pass_batches = None  # batches per epoch of one-pass stage pipelines, when known
-        self._wrapped_train_step = False
         self.epochs = schedule.total if schedule.unit == "epoch" else -(-schedule.total // self.steps_per_epoch)
         # The stage of every epoch, looked up by the dataset at run time (epochs past the end keep
         # the last stage).
@@ -199,27 +195,9 @@ class ProgressiveLearning(keras.callbacks.Callback):
 
     # -- the callback --------------------------------------------------------------------------
 
-    def set_model(self, model):
-        super().set_model(model)
-        # `fit` calls set_model before it makes the train function: wrapping the train step here
-        # counts its traces (Python runs it once per trace, never per batch).
-        if getattr(model, "train_function", None) is None and not self._wrapped_train_step:
-            original = model.train_step
-
-            def counting_train_step(data):
-                self.trace_count += 1
-                return original(data)
-
-            model.train_step = counting_train_step
-            self._wrapped_train_step = True
-
     def on_train_begin(self, logs=None):
         self.current_stage = None
-        try:
-            self._check_fit_steps()
-        except ValueError:
-            self.on_train_end()
-            raise
+        self._check_fit_steps()
         needs_dropout = any(s.dropout_rate is not None for s in self.schedule.stages)
         needs_depth = any(s.survival_prob is not None for s in self.schedule.stages)
         if needs_dropout or needs_depth:
@@ -278,7 +256,7 @@ class ProgressiveLearning(keras.callbacks.Callback):
         self.current_stage = stage
         if self.verbose:
             settings = ", ".join(
-                f"{field} {getattr(stage, field):g}" for field in LOGGED_FIELDS if getattr(stage, field) is not None
+                f"{field} {getattr(stage, field):g}" for field in REGULARIZERS if getattr(stage, field) is not None
             )
             print(f"\nProgressive learning: epoch {epoch + 1} runs stage {stage.index + 1}/{self.schedule.num_stages} ({settings})")
 
@@ -287,16 +265,10 @@ class ProgressiveLearning(keras.callbacks.Callback):
             return
         # Later callbacks (CSVLogger, TensorBoard, History) record these with the metrics.
         logs["stage"] = self.current_stage.index
-        for field in LOGGED_FIELDS:
+        for field in REGULARIZERS:
             value = getattr(self.current_stage, field)
             if value is not None:
                 logs[field] = float(value)
-
-    def on_train_end(self, logs=None):
-        if self._wrapped_train_step:
-            # The train function made by this fit keeps the (harmless) counting wrapper.
-            del self.model.train_step
-            self._wrapped_train_step = False
 
 
 def _check_element_specs(datasets, stages, data_format=None):

@@ -20,7 +20,6 @@ unless asked). Fractional sizes are truncated to integers, as the released code 
 """
 
 import dataclasses
-import math
 from typing import Optional
 
 import numpy as np
@@ -54,9 +53,6 @@ class Stage:
     cutmix_alpha: float = 0.0
     dropout_rate: Optional[float] = None  # None: leave the model's dropout as it is
     survival_prob: Optional[float] = None  # None: leave stochastic depth as it is
-
-    def as_dict(self):
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)

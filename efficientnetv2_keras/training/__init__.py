@@ -8,16 +8,12 @@
   checkpoints (`EMACallback`).
 * `losses`: label-smoothed softmax CE, 21k multi-label softmax/sigmoid CE, precision@k / recall@k.
 * `strategy`: `get_strategy`, mixed-precision policy per device, per-replica batch sizes.
-* `finetune`: pretrained weights without the head, `min_steps`.
-* `builders`: model and compiled model straight from a recipe.
+* `recipe`: a validated config resolved once into what training needs (`resolve_recipe`): sizes,
+  steps with `min_steps`, the progressive schedule, the stage datasets, the model and its compilation.
+* `trainer` (the fit loop), `callbacks` (best/last checkpoints, stage timing), `evaluation` (the test
+  split per checkpoint), `report` (plots, results tables).
 """
 
-from efficientnetv2_keras.training.builders import (
-    build_model_from_config,
-    compile_from_config,
-    is_multi_label,
-    resolve_num_classes,
-)
 from efficientnetv2_keras.training.ema import (
     EMACallback,
     EMAWarmupMixin,
@@ -29,7 +25,7 @@ from efficientnetv2_keras.training.ema import (
     max_ema_difference,
     swap_ema_weights,
 )
-from efficientnetv2_keras.training.finetune import epochs_for_min_steps, load_pretrained, training_steps
+from efficientnetv2_keras.models import load_pretrained
 from efficientnetv2_keras.training.losses import (
     MultiLabelSoftmaxCrossEntropy,
     PrecisionAtK,
@@ -49,6 +45,16 @@ from efficientnetv2_keras.training.optimizers import (
     is_decayed,
     split_weight_decay_variables,
     weight_decay_loss,
+)
+from efficientnetv2_keras.training.recipe import (
+    Recipe,
+    build_model_from_config,
+    compile_from_config,
+    epochs_for_min_steps,
+    is_multi_label,
+    resolve_num_classes,
+    resolve_recipe,
+    training_steps,
 )
 from efficientnetv2_keras.training.schedules import (
     LinearWarmup,
@@ -133,6 +139,8 @@ __all__ = [
     "epochs_for_min_steps",
     "training_steps",
     # from a recipe
+    "Recipe",
+    "resolve_recipe",
     "build_model_from_config",
     "compile_from_config",
     "resolve_num_classes",

@@ -1,4 +1,4 @@
-"""Losses and metrics of the recipes (paper §5.1-5.2; REFERENCE §3.5, §3.9).
+"""Losses and metrics of the recipes (paper §5.1-5.2; the released code's `main.py` loss and 21k metrics).
 
 * ImageNet and finetuning: softmax cross-entropy with label smoothing 0.1 (Keras'
   `CategoricalCrossentropy(label_smoothing=0.1)`, which also takes the soft labels of mixup/CutMix).

@@ -1,4 +1,4 @@
-"""Learning-rate schedules of the paper's recipes (§5.1-5.3; REFERENCE §3.5).
+"""Learning-rate schedules of the paper's recipes (paper §5.1-5.3; the released code's `utils.py`).
 
 ImageNet (§5.1): linear warmup from 0 to 0.016 * batch / 256 over 5 epochs, then x0.97 every 2.4 epochs
 (staircase). ImageNet-21k and finetuning (§5.2, §5.3): warmup, then cosine decay.
@@ -21,10 +21,10 @@ from keras import ops
 
 from efficientnetv2_keras.hparams import LR_SCHEDULES
 
-LR_REFERENCE_BATCH = 256  # §5.1: "0.016 * batch / 256" (0.256 at batch 4096)
+LR_BASE_BATCH = 256  # §5.1: "0.016 * batch / 256" (0.256 at batch 4096)
 
 
-def scaled_learning_rate(lr_base, batch_size, reference_batch=LR_REFERENCE_BATCH):
+def scaled_learning_rate(lr_base, batch_size, reference_batch=LR_BASE_BATCH):
     """The linear scaling rule of the recipes: lr_base * batch_size / 256."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")

@@ -1,4 +1,4 @@
-"""Distribution strategy and mixed-precision selection (REFERENCE §3.5 runtime).
+"""Distribution strategy and mixed-precision selection, on the TensorFlow and JAX backends.
 
     strategy = get_strategy("auto")             # TPU if found, else all GPUs, else the default
     configure_mixed_precision(resolve_mixed_precision("auto", strategy))
@@ -10,8 +10,15 @@
 `batch_size` in the recipes is the global batch over all replicas (the paper's 4096); each replica
 gets `per_replica_batch_size(global_batch, strategy)`, which `input_context.get_per_replica_batch_size`
 also computes inside `distribute_dataset`.
+
+On the JAX backend (`KERAS_BACKEND=jax`) `get_strategy` returns a `KerasDistribution`: Keras' own
+`keras.distribution.DataParallel` over the devices JAX sees (or one device), behind the same small
+interface (`scope()`, `num_replicas_in_sync`). The model is built, trained and evaluated inside
+`distribution_scope(strategy)`; `fit` then splits every global batch over the devices and averages
+the gradients. TPUStrategy and MultiWorkerMirroredStrategy are TensorFlow's and stay TensorFlow-only.
 """
 
+import contextlib
 import json
 import os
 import socket
@@ -179,8 +186,93 @@ def multi_worker_strategy(timeout=DEFAULT_WORKER_TIMEOUT):
     return strategy
 
 
+class KerasDistribution:
+    """The JAX backend's "strategy": `keras.distribution.DataParallel` over `devices`, or one device.
+
+    `scope()` makes the distribution current (variables are replicated over the devices, `fit` and
+    `evaluate` shard each batch over them); `num_replicas_in_sync` is the number of devices.
+    """
+
+    def __init__(self, devices, pin=False):
+        # pin: place even a single device's variables and batches there (the CPU beside visible GPUs).
+        self.devices = list(devices)
+        self.platform = self.devices[0].split(":")[0].lower()
+        distribute = len(self.devices) > 1 or pin
+        self.distribution = keras.distribution.DataParallel(devices=self.devices) if distribute else None
+
+    @property
+    def num_replicas_in_sync(self):
+        return len(self.devices)
+
+    def scope(self):
+        return self.distribution.scope() if self.distribution is not None else contextlib.nullcontext()
+
+    def __repr__(self):
+        kind = "DataParallel" if self.distribution is not None else "one device"
+        return f"KerasDistribution({kind}: {', '.join(self.devices)})"
+
+
+def distribution_scope(strategy):
+    """The scope a whole run (build, fit, evaluate) needs: the Keras distribution's on JAX; nothing for a
+    tf.distribute strategy (Keras enters it itself; the model is built under `strategy.scope()`)."""
+    return strategy.scope() if isinstance(strategy, KerasDistribution) else contextlib.nullcontext()
+
+
+def check_even_batches(strategy, config, source, minival=None, evaluate=True):
+    """Under `KerasDistribution` over several devices every batch, the last batch of an evaluation split
+    included, is split evenly over the devices (JAX refuses an uneven split). Raises a ValueError
+    naming the batch size to change, before anything is trained. Checks the training batch, and with
+    `evaluate` the test split (data.eval_split) and `minival`. No-op otherwise (tf.distribute handles
+    uneven last batches)."""
+    if not isinstance(strategy, KerasDistribution) or strategy.num_replicas_in_sync == 1:
+        return
+    devices = strategy.num_replicas_in_sync
+    if config.train.batch_size % devices:
+        raise ValueError(f"train.batch_size={config.train.batch_size} does not divide over {devices} devices; use a "
+                         f"multiple of {devices}.")
+    batch = config.eval.batch_size
+    for split in dict.fromkeys(s for s in (config.data.eval_split, minival) if s and evaluate):
+        examples = source.num_examples(split)
+        last = examples % batch
+        if batch % devices or last % devices:
+            raise ValueError(
+                f"eval.batch_size={batch} splits the {examples} examples of '{split}' into batches ending with one of "
+                f"{last or batch}, which does not divide over {devices} devices (keras.distribution.DataParallel "
+                f"needs every batch to). Choose eval.batch_size, a multiple of {devices}, that leaves a last batch "
+                f"divisible by {devices}."
+            )
+
+
+def _tensorflow_only(name):
+    what = {"tpu": "TPUStrategy", "multi_worker": "MultiWorkerMirroredStrategy"}[name]
+    return RuntimeError(
+        f"runtime.strategy={name!r} ({what}) needs the TensorFlow backend, but KERAS_BACKEND is "
+        f"{keras.backend.backend()!r}. Run with KERAS_BACKEND=tensorflow, or on JAX use runtime.strategy=auto "
+        "(keras.distribution.DataParallel over every local device JAX sees: GPUs, TPU cores, or one CPU)."
+    )
+
+
+def _jax_strategy(name):
+    if name in ("tpu", "multi_worker"):
+        raise _tensorflow_only(name)
+    if name == "cpu":
+        return KerasDistribution(keras.distribution.list_devices("cpu")[:1], pin=True)
+    if name == "gpus":
+        try:
+            gpus = keras.distribution.list_devices("gpu")
+        except RuntimeError:
+            gpus = []
+        if not gpus:
+            raise RuntimeError("strategy 'gpus' was requested but JAX sees no GPU (jax.devices('gpu') "
+                               "fails); install jax with CUDA, or use 'auto' or 'cpu'.")
+        return KerasDistribution(gpus)
+    # auto: every device of JAX's default platform (several CPU devices only when asked for, e.g.
+    # XLA_FLAGS=--xla_force_host_platform_device_count=2).
+    return KerasDistribution(keras.distribution.list_devices())
+
+
 def get_strategy(name="auto", tpu=None, worker_timeout=DEFAULT_WORKER_TIMEOUT):
-    """A `tf.distribute.Strategy` by name.
+    """A `tf.distribute.Strategy` by name (a `KerasDistribution` on the JAX backend).
 
     "auto": TPUStrategy if a TPU resolves (tried only when the environment hints at one, so it is
             fast and quiet elsewhere), MirroredStrategy over all GPUs if any, else the default strategy.
@@ -189,9 +281,16 @@ def get_strategy(name="auto", tpu=None, worker_timeout=DEFAULT_WORKER_TIMEOUT):
     "multi_worker": MultiWorkerMirroredStrategy (cluster from the TF_CONFIG environment variable); a
                     RuntimeError when a peer is not reachable within `worker_timeout` seconds.
     "cpu": OneDeviceStrategy on the CPU, even when GPUs are visible.
+    On JAX: "auto" is DataParallel over all devices of JAX's default platform (one device: no
+    distribution), "gpus" over all GPUs, "cpu" one CPU device; "tpu" and "multi_worker" raise a
+    RuntimeError saying they need TensorFlow.
     """
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}; choose one of {STRATEGIES}.")
+    if keras.backend.backend() == "jax":
+        return _jax_strategy(name)
+    if keras.backend.backend() != "tensorflow" and name in ("tpu", "multi_worker"):
+        raise _tensorflow_only(name)
     if name == "tpu":
         return _tpu_strategy(tpu)
     if name == "auto" and _tpu_hint(tpu):
@@ -215,6 +314,8 @@ def get_strategy(name="auto", tpu=None, worker_timeout=DEFAULT_WORKER_TIMEOUT):
 
 
 def is_tpu_strategy(strategy):
+    if isinstance(strategy, KerasDistribution):
+        return strategy.platform == "tpu"
     tpu_types = tuple(
         t for t in (getattr(tf.distribute, "TPUStrategy", None),
                     getattr(tf.distribute.experimental, "TPUStrategy", None)) if t is not None
@@ -223,6 +324,8 @@ def is_tpu_strategy(strategy):
 
 
 def _uses_gpus(strategy):
+    if isinstance(strategy, KerasDistribution):
+        return strategy.platform == "gpu"
     try:
         devices = strategy.extended.worker_devices
     except RuntimeError:  # the default strategy: whatever device TensorFlow places ops on
@@ -231,7 +334,8 @@ def _uses_gpus(strategy):
 
 
 def default_mixed_precision(strategy=None):
-    """"mixed_bfloat16" on TPU, "mixed_float16" on GPU, "float32" on CPU (REFERENCE §3.5 runtime)."""
+    """"mixed_bfloat16" on TPU, "mixed_float16" on GPU, "float32" on CPU (the released code's choice
+    with mixed precision on: bfloat16 on TPU, float16 elsewhere)."""
     strategy = strategy or tf.distribute.get_strategy()
     if is_tpu_strategy(strategy):
         return "mixed_bfloat16"

@@ -1,0 +1,79 @@
+"""Evaluating a run's checkpoints on the test split (data.eval_split), once, each labelled by its role.
+
+`last.keras` is the final model (role "final"); `best.keras` the one selected on the minival (role
+"best"). Tools find a run's checkpoint with `find_checkpoint` and evaluate it with `evaluate_model`.
+"""
+
+import os
+
+from efficientnetv2_keras.training.callbacks import describe_checkpoint, read_record
+from efficientnetv2_keras.training.optimizers import weight_decay_loss
+from efficientnetv2_keras.training.recipe import compile_from_config, eval_dataset, image_sizes, source_from_config
+
+
+def find_checkpoint(model_dir):
+    """model_dir's best.keras (selected on the minival), else its last.keras (the path of best.keras when
+    neither exists). `describe_checkpoint` says which weights the file holds."""
+    for name in ("best.keras", "last.keras"):
+        if os.path.exists(os.path.join(model_dir, name)):
+            return os.path.join(model_dir, name)
+    return os.path.join(model_dir, "best.keras")
+
+
+def evaluate_model(model, config, source=None, checkpoint_name="", role=None):
+    """Evaluates a compiled model on the test split (data.eval_split) at the eval size; returns the metrics.
+
+    checkpoint_name: a label, or the checkpoint's path (then labelled with `describe_checkpoint`).
+    role: "final" or "best", for the results table. `loss` is the cross-entropy; `l2_loss` (when the
+    recipe has a coupled weight decay) the L2 term of these weights, which is not part of it.
+    """
+    source = source or source_from_config(config)
+    metrics = model.evaluate(eval_dataset(config, source), verbose=0, return_dict=True)
+    if checkpoint_name and os.path.exists(checkpoint_name):
+        checkpoint_name = describe_checkpoint(checkpoint_name)
+    result = {"role": role, "checkpoint": checkpoint_name, "eval_split": config.data.eval_split,
+              "eval_size": image_sizes(config)[1], **{k: float(v) for k, v in metrics.items()}}
+    if config.train.weight_decay > 0 and config.train.optimizer != "adamw":
+        result["l2_loss"] = weight_decay_loss(model, config.train.weight_decay)
+    return result
+
+
+def load_for_evaluation(config, checkpoint_path):
+    """A saved model (`.keras`), compiled with the recipe's loss and metrics, ready to evaluate."""
+    if not os.path.exists(checkpoint_path):
+        raise FileNotFoundError(
+            f"No checkpoint at {checkpoint_path!r}: train first (tools/train.py --mode=train) or pass "
+            "--checkpoint=<file.keras>."
+        )
+    from efficientnetv2_keras.models.io import load_model_file  # names a truncated or foreign file
+
+    model = load_model_file(checkpoint_path, compile=False)
+    compile_from_config(model, config, steps_per_epoch=1, total_steps=1, num_classes=model.output_shape[-1])
+    return model
+
+
+def evaluate_checkpoints(config, model_dir, strategy, source, final=None):
+    """The test split for last.keras (role "final") and best.keras (role "best"), each evaluated once.
+
+    final: the final model's metrics when it was evaluated in memory. best.keras is not evaluated again
+    when it holds the same epoch as last.keras.
+    """
+    def evaluate_file(path, role):
+        with strategy.scope():
+            model = load_for_evaluation(config, path)
+        return evaluate_model(model, config, source, path, role=role)
+
+    evaluations = []
+    last, best = (os.path.join(model_dir, name) for name in ("last.keras", "best.keras"))
+    if final is not None:
+        evaluations.append({**final, "role": "final", "checkpoint": describe_checkpoint(last)})
+    elif os.path.exists(last):
+        evaluations.append(evaluate_file(last, "final"))
+    if os.path.exists(best):
+        best_record, last_record = read_record(best), read_record(last)
+        if evaluations and best_record and last_record and best_record.get("epoch") == last_record.get("epoch"):
+            evaluations.append({**evaluations[0], "role": "best",
+                                "checkpoint": describe_checkpoint(best) + " (the final weights)"})
+        else:
+            evaluations.append(evaluate_file(best, "best"))
+    return evaluations
