@@ -194,7 +194,7 @@ class ProgressiveConfig:
     preset: str = _key("paper", "paper (Algorithm 1 + Table 6) or official (the released code).", choices=PRESETS)
     num_stages: int = _key(4, "Stages M (§5.1: 4, about 87 epochs each).", low=1)
     image_size: Pair = _key(None, "[min, max] stage image sizes; null = the preset's (S: 128 -> 300, Table 6).",
-                            low=8)
+                            low=32)  # the schedule's smallest stage (progressive.schedule.MIN_IMAGE_SIZE)
     randaug_magnitude: Pair = _key(None, "[min, max] RandAugment magnitude; null = the preset's; 0 = off.",
                                    low=0.0, high=30.0)
     mixup_alpha: Pair = _key(None, "[min, max] mixup alpha; null = the preset's; 0 = off.", low=0.0)
@@ -230,6 +230,8 @@ class RuntimeConfig:
                                   "multi_worker or cpu.", choices=STRATEGIES)
     tpu: Optional[str] = _key(None, "TPU name or address for strategy tpu/auto; null = from the environment.")
     seed: Optional[int] = _key(0, "Seed for Keras and the input pipelines; null = random.", low=0)
+    worker_timeout: float = _key(600.0, "strategy multi_worker: seconds to wait for every worker in TF_CONFIG "
+                                        "to come up before failing with a message.", low=0.0, low_open=True)
 
 
 SECTION_TYPES = {

@@ -29,6 +29,12 @@ def predict_files(model, paths, image_size=None, top_k=5, class_names=None, crop
         raise ValueError("The model takes any image size: pass image_size (e.g. the recipe's eval size).")
     if fixed and image_size != fixed:
         raise ValueError(f"The model takes {fixed} px images, not image_size={image_size}.")
+    from efficientnetv2_keras.data.sources import IMAGE_EXTENSIONS, is_image_file
+
+    refused = [os.fspath(path) for path in paths if not is_image_file(path)]
+    if refused:  # the formats image folders accept for training, no more and no less
+        raise ValueError(f"Not an accepted image format ({', '.join(IMAGE_EXTENSIONS)}): {', '.join(refused)}. "
+                         "Convert these files (e.g. to PNG) first.")
     images = []
     for path in paths:
         try:

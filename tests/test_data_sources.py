@@ -268,5 +268,6 @@ def test_image_folder_layout_errors(tmp_path):
     (tmp_path / "bad" / "a").mkdir(parents=True)
     (tmp_path / "bad" / "b").mkdir()
     (tmp_path / "bad" / "a" / "x.jpg").write_text("not an image")
+    (tmp_path / "bad" / "b" / "y.jpg").write_text("not an image")  # (an empty class folder is refused first)
     with pytest.raises(ValueError, match="No readable images"):
         ImageFolderSource(tmp_path / "bad")

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from efficientnetv2_keras.training.resume import backup_epochs as resume_backups
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -33,7 +35,7 @@ def test_train_py_traineval_runs_one_tiny_epoch_on_digits(tmp_path):
     for name in ("config.yaml", "labels.txt", "schedule.txt", "schedule.png", "last.keras", "best.keras",
                  "last.json", "best.json", "log.csv", "training_curves.png", "results.json"):
         assert (model_dir / name).exists(), name
-    assert not (model_dir / "backup").exists()  # BackupAndRestore cleans up after a finished run
+    assert resume_backups(model_dir / "backup") == [2, 1]  # kept: a larger train.epochs continues the run
     results = json.loads((model_dir / "results.json").read_text())
     assert [row["image_size"] for row in results["stages"]] == [32, 40]
     # Selection on a minival carved from the training digits; the test split once, after training, for

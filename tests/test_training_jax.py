@@ -15,6 +15,8 @@ import textwrap
 
 import pytest
 
+from efficientnetv2_keras.training.resume import backup_epochs as resume_backups
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytest.importorskip("jax", reason="the JAX backend needs jax (pip install 'efficientnetv2-keras[jax]')")
@@ -123,16 +125,17 @@ INTERRUPTED_RUN = textwrap.dedent(
     import json, sys
     import keras
     from efficientnetv2_keras.hparams import load_config
+    from efficientnetv2_keras.training import resume
     from efficientnetv2_keras.training.trainer import train_and_evaluate
 
-    original = keras.callbacks.TensorBoard.on_epoch_end
+    original = resume.RunBackup.on_epoch_end
 
     def preempted(self, epoch, logs=None):  # the last callback: the backup and log.csv hold epoch 2
         original(self, epoch, logs)
         if epoch == 1:
             raise RuntimeError("simulated preemption")
 
-    keras.callbacks.TensorBoard.on_epoch_end = preempted
+    resume.RunBackup.on_epoch_end = preempted
     train_and_evaluate(load_config("digits_demo", json.loads(sys.argv[2])), sys.argv[1], "traineval")
     """
 )
@@ -152,7 +155,7 @@ def test_train_py_runs_the_demo_recipe_on_jax_over_two_devices(tmp_path):
     interrupted = subprocess.run([sys.executable, "-c", INTERRUPTED_RUN, str(model_dir), json.dumps(overrides)],
                                  env=two_devices, capture_output=True, text=True, timeout=1800, cwd=ROOT)
     assert interrupted.returncode != 0 and "simulated preemption" in interrupted.stderr, interrupted.stderr[-3000:]
-    assert (model_dir / "backup").is_dir() and json.loads((model_dir / "last.json").read_text())["epoch"] == 2
+    assert resume_backups(model_dir / "backup") == [2, 1] and json.loads((model_dir / "last.json").read_text())["epoch"] == 2
 
     train = [sys.executable, os.path.join(ROOT, "tools", "train.py"), "--hparams=digits_demo", f"--model_dir={model_dir}"]
     result = subprocess.run(train + [f"--override={o}" for o in overrides] + ["--mode=traineval"],
@@ -160,8 +163,10 @@ def test_train_py_runs_the_demo_recipe_on_jax_over_two_devices(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     results = json.loads((model_dir / "results.json").read_text())
     assert (results["backend"], results["replicas"], results["precision"]) == ("jax", 2, "float32")
-    assert results["epochs"] == 3 and [row["stage"] for row in results["stages"]] == [3]  # resumed in the last stage
-    assert [row["image_size"] for row in results["stages"]] == [48]
+    assert "resuming" in result.stdout and "at epoch 3 of 3 (stage 3 of 3, image size 48)" in result.stdout, result.stdout[-2000:]
+    assert results["epochs"] == 3 and results["resumed_at_epoch"] == 3
+    assert [row["stage"] for row in results["stages"]] == [1, 2, 3]  # the whole run's, from log.csv
+    assert [row["image_size"] for row in results["stages"]] == [32, 40, 48]
     log = (model_dir / "log.csv").read_text().splitlines()
     rows = [dict(zip(log[0].split(","), line.split(","))) for line in log[1:]]
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and [float(r["image_size"]) for r in rows] == [32, 40, 48]
@@ -174,7 +179,7 @@ def test_train_py_runs_the_demo_recipe_on_jax_over_two_devices(tmp_path):
     assert record["weights"] == "EMA" and record["ema_bn_statistics"] is False  # not averaged on JAX
     for name in ("training_curves.png", "schedule.png", "best.keras", "labels.txt", "config.yaml"):
         assert (model_dir / name).exists(), name
-    assert not (model_dir / "backup").exists()
+    assert resume_backups(model_dir / "backup") == [3, 2]  # kept: a larger train.epochs continues the run
 
     # Eval mode, one device: the final model's test numbers again.
     again = subprocess.run(train + ["--mode=eval"], env=jax_env, capture_output=True, text=True, timeout=1800, cwd=ROOT)

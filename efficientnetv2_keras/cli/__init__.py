@@ -33,7 +33,7 @@ USAGE_EXIT = 2
 def _user_errors():
     """USER_ERRORS, plus the strategy error when the tool got as far as choosing a strategy."""
     strategy = sys.modules.get("efficientnetv2_keras.training.strategy")  # imports TensorFlow: not here
-    return USER_ERRORS + ((strategy.StrategyUnavailableError,) if strategy else ())
+    return USER_ERRORS + ((strategy.StrategyUnavailableError, strategy.ClusterError) if strategy else ())
 
 
 def program():

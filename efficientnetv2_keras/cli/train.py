@@ -5,9 +5,15 @@
     python -m efficientnetv2_keras.cli.train ...        # the same; tools/train.py in a source checkout
 
 --hparams is a recipe name shipped with the package (`effnetv2-train --list` shows them) or a YAML
-path. Rerunning the same command resumes an interrupted run (BackupAndRestore state in
-model_dir/backup).
+path. Rerunning the same command resumes an interrupted run from its newest readable backup
+(model_dir/backup) and says where ("resuming runs/s at epoch 120 of 350 (stage 2 of 4, image size 192)").
+Rerunning a finished run reports it and exits 0; --overwrite trains it again from scratch, a larger
+train.epochs continues it. A NaN/inf loss stops the run with one line naming the epoch, step and
+learning rate (exit status 3), keeping the last good checkpoints.
 """
+
+import sys
+
 
 from absl import flags
 
@@ -20,6 +26,9 @@ flags.DEFINE_string("model_dir", None, "Where checkpoints, logs and plots go.")
 flags.DEFINE_string("strategy", None, "Overrides runtime.strategy: auto, tpu, gpus, multi_worker, cpu.")
 flags.DEFINE_enum("mode", "traineval", ["train", "eval", "traineval"], "What to run.")
 flags.DEFINE_bool("list", False, "List the recipes shipped with the package and exit.")
+flags.DEFINE_bool("overwrite", False, "Train a finished run in model_dir again from scratch (its checkpoints, "
+                  "backup, log and results are replaced).")
+DIVERGED_EXIT = 3
 
 
 def main(argv):
@@ -34,10 +43,18 @@ def main(argv):
         return 0
     if not FLAGS.model_dir:
         raise app.UsageError("Pass --model_dir=DIR (where checkpoints, logs and plots go).")
+    from efficientnetv2_keras.training.resume import TrainingDiverged
     from efficientnetv2_keras.training.trainer import train_and_evaluate
 
     overrides = list(FLAGS.override) + ([f"runtime.strategy={FLAGS.strategy}"] if FLAGS.strategy else [])
-    train_and_evaluate(load_config(FLAGS.hparams, overrides), FLAGS.model_dir, FLAGS.mode)
+    try:
+        train_and_evaluate(load_config(FLAGS.hparams, overrides), FLAGS.model_dir, FLAGS.mode,
+                           overwrite=FLAGS.overwrite)
+    except TrainingDiverged as error:
+        if FLAGS.verbose:
+            raise
+        print(f"{cli.program()}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return DIVERGED_EXIT
     return 0
 
 

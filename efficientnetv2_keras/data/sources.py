@@ -41,6 +41,8 @@ PAPER_TFDS_DATASETS = {
     "cars196": (196, {"train": 8_144, "test": 8_041}),
 }
 IMAGENET21K_CLASSES = 21_843  # the released code's ImageNet21kInput
+# The image formats TensorFlow's decoder reads (tf.io.decode_image): accepted everywhere (image folders,
+# tools/predict.py); anything else (.webp, .tiff, .heic) is refused with this list.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 # A requested split name that does not exist is looked up under these names, in order.
@@ -613,6 +615,18 @@ def _header_problem(path):
     return None
 
 
+def _other_files(directory):
+    """Files under `directory` that are not in an accepted image format (hidden files aside)."""
+    return [os.path.join(folder, f) for folder, _, files in os.walk(directory) for f in sorted(files)
+            if not f.startswith(".") and not f.lower().endswith(IMAGE_EXTENSIONS)]
+
+
+def is_image_file(path):
+    """Whether `path` has one of the accepted image extensions (IMAGE_EXTENSIONS), the one list used by
+    image folders and tools/predict.py."""
+    return os.fspath(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
 def _list_images(directory):
     found = []
     for folder, subfolders, files in os.walk(directory):
@@ -674,13 +688,30 @@ class ImageFolderSource(_InMemoryIndexSource):
         self.num_classes = len(self.class_names)
 
         paths, labels, splits = [], [], []
+        per_class = [0] * len(self.class_names)
         for split, split_root in split_roots.items():
             for label, cls in enumerate(self.class_names):
-                if os.path.isdir(os.path.join(split_root, cls)):
-                    files = _list_images(os.path.join(split_root, cls))
+                folder = os.path.join(split_root, cls)
+                if os.path.isdir(folder):
+                    files = _list_images(folder)
+                    if not files:  # a class the model would learn from nothing
+                        others = _other_files(folder)
+                        raise ValueError(
+                            f"The class folder {folder!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
+                            + (f" (it has {len(others)} other file(s), e.g. {os.path.basename(others[0])!r})"
+                               if others else "")
+                            + ": add images, convert them to an accepted format, or remove the folder."
+                        )
                     paths += files
                     labels += [label] * len(files)
                     splits += [split] * len(files)
+                    per_class[label] += len(files)
+        ignored = [f for root_ in split_roots.values() for f in _other_files(root_)]
+        if ignored:
+            logging.warning(
+                "%s: ignored %d file(s) that are not in an accepted image format (%s), e.g. %s.",
+                name or f"folder:{root}", len(ignored), ", ".join(IMAGE_EXTENSIONS), ignored[0],
+            )  # fmt: skip
         if not paths:
             raise ValueError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) under {root!r}.")
 
@@ -760,6 +791,19 @@ def get_source(name_or_path, data_dir=None, **kwargs) -> Source:
         raise TypeError(f"Expected a Source or a name, got {type(name_or_path).__name__}.")
     name = os.fspath(name_or_path)
     kind, _, rest = name.partition(":")
+    try:
+        return _get_source(name_or_path, name, kind, rest, data_dir, kwargs)
+    except TypeError as error:  # an option the source does not take (e.g. a digits recipe's image_size)
+        if "unexpected keyword argument" not in str(error):
+            raise
+        option = str(error).split("argument")[-1].strip(" '\"")
+        raise ValueError(
+            f"The data source {name!r} takes no option {option!r} (data.source_options={kwargs!r}); remove it "
+            "from the recipe's data.source_options (the digits recipe's image_size is for the bundled digits only)."
+        ) from None
+
+
+def _get_source(name_or_path, name, kind, rest, data_dir, kwargs):
     if name == "digits":
         return DigitsSource(**kwargs)
     if name in PAPER_TFDS_DATASETS:

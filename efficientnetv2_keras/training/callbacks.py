@@ -1,9 +1,9 @@
-"""The trainer's own callbacks: best/last checkpoints with their records, per-stage timing, log.csv."""
+"""The trainer's own callbacks: best/last checkpoints with their records, and a 1-based log.csv for
+fit loops of your own (training/resume.py has the trainer's whole-run log, backups and divergence check)."""
 
 import json
 import math
 import os
-import time
 
 import keras
 
@@ -79,50 +79,6 @@ class BestAndLastCheckpoint(keras.callbacks.Callback):
         if value > self.best:
             self.best = float(value)
             self._save("best.keras", {"epoch": epoch + 1, "monitor": self.monitor, "value": self.best})
-
-
-class StageTimer(keras.callbacks.Callback):
-    """Training time and images/s per progressive stage (validation time excluded), and every epoch's logs."""
-
-    def __init__(self, images_per_epoch, steps_per_epoch=None):
-        super().__init__()
-        self.images_per_epoch = images_per_epoch
-        self.steps_per_epoch = steps_per_epoch  # with stages of their own batch (logs' batch_size)
-        self.stages = {}  # stage -> {"epochs", "seconds", "image_size", "images"}
-        self.epoch_logs = []  # {"epoch": e, **logs}; val_* only where validation ran
-        self._start = self._train_seconds = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start, self._train_seconds = time.perf_counter(), None
-
-    def on_test_begin(self, logs=None):
-        if self._start is not None and self._train_seconds is None:
-            self._train_seconds = time.perf_counter() - self._start
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        self.epoch_logs.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
-        seconds = self._train_seconds if self._train_seconds is not None else time.perf_counter() - self._start
-        # "stage" (1-based) comes from ProgressiveLearning; a run without stages is one stage.
-        entry = self.stages.setdefault(int(logs.get("stage", 1)), {"epochs": 0, "seconds": 0.0, "image_size": None,
-                                                                   "images": 0})
-        entry["epochs"] += 1
-        batched = self.steps_per_epoch and "batch_size" in logs
-        entry["images"] += self.steps_per_epoch * int(logs["batch_size"]) if batched else self.images_per_epoch
-        entry["seconds"] += seconds
-        entry["image_size"] = int(logs["image_size"]) if "image_size" in logs else entry["image_size"]
-
-    def rows(self):
-        return [
-            {
-                "stage": stage,
-                "image_size": entry["image_size"],
-                "epochs": entry["epochs"],
-                "seconds": round(entry["seconds"], 1),
-                "images_per_second": round(entry["images"] / entry["seconds"], 1),
-            }
-            for stage, entry in sorted(self.stages.items())
-        ]
 
 
 class CSVLogger(keras.callbacks.CSVLogger):

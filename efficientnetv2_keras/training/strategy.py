@@ -19,7 +19,10 @@ the gradients. TPUStrategy and MultiWorkerMirroredStrategy are TensorFlow's and 
 """
 
 import contextlib
+import json
 import os
+import socket
+import time
 
 import keras
 import tensorflow as tf
@@ -60,6 +63,132 @@ def _tpu_strategy(tpu=None):
         ) from None
     logging.info("TPU devices: %s", tf.config.list_logical_devices("TPU"))
     return tf.distribute.TPUStrategy(resolver)
+
+
+DEFAULT_WORKER_TIMEOUT = 600.0
+
+
+class ClusterError(RuntimeError):
+    """A multi-worker cluster that cannot start: a peer that never came up, a port in use."""
+
+
+def _cluster_from_tf_config():
+    """(cluster dict, task type, task index) from TF_CONFIG, or a ValueError saying what is wrong."""
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise ValueError(
+            "strategy 'multi_worker' needs the TF_CONFIG environment variable on every worker, e.g. "
+            '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}} '
+            "(index 1 on the second host); see the README, 'Training on several machines'."
+        )
+    try:
+        tf_config = json.loads(text)
+        cluster, task = tf_config["cluster"], tf_config["task"]
+        return cluster, task["type"], int(task["index"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"TF_CONFIG is not a cluster description ({type(error).__name__}: {error}): {text!r}") from None
+
+
+def _peers(cluster, task_type, task_index):
+    return [(kind, index, address) for kind, addresses in cluster.items() if kind in ("chief", "worker")
+            for index, address in enumerate(addresses) if (kind, index) != (task_type, task_index)]
+
+
+def _split_address(address):
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def wait_for_workers(cluster, task_type, task_index, timeout=DEFAULT_WORKER_TIMEOUT, poll=0.5):
+    """Waits until every other chief/worker of `cluster` is listening; a RuntimeError after `timeout` s.
+
+    TensorFlow's own start-up blocks in C++ until every task has registered, for ever and deaf to
+    SIGTERM (its preemption notifier takes the signal). So the tasks first meet here, in Python: each
+    listens on its own address (the port TensorFlow then takes over) and connects to the others'.
+    SIGTERM and Ctrl-C end the wait at once.
+    """
+    own = cluster.get(task_type, [None] * (task_index + 1))[task_index]
+    listener = None
+    if own:
+        listener = socket.socket(socket.AF_INET6 if ":" in _split_address(own)[0] else socket.AF_INET)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind(("", _split_address(own)[1]))
+        except OSError as error:
+            listener.close()
+            raise ClusterError(
+                f"multi_worker: cannot listen on this task's address {own} ({task_type} {task_index} in "
+                f"TF_CONFIG): {error}. Is another process using the port, or is the task index wrong?"
+            ) from None
+        listener.listen(16)
+        listener.settimeout(poll)
+    deadline = time.monotonic() + timeout
+    waiting = _peers(cluster, task_type, task_index)
+    try:
+        while waiting:
+            still = []
+            for kind, index, address in waiting:
+                try:
+                    socket.create_connection(_split_address(address), timeout=min(poll, 2.0)).close()
+                except OSError:
+                    still.append((kind, index, address))
+            waiting = still
+            if not waiting:
+                break
+            if time.monotonic() > deadline:
+                names = ", ".join(f"{kind} {index} at {address}" for kind, index, address in waiting)
+                raise ClusterError(
+                    f"multi_worker: {names} did not come up within {timeout:g} s (runtime.worker_timeout). "
+                    "Start every task listed in TF_CONFIG (the same command, each with its own task index), "
+                    "check the addresses and that their ports are reachable from here, or raise "
+                    "runtime.worker_timeout."
+                )
+            if listener is not None:  # answer the others while waiting (and pace the loop)
+                try:
+                    listener.accept()[0].close()
+                except OSError:
+                    pass
+            else:
+                time.sleep(poll)
+    finally:
+        if listener is not None:
+            listener.close()
+
+
+def multi_worker_strategy(timeout=DEFAULT_WORKER_TIMEOUT):
+    """MultiWorkerMirroredStrategy over the TF_CONFIG cluster, once every peer is reachable.
+
+    Call it first thing (before any other TensorFlow call): collectives must be configured before
+    TensorFlow initializes. Raises ValueError for a missing/malformed TF_CONFIG and RuntimeError when a
+    peer is not up within `timeout` seconds. Afterwards SIGTERM ends the process (TensorFlow's
+    preemption notifier would otherwise swallow it); the epoch backups make that safe.
+    """
+    import signal
+
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    cluster, task_type, task_index = _cluster_from_tf_config()
+    wait_for_workers(cluster, task_type, task_index, timeout)
+    cluster_spec = tf.train.ClusterSpec(cluster)
+    if task_type in ("chief", "worker") and context.context().coordination_service is None:
+        from tensorflow.python.distribute.collective_all_reduce_strategy import coordination_config_pb2
+
+        # What MultiWorkerMirroredStrategy configures itself, plus a registration timeout: a peer that
+        # dies between the meeting above and TensorFlow's start-up then fails this task too.
+        context.context().configure_coordination_service(
+            service_type="standalone",
+            service_leader=multi_worker_util.coordination_leader(cluster_spec),
+            cluster_register_timeout_in_ms=int(timeout * 1000),
+            coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=job, num_tasks=cluster_spec.num_tasks(job))
+                              for job in ("chief", "worker") if job in cluster_spec.jobs],
+        )
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    return strategy
 
 
 class KerasDistribution:
@@ -147,14 +276,15 @@ def _jax_strategy(name):
     return KerasDistribution(keras.distribution.list_devices())
 
 
-def get_strategy(name="auto", tpu=None):
+def get_strategy(name="auto", tpu=None, worker_timeout=DEFAULT_WORKER_TIMEOUT):
     """A `tf.distribute.Strategy` by name (a `KerasDistribution` on the JAX backend).
 
     "auto": TPUStrategy if a TPU resolves (tried only when the environment hints at one, so it is
             fast and quiet elsewhere), MirroredStrategy over all GPUs if any, else the default strategy.
     "tpu": TPUStrategy, or a StrategyUnavailableError (a RuntimeError) when no TPU is found.
     "gpus": MirroredStrategy over all local GPUs (StrategyUnavailableError without GPUs).
-    "multi_worker": MultiWorkerMirroredStrategy (cluster from the TF_CONFIG environment variable).
+    "multi_worker": MultiWorkerMirroredStrategy (cluster from the TF_CONFIG environment variable); a
+                    ClusterError (a RuntimeError) when a peer is not reachable within `worker_timeout` seconds.
     "cpu": OneDeviceStrategy on the CPU, even when GPUs are visible.
     On JAX: "auto" is DataParallel over all devices of JAX's default platform (one device: no
     distribution), "gpus" over all GPUs, "cpu" one CPU device; "tpu" and "multi_worker" raise a
@@ -173,6 +303,8 @@ def get_strategy(name="auto", tpu=None):
             return _tpu_strategy(tpu)
         except RuntimeError as error:
             logging.info("No TPU (%s); trying GPUs.", error)
+    if name == "multi_worker":  # before anything initializes TensorFlow's context (collectives need that)
+        return multi_worker_strategy(worker_timeout)
     gpus = tf.config.list_logical_devices("GPU")
     if name == "gpus":
         if not gpus:
@@ -180,8 +312,6 @@ def get_strategy(name="auto", tpu=None):
                                "(tf.config.list_physical_devices('GPU') is empty); use 'auto' or 'cpu' "
                                "(--strategy=auto, or runtime.strategy=auto).")
         return tf.distribute.MirroredStrategy([g.name for g in gpus])
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "cpu":
         return tf.distribute.OneDeviceStrategy("/cpu:0")
     if gpus:  # auto
@@ -267,3 +397,59 @@ def distribute_dataset(strategy, dataset_fn):
     if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
         return dataset_fn(tf.distribute.InputContext())
     return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def is_multi_worker(strategy):
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+_PATCHED_REDUCE = []
+
+
+def fit_multi_worker(model, strategy):
+    """Makes Keras' `fit`/`evaluate` work under MultiWorkerMirroredStrategy (Keras 3 on TensorFlow).
+
+    Keras 3's TensorFlow trainer fails there in two places, both in private code, so this patches
+    both narrowly (the rest of `fit` is unchanged):
+    * before the first step it all-reduces a whole input batch only to learn the input shapes
+      (`_maybe_symbolic_build`): with one replica per worker the batch is not a PerReplica value and
+      the reduce fails ("Attempt to convert a value (PerReplica...)"). Here the local batch gives the
+      shapes, as it does on one machine.
+    * it averages the scalar metrics over workers with `strategy.reduce("MEAN", v, axis=0)`, which
+      rejects scalars ("Invalid reduction dimension 0"). Here scalars are averaged with axis=None.
+    """
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    def maybe_symbolic_build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = tree.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues) else v,
+                    next(batches),
+                )
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = maybe_symbolic_build
+    if _PATCHED_REDUCE:
+        return model
+    original = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not tf_trainer._collective_all_reduce_multi_worker(strategy):
+            return original(values, strategy, reduction)
+
+        def reduce(value):
+            local = strategy.experimental_local_results(value)[0] if tf_trainer._is_per_replica_instance(value) else value
+            if getattr(local, "shape", None) is not None and local.shape.rank == 0:
+                return strategy.reduce("MEAN", value, axis=None)
+            return original(value, strategy, reduction)
+
+        return tree.map_structure(reduce, values)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    _PATCHED_REDUCE.append(original)
+    return model

@@ -17,11 +17,16 @@ One `model.fit` runs every progressive-learning stage. `model_dir` receives:
                          improves (no optimizer state: ready for evaluate, predict and export)
   last.json, best.json   which epoch each holds and, for best.keras, the metric value that selected it
                          (a resumed run starts from it, so a worse epoch never replaces best.keras)
-  backup/                BackupAndRestore state (raw weights + optimizer + EMA): a rerun resumes
-  log.csv, tensorboard/  metrics and stage parameters per epoch; `loss` is the cross-entropy, `l2_loss`
-                         the weight-decay term (the objective is their sum)
+  backup/                the last two epochs' training state (raw weights + optimizer + EMA), written
+                         crash-safe: a rerun resumes from the newest readable one (training/resume.py)
+  log.csv, tensorboard/  metrics and stage parameters per epoch, the whole run's (also across restarts);
+                         `loss` is the cross-entropy, `l2_loss` the weight-decay term (their sum: the objective)
   training_curves.png    loss/accuracy per epoch with the stage boundaries marked
   results.json           the printed results
+
+Rerunning resumes an interrupted run; a finished run is reported, not trained again (overwrite=True
+trains it again from scratch). Under MultiWorkerMirroredStrategy only the chief writes into model_dir
+(the other workers run the same callbacks on a private folder: `resume.worker_directory`).
 """
 
 import os
@@ -31,8 +36,8 @@ import keras
 
 from efficientnetv2_keras import hparams
 from efficientnetv2_keras.files import atomic_write_text
-from efficientnetv2_keras.training import plan
-from efficientnetv2_keras.training.callbacks import BestAndLastCheckpoint, CSVLogger, StageTimer
+from efficientnetv2_keras.training import plan, resume
+from efficientnetv2_keras.training.callbacks import BestAndLastCheckpoint
 from efficientnetv2_keras.training.costs import CostTimer
 from efficientnetv2_keras.training.ema import EMACallback, ema_optimizer
 from efficientnetv2_keras.training.evaluation import (  # noqa: F401  (the names users import from here)
@@ -48,7 +53,9 @@ from efficientnetv2_keras.training.strategy import (
     check_even_batches,
     configure_mixed_precision,
     distribution_scope,
+    fit_multi_worker,
     get_strategy,
+    is_multi_worker,
     resolve_mixed_precision,
 )
 
@@ -67,22 +74,32 @@ def _remove_stale_selection(model_dir, verbose):
         print(f"New run in {model_dir}: removed the earlier run's {' and '.join(removed)}.")
 
 
-def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbose=1):
+def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbose=1, overwrite=False):
     """Runs a recipe: "train", "eval" (of model_dir's last and best checkpoints) or "traineval".
 
     traineval validates on data.minival during training (choosing best.keras), then evaluates the test
     split (data.eval_split) once for the final model and for best.keras. Returns the results dict that
     is printed and written to `model_dir/results.json`.
+
+    Rerunning resumes an interrupted run from its newest readable backup (and says so). A finished run
+    (all train.epochs trained, results.json written) is not trained again: its results are returned;
+    a larger train.epochs continues it, overwrite=True trains it again from scratch.
+    Raises `resume.TrainingDiverged` at the first NaN/inf loss (the last good checkpoints stay).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
-    strategy = strategy or get_strategy(config.runtime.strategy, tpu=config.runtime.tpu)
+    # First: a multi-worker strategy must be created before anything initializes TensorFlow.
+    strategy = strategy or get_strategy(config.runtime.strategy, tpu=config.runtime.tpu,
+                                        worker_timeout=config.runtime.worker_timeout)
     with distribution_scope(strategy):  # JAX: keras.distribution over the run (build, fit, evaluate)
-        return _train_and_evaluate(config, model_dir, mode, strategy, verbose)
+        return _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite)
 
 
-def _train_and_evaluate(config, model_dir, mode, strategy, verbose):
+def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=False):
     started = time.perf_counter()
+    # The chief writes into model_dir; every other worker of a multi-worker run runs the same callbacks
+    # (so their collective ops match) on a private folder of its own.
+    run_dir = resume.worker_directory(model_dir, strategy)
     keras.utils.set_random_seed(config.runtime.seed)
     policy = configure_mixed_precision(resolve_mixed_precision(config.train.mixed_precision, strategy))
     recipe = resolve_recipe(config, num_replicas=strategy.num_replicas_in_sync)
@@ -97,9 +114,20 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose):
         if not any(os.path.exists(os.path.join(model_dir, n)) for n in ("last.keras", "best.keras")):
             load_for_evaluation(config, find_checkpoint(model_dir))  # raises its "train first" error
         results["evaluations"] = evaluate_checkpoints(config, model_dir, strategy, source)
-        write_results(results, model_dir, verbose)
+        write_results(results, run_dir, verbose)
         return results
 
+    if overwrite:
+        resume.clear_run(run_dir)
+    # A finished run is reported, not trained again (before anything of it is rewritten).
+    finished = resume.finished_run(run_dir, recipe.fit_epochs)
+    if finished is not None and finished.get("mode") == mode:
+        resume.say(f"{model_dir} holds a finished run ({recipe.epochs} of {recipe.epochs} epochs, "
+                   f"{resume.RESULTS_FILE}): nothing to train. Pass --overwrite (overwrite=True) to train it "
+                   "again from scratch, or a larger train.epochs to continue it.")
+        if verbose:
+            print("\n" + format_results(finished))
+        return finished
     check_even_batches(strategy, config, source, recipe.minival, evaluate=mode == "traineval")  # JAX DataParallel
     with strategy.scope():
         model = recipe.build_model()
@@ -107,48 +135,59 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose):
         # Optimizer variables (slots, EMA averages) made now, not inside the first trace of the train
         # step: TensorFlow traces a step that creates variables a second time (measured: 2 -> 1 trace).
         model.optimizer.build(model.trainable_variables)
+    if is_multi_worker(strategy):  # Keras 3 needs two narrow fixes there
+        fit_multi_worker(model, strategy)
     train, progressive = recipe.train_dataset(strategy)
 
     # Everything the recipe can get wrong has been checked (resolve_recipe: too few epochs for the stages,
     # ...; the model built): only now write into model_dir, so a failed start leaves nothing behind (and a
     # resumed run's files are not replaced by a broken recipe's).
-    os.makedirs(model_dir, exist_ok=True)
-    hparams.to_yaml(config, os.path.join(model_dir, "config.yaml"))
-    atomic_write_text(os.path.join(model_dir, "labels.txt"), "\n".join(recipe.class_names()) + "\n")
+    os.makedirs(run_dir, exist_ok=True)
+    hparams.to_yaml(config, os.path.join(run_dir, "config.yaml"))
+    atomic_write_text(os.path.join(run_dir, "labels.txt"), "\n".join(recipe.class_names()) + "\n")
     if recipe.minival_info:
         results["minival"] = recipe.minival_info
     if recipe.schedule is not None:
         table = recipe.schedule.table()
-        atomic_write_text(os.path.join(model_dir, "schedule.txt"), table + "\n")
-        recipe.schedule.plot(os.path.join(model_dir, "schedule.png"))
+        atomic_write_text(os.path.join(run_dir, "schedule.txt"), table + "\n")
+        recipe.schedule.plot(os.path.join(run_dir, "schedule.png"))
         if verbose:
             print(table)
     if verbose and recipe.minival_info and mode == "traineval":
         print(minival_text(recipe.minival_info))
 
     with_validation = mode == "traineval" and recipe.minival is not None
-    backup_dir = os.path.join(model_dir, "backup")
-    resuming = os.path.isdir(backup_dir)  # an interrupted run: fit continues from its last epoch
+    # Restore the newest readable backup before fit (fit starts after its epoch), and say where.
+    backup = resume.RunBackup(os.path.join(run_dir, resume.BACKUP_DIR), verbose=verbose)
+    with strategy.scope():
+        resumed_epoch = backup.restore(model)
+    resuming = resumed_epoch is not None
     if verbose:
         print("\n".join(plan.checkpoint_plan(
             model_dir, recipe.epochs, config.eval.validation_freq, recipe.monitor if with_validation else None,
             minival_text(recipe.minival_info, short=True) if with_validation else None, resuming)))
-    if not resuming:
-        _remove_stale_selection(model_dir, verbose)
+    if resuming:
+        resume.say(resume.resume_text(model_dir, resumed_epoch, recipe.fit_epochs, progressive))
+        results["resumed_at_epoch"] = resumed_epoch + 1
+    else:
+        _remove_stale_selection(run_dir, verbose)
     record = {"weights": "EMA" if config.train.ema_decay > 0 else "model",  # statistics: not averaged on JAX
               "ema_bn_statistics": bool(getattr(ema_optimizer(model), "ema_statistics", None))}
     if with_validation:
         record["selected_on"] = minival_text(recipe.minival_info, short=True)
-    timer = StageTimer(recipe.steps_per_epoch * recipe.batch_size, recipe.fit_steps_per_epoch)
+    run_log = resume.RunLog(os.path.join(run_dir, resume.LOG_FILE), resume=resuming)
     costs = CostTimer()
-    # The L2 term and the timer right after the stage switch (which adds the stage to the logs) and
-    # before checkpointing and the loggers, so the timer times training alone and the loggers see l2_loss.
-    callbacks = ([progressive] if progressive else []) + [LogL2Loss(), timer, costs] + [
-        EMACallback([BestAndLastCheckpoint(model_dir, monitor=recipe.monitor if with_validation else None,
+    # The NaN check first (it ends fit before anything of a diverged epoch is written); the L2 term right
+    # after the stage switch (which adds the stage to the logs), before checkpointing and the loggers.
+    # The backup last: once it is written, everything else of the epoch (checkpoints, log.csv) is too.
+    callbacks = [resume.StopOnNonFiniteLoss(kept=lambda epoch: _kept_text(run_dir, epoch))]
+    callbacks += ([progressive] if progressive else []) + [LogL2Loss(), costs]
+    callbacks += [
+        EMACallback([BestAndLastCheckpoint(run_dir, monitor=recipe.monitor if with_validation else None,
                                            restore_best=resuming, record=record)]),
-        keras.callbacks.BackupAndRestore(backup_dir),
-        CSVLogger(os.path.join(model_dir, "log.csv"), append=resuming, validation=with_validation),
-        keras.callbacks.TensorBoard(os.path.join(model_dir, "tensorboard"), write_graph=False),
+        run_log,
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
+        backup,
     ]
     start = time.perf_counter()
     model.fit(
@@ -166,20 +205,29 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose):
     results["epochs"] = recipe.fit_epochs
     results["costs"] = costs.costs
     results["epoch_times"] = costs.epochs
-    if with_validation and not os.path.exists(os.path.join(model_dir, "best.keras")):
+    if with_validation and not os.path.exists(os.path.join(run_dir, "best.keras")):
         reason = plan.missing_best_reason(recipe.epochs, config.eval.validation_freq)
         if reason:
             results["notes"] = [reason]
-    results["stages"] = timer.rows()
-    plot_training_curves(timer.epoch_logs, os.path.join(model_dir, "training_curves.png"),
+    results["stages"] = resume.stage_rows(run_log.rows, recipe.steps_per_epoch * recipe.batch_size,
+                                          recipe.fit_steps_per_epoch)
+    plot_training_curves(run_log.rows, os.path.join(run_dir, "training_curves.png"),
                          title=f"{config.model.name} on {config.data.source}")
     if mode == "traineval":
         # fit() has copied the EMA weights (and averaged BN statistics) into the model: the final model.
         evaluation_start = time.perf_counter(), time.process_time()
         final = evaluate_model(model, config, source, role="final")
-        results["evaluations"] = evaluate_checkpoints(config, model_dir, strategy, source, final=final)
+        results["evaluations"] = evaluate_checkpoints(config, run_dir, strategy, source, final=final)
         results["costs"]["test_evaluation"] = {"wall": round(time.perf_counter() - evaluation_start[0], 2),
                                                "cpu": round(time.process_time() - evaluation_start[1], 2)}
     results["total_seconds"] = round(time.perf_counter() - started, 1)
-    write_results(results, model_dir, verbose)
+    write_results(results, run_dir, verbose)
     return results
+
+
+def _kept_text(model_dir, epoch):
+    """What a diverged run keeps: the backup and last.keras of the epoch before `epoch` (0-based)."""
+    if epoch == 0:
+        return "no checkpoint yet (it diverged in the first epoch)"
+    return (f"{os.path.join(model_dir, 'last.keras')} and the backup after epoch {epoch}, from before the "
+            "divergence")

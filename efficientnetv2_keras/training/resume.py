@@ -1,0 +1,357 @@
+"""Runs that survive: interruption, divergence and reruns of `train_and_evaluate`.
+
+* `RunBackup` backs the training state up (raw weights, optimizer slots, EMA) at the end of every
+  epoch as `backup/epoch-<N>.weights.h5`, each written atomically (temporary name, fsync, rename)
+  and the previous epoch's kept: a kill at any moment leaves at least one whole backup, and a
+  restart that finds the newest one unreadable (a truncated file) falls back to the previous one
+  and says so. The backup stays after a finished run, so a larger `train.epochs` can continue it.
+* `RunLog` keeps the whole run's `log.csv` (one header over every column, rows of the epochs before
+  an interruption kept, rows of epochs that are trained again replaced), rewritten atomically each
+  epoch; the plots and the per-stage table of results.json come from its rows.
+* `StopOnNonFiniteLoss` stops at the first NaN/inf loss, before anything of that epoch is written,
+  naming the epoch, step and learning rate (`TrainingDiverged`).
+* `finished_run` / `resume_text`: what a rerun says.
+
+Multi-worker training (`worker_directory`) follows tf.distribute: every worker runs the same callbacks
+(their collective ops must match), only the chief writes into the run directory; the others write
+to a private folder of their own (their backups are restored from there after a restart).
+"""
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import tempfile
+import time
+
+import keras
+from absl import logging
+
+from efficientnetv2_keras.files import atomic_write, atomic_write_text, remove_path
+
+BACKUP_DIR = "backup"
+LOG_FILE = "log.csv"
+RESULTS_FILE = "results.json"
+_BACKUP_NAME = re.compile(r"^epoch-(\d+)\.weights\.h5$")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names where and what was kept."""
+
+
+def say(text):
+    """Printed for the person at the terminal and logged (absl) for the job's log."""
+    print(text, flush=True)
+    logging.info(text)
+
+
+# ------------------------------------------------------------------------------------------------
+# Backups.
+# ------------------------------------------------------------------------------------------------
+
+
+def backup_epochs(backup_dir):
+    """The epochs that `backup_dir` holds a backup after, newest first (nothing there: [])."""
+    try:
+        names = os.listdir(backup_dir)
+    except OSError:
+        return []
+    return sorted((int(m.group(1)) for m in map(_BACKUP_NAME.match, names) if m), reverse=True)
+
+
+def backup_path(backup_dir, epoch):
+    return os.path.join(backup_dir, f"epoch-{epoch:04d}.weights.h5")
+
+
+class RunBackup(keras.callbacks.Callback):
+    """Backs up the training state every epoch and restores it when a run starts again.
+
+    Like `keras.callbacks.BackupAndRestore` (a rerun of the same `fit` continues from the epoch after
+    the newest backup), but crash-safe: each backup is written atomically and the previous one is
+    kept until the next is complete, so a kill while a backup is being written costs one epoch, not
+    the run. A backup that cannot be read is reported and the previous one is used.
+
+    backup_dir: where the backups are read from.
+    write_dir: where they are written (default backup_dir); a non-chief worker of a multi-worker run
+      passes a private folder, and restores from it (see `worker_backup_dir`).
+    keep: how many backups to keep (2: the newest and the previous good one).
+    """
+
+    def __init__(self, backup_dir, write_dir=None, keep=2, verbose=1):
+        super().__init__()
+        if keep < 2:
+            raise ValueError(f"keep must be at least 2 (the newest backup and the previous one), got {keep}.")
+        self.backup_dir = os.fspath(backup_dir)
+        self.write_dir = os.fspath(write_dir or backup_dir)
+        self.keep = keep
+        self.verbose = verbose
+        self.restored_epoch = None  # the epoch the run continues after; None: nothing restored
+        self._restored = False
+        self._cleaned = False
+
+    def restore(self, model=None):
+        """Loads the newest readable backup into `model` (default: the callback's); returns its epoch or None.
+
+        Call it before `fit` to know where the run resumes (fit then starts at that epoch); otherwise
+        `fit` calls it when training begins.
+        """
+        model = model or self.model
+        self._restored = True
+        self.restored_epoch = None
+        epochs = backup_epochs(self.write_dir)
+        if not epochs:
+            return None
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)  # the backup holds its slots too
+        failures = []
+        for epoch in epochs:
+            path = backup_path(self.write_dir, epoch)
+            try:
+                model.load_weights(path)
+            except Exception as error:  # h5py raises OSError, KeyError, ValueError... for a damaged file
+                failures.append(f"{path} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+                if self.verbose:
+                    say(f"The backup {path} cannot be read ({type(error).__name__}: {error}); "
+                        "falling back to the previous one.")
+                continue
+            if failures and self.verbose:
+                say(f"Restored the backup after epoch {epoch} ({path}) instead.")
+            self.restored_epoch = epoch
+            model._initial_epoch = epoch
+            return epoch
+        raise OSError(
+            "No backup in " + self.write_dir + " can be read: " + "; ".join(failures) + ". Move the folder "
+            "away to start the run again from scratch (the checkpoints last.keras/best.keras are not affected)."
+        )
+
+    def on_train_begin(self, logs=None):
+        if not self._restored:
+            self.restore()
+        elif self.restored_epoch is not None:
+            self.model._initial_epoch = self.restored_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.write_dir, exist_ok=True)
+        if not self._cleaned:  # temporaries of a write that a kill interrupted
+            for name in os.listdir(self.write_dir):
+                if name.startswith(".tmp-"):
+                    remove_path(os.path.join(self.write_dir, name))
+            self._cleaned = True
+        atomic_write(backup_path(self.write_dir, epoch + 1), lambda path: self.model.save_weights(path))
+        # Only once the new backup is complete: drop all but the newest `keep`.
+        for old in backup_epochs(self.write_dir)[self.keep:]:
+            remove_path(backup_path(self.write_dir, old))
+
+    def on_train_end(self, logs=None):
+        self._restored = False  # a later fit on this callback restores again
+
+
+def is_chief(strategy=None):
+    """Whether this process writes the run's files: True except on non-chief multi-worker workers."""
+    resolver = getattr(getattr(strategy, "extended", None), "_cluster_resolver", None) if strategy else None
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in (resolver.cluster_spec().as_dict() or {})
+    return task_type == "worker" and task_id == 0 and not has_chief
+
+
+def worker_directory(model_dir, strategy=None):
+    """Where this process writes the run: model_dir on the chief (and without multi-worker training);
+    on another worker a folder of its own in the temporary directory, fixed per run directory and
+    worker so that a restart finds its backups there."""
+    if is_chief(strategy):
+        return os.fspath(model_dir)
+    resolver = strategy.extended._cluster_resolver
+    key = hashlib.sha1(os.path.abspath(model_dir).encode()).hexdigest()[:12]
+    return os.path.join(tempfile.gettempdir(), f"efficientnetv2-keras-{key}-{resolver.task_type}{resolver.task_id}")
+
+
+# ------------------------------------------------------------------------------------------------
+# The whole run's log.
+# ------------------------------------------------------------------------------------------------
+
+
+def read_log(path):
+    """log.csv's rows as dicts of floats (empty cells left out); [] when there is none or it is unreadable."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+    parsed = []
+    for row in rows:
+        try:
+            parsed.append({k: (int(float(v)) - 1 if k == "epoch" else float(v))  # the file counts from 1
+                           for k, v in row.items() if k and v not in ("", None)})
+        except ValueError:
+            break  # a damaged row: keep what came before it
+    return [row for row in parsed if "epoch" in row]
+
+
+def _csv_text(rows):
+    columns = ["epoch"] + sorted({key for row in rows for key in row if key != "epoch"})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        # Epochs from 1 in the file, as in every message and plot (Keras' epoch index is 0-based).
+        writer.writerow({k: (v + 1 if k == "epoch" else repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+class RunLog(keras.callbacks.Callback):
+    """Every epoch's logs of the whole run (also across restarts) in `log.csv`, one header for all.
+
+    A resumed run keeps the rows of the epochs before the one it starts at and replaces the later ones
+    (trained again); the file is rewritten atomically each epoch with every column any epoch had
+    (empty where an epoch has no value, e.g. val_* between validations). Each row also gets
+    `train_seconds`, the epoch's training time without validation, for the per-stage table.
+
+    path: the log.csv to keep; None keeps the rows in memory only (a non-chief worker).
+    """
+
+    def __init__(self, path, resume=True):
+        super().__init__()
+        self.path = path
+        self.rows = read_log(path) if (path and resume) else []
+        self._first_epoch = True
+        self._start = self._train_seconds = None
+
+    def on_train_begin(self, logs=None):
+        self._first_epoch = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch:
+            self.rows = [row for row in self.rows if row["epoch"] < epoch]
+            self._first_epoch = False
+        self._start, self._train_seconds = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        if self._start is not None and self._train_seconds is None:
+            self._train_seconds = time.perf_counter() - self._start
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = self._train_seconds if self._train_seconds is not None else time.perf_counter() - self._start
+        row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}, "train_seconds": round(seconds, 3)}
+        self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
+        if self.path:
+            atomic_write_text(self.path, _csv_text(self.rows))
+
+
+def stage_rows(rows, images_per_epoch, steps_per_epoch=None):
+    """Training time and images/s per progressive stage over the whole run (RunLog rows).
+
+    Stages are 1-based (the logs' `stage`; a run without stages is one stage). With batch-scaled stages
+    (`steps_per_epoch` given, `batch_size` in the logs) an epoch holds steps_per_epoch x its batch images.
+    """
+    stages = {}
+    for row in rows:
+        entry = stages.setdefault(int(row.get("stage", 1)), {"epochs": 0, "seconds": 0.0, "image_size": None,
+                                                            "images": 0})
+        entry["epochs"] += 1
+        entry["seconds"] += row.get("train_seconds", 0.0)
+        batched = steps_per_epoch and "batch_size" in row
+        entry["images"] += steps_per_epoch * int(row["batch_size"]) if batched else images_per_epoch
+        if "image_size" in row:
+            entry["image_size"] = int(row["image_size"])
+    return [
+        {
+            "stage": stage,
+            "image_size": entry["image_size"],
+            "epochs": entry["epochs"],
+            "seconds": round(entry["seconds"], 1),
+            "images_per_second": round(entry["images"] / entry["seconds"], 1) if entry["seconds"] else None,
+        }
+        for stage, entry in sorted(stages.items())
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# Divergence.
+# ------------------------------------------------------------------------------------------------
+
+
+def current_learning_rate(optimizer):
+    """The learning rate the optimizer applies now (its schedule at its current step), or None."""
+    try:
+        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    except Exception:  # an optimizer without a readable learning rate
+        return None
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raises `TrainingDiverged` at the first batch whose loss is NaN or infinite.
+
+    Raising (instead of `stop_training`, as `keras.callbacks.TerminateOnNaN` does) ends `fit` before the
+    epoch ends, so no checkpoint or backup of the diverged weights is written: the last good ones stay.
+    kept: what to name as kept in the message (e.g. "last.keras and the backup after epoch 3").
+    """
+
+    def __init__(self, kept=None):
+        super().__init__()
+        self.kept = kept
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        loss = float(loss)
+        if math.isfinite(loss):
+            return
+        rate = current_learning_rate(self.model.optimizer)
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        kept = self.kept(self._epoch) if callable(self.kept) else self.kept
+        rate_text = f", learning rate {rate:.4g}" if rate is not None else ""
+        raise TrainingDiverged(
+            f"Training diverged: the loss is {loss} at epoch {self._epoch + 1}, step {batch + 1} of the epoch "
+            f"(optimizer step {step}{rate_text}). Nothing of this epoch was saved"
+            + (f"; kept: {kept}" if kept else "") + ". Lower the learning rate (train.lr_base), lengthen the "
+            "warmup (train.lr_warmup_epochs) or clip gradients (train.gradient_clip_norm), then rerun: the run "
+            "resumes from the last good backup."
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# Reruns.
+# ------------------------------------------------------------------------------------------------
+
+
+def finished_run(model_dir, epochs):
+    """The results of a run in model_dir that trained all `epochs` (and wrote results.json), else None."""
+    done = backup_epochs(os.path.join(model_dir, BACKUP_DIR))
+    if not done or done[0] < epochs:
+        return None
+    try:
+        with open(os.path.join(model_dir, RESULTS_FILE), encoding="utf-8") as handle:
+            results = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return results if results.get("epochs") == epochs else None
+
+
+def resume_text(model_dir, epoch, epochs, progressive=None):
+    """'resuming runs/x at epoch 9 of 24 (stage 2 of 3, image size 40)'; epoch: the epochs done."""
+    text = f"resuming {model_dir} at epoch {epoch + 1} of {epochs}"
+    if epoch >= epochs:
+        text = f"resuming {model_dir} after its last epoch ({epochs}): training is done, finishing the run"
+    if progressive is not None:
+        stage = progressive.stage_for_epoch(min(epoch, epochs - 1))
+        text += f" (stage {stage.index + 1} of {progressive.schedule.num_stages}, image size {stage.image_size})"
+    return text
+
+
+def clear_run(model_dir):
+    """Removes what a training run wrote into model_dir (for --overwrite); the recipe is rewritten after."""
+    for name in (BACKUP_DIR, "last.keras", "last.json", "best.keras", "best.json", LOG_FILE, RESULTS_FILE,
+                 "training_curves.png", "tensorboard"):
+        remove_path(os.path.join(model_dir, name))

@@ -1,0 +1,173 @@
+"""Runs that survive: a kill at any moment, a damaged backup, a rerun of a finished run, a diverging loss.
+
+The subprocess tests run tools/train.py (through tests/train_runner.py, which swaps in the tiny model
+table and kills the process where told) on the bundled digits with three progressive stages.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import efficientnetv2_keras as ev2
+from efficientnetv2_keras.training import resume
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNNER = os.path.join(ROOT, "tests", "train_runner.py")
+# 3 epochs, one per stage (32, 36, 40 px), one step each: the smallest run with every stage.
+OVERRIDES = ",".join([
+    "train.epochs=3", "train.steps_per_epoch=1", "train.batch_size=16", "progressive.num_stages=3",
+    "progressive.image_size=[32,40]", "data.source_options.image_size=40", "data.eval_size=32",
+    "eval.batch_size=180", "data.cache=false",
+])
+
+
+def train(model_dir, *flags, env=None, overrides=OVERRIDES, timeout=600):
+    return subprocess.run(
+        [sys.executable, RUNNER, f"--model_dir={model_dir}", f"--override={overrides}", "--mode=train", *flags],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {})),
+    )
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def test_killed_while_writing_a_backup_then_a_damaged_backup_then_a_rerun(tmp_path):
+    model_dir = tmp_path / "run"
+    # 1. SIGKILL after the backup of epoch 3 is written but before it is renamed into place.
+    killed = train(model_dir, env={"RUNNER_KILL_ON_RENAME": "epoch-0003.weights.h5:1"})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    backup = model_dir / "backup"
+    assert resume.backup_epochs(backup) == [2, 1]  # the newest and the previous one, both whole
+    assert any(name.startswith(".tmp-") for name in os.listdir(backup))  # the interrupted write
+    # 2. The newest backup is then damaged (a truncated copy, a full disk): the restart says so, falls
+    #    back to the previous one and says where it resumes.
+    newest = backup / "epoch-0002.weights.h5"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    resumed = train(model_dir)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    assert f"The backup {newest} cannot be read" in resumed.stdout
+    assert "Restored the backup after epoch 1" in resumed.stdout
+    assert f"resuming {model_dir} at epoch 2 of 3 (stage 2 of 3, image size 36)" in resumed.stdout
+    assert "Epoch 1/3" not in resumed.stdout and "Epoch 2/3" in resumed.stdout
+    assert not any(name.startswith(".tmp-") for name in os.listdir(backup))
+    # The whole run's log and results, as if it had not been interrupted: one header, one row per epoch.
+    header, *rows = read_csv(model_dir / "log.csv")
+    assert header[0] == "epoch" and {"loss", "stage", "image_size", "train_seconds"} <= set(header)
+    assert all(len(row) == len(header) for row in rows)
+    table = [dict(zip(header, row)) for row in rows]
+    assert [(int(r["epoch"]), int(float(r["stage"])), int(float(r["image_size"]))) for r in table] == [
+        (1, 1, 32), (2, 2, 36), (3, 3, 40)]  # epochs and stages counted from 1, as in every message
+    results = json.loads((model_dir / "results.json").read_text())
+    assert [(s["stage"], s["image_size"], s["epochs"]) for s in results["stages"]] == [(1, 32, 1), (2, 36, 1), (3, 40, 1)]
+    assert results["epochs"] == 3 and results["resumed_at_epoch"] == 2
+    assert json.loads((model_dir / "last.json").read_text())["epoch"] == 3
+    # 3. Rerunning the finished run: reported, nothing trained or overwritten, exit status 0.
+    before = {name: (model_dir / name).stat().st_mtime_ns for name in ("last.keras", "log.csv", "results.json")}
+    again = train(model_dir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{model_dir} holds a finished run (3 of 3 epochs" in again.stdout and "--overwrite" in again.stdout
+    assert "Epoch " not in again.stdout
+    assert {name: (model_dir / name).stat().st_mtime_ns for name in before} == before
+
+
+# ------------------------------------------------------------------------------------------------
+# The pieces, in process.
+# ------------------------------------------------------------------------------------------------
+
+
+def _tiny_model(tiny_spec):
+    keras.utils.set_random_seed(0)
+    model = ev2.build_model(tiny_spec, classes=3, input_shape=(32, 32, 3))
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="categorical_crossentropy",
+                  run_eagerly=True)
+    return model
+
+
+def _data():
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    return x, keras.utils.to_categorical(np.arange(8) % 3, 3)
+
+
+def test_run_backup_keeps_two_and_restores_the_newest_readable(tiny_spec, tmp_path):
+    x, y = _data()
+    model = _tiny_model(tiny_spec)
+    backup = resume.RunBackup(tmp_path / "backup", verbose=0)
+    model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[backup])
+    assert resume.backup_epochs(tmp_path / "backup") == [3, 2]
+    weights = [w.copy() for w in model.get_weights()]
+
+    again = _tiny_model(tiny_spec)
+    assert resume.RunBackup(tmp_path / "backup", verbose=0).restore(again) == 3
+    for got, expected in zip(again.get_weights(), weights):
+        np.testing.assert_array_equal(got, expected)
+    # The optimizer state came back too (momentum slots).
+    assert int(again.optimizer.iterations.numpy()) == 3
+
+    (tmp_path / "backup" / "epoch-0003.weights.h5").write_bytes(b"\x89HDF\r\n")
+    third = _tiny_model(tiny_spec)
+    assert resume.RunBackup(tmp_path / "backup", verbose=0).restore(third) == 2
+    (tmp_path / "backup" / "epoch-0002.weights.h5").write_bytes(b"")
+    with pytest.raises(OSError, match="No backup in .* can be read.*Move the folder away"):
+        resume.RunBackup(tmp_path / "backup", verbose=0).restore(third)
+
+
+def test_run_log_is_the_whole_run_with_one_header(tmp_path):
+    path = str(tmp_path / "log.csv")
+    log = resume.RunLog(path)
+    log.on_train_begin()
+    for epoch, logs in enumerate([{"loss": 2.0}, {"loss": 1.5, "val_accuracy": 0.5}, {"loss": 1.2}]):
+        log.on_epoch_begin(epoch)
+        log.on_epoch_end(epoch, logs)
+    # Interrupted after epoch 3's row was written but before its backup: the restart resumes at epoch 3
+    # (index 2) and trains it again, with a new column.
+    again = resume.RunLog(path)
+    again.on_train_begin()
+    again.on_epoch_begin(2)
+    again.on_epoch_end(2, {"loss": 1.1, "l2_loss": 0.01})
+    header, *rows = read_csv(path)
+    assert header == ["epoch", "l2_loss", "loss", "train_seconds", "val_accuracy"]
+    assert [row[0] for row in rows] == ["1", "2", "3"] and all(len(row) == 5 for row in rows)
+    assert [r["loss"] for r in resume.read_log(path)] == [2.0, 1.5, 1.1]
+    assert resume.read_log(path)[1]["val_accuracy"] == 0.5 and "val_accuracy" not in resume.read_log(path)[2]
+
+
+def test_stage_rows_cover_every_epoch():
+    rows = [{"epoch": 0, "stage": 1, "image_size": 32, "train_seconds": 2.0},
+            {"epoch": 1, "stage": 2, "image_size": 40, "train_seconds": 1.0},
+            {"epoch": 2, "stage": 2, "image_size": 40, "train_seconds": 3.0}]
+    assert resume.stage_rows(rows, 100) == [
+        {"stage": 1, "image_size": 32, "epochs": 1, "seconds": 2.0, "images_per_second": 50.0},
+        {"stage": 2, "image_size": 40, "epochs": 2, "seconds": 4.0, "images_per_second": 50.0}]
+
+
+def test_a_diverging_run_stops_at_the_first_nan_and_keeps_the_last_good_checkpoint(tmp_path):
+    model_dir = tmp_path / "run"
+    # An absurd learning rate: epoch 1's single step starts from the initial weights (a finite loss),
+    # its update blows them up, and epoch 2's first loss is NaN.
+    overrides = ",".join([
+        "train.epochs=3", "train.steps_per_epoch=1", "train.batch_size=16", "progressive.enabled=false",
+        "data.train_size=32", "data.source_options.image_size=32", "data.eval_size=32", "data.cache=false",
+        "train.optimizer=momentum", "train.lr_base=1e20", "train.lr_warmup_epochs=0", "train.lr_schedule=constant",
+    ])
+    result = train(model_dir, overrides=overrides)
+    assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "train: Training diverged: the loss is nan at epoch 2, step 1 of the epoch (optimizer step 2, " \
+           "learning rate 6.25e+18)" in result.stderr
+    assert f"kept: {model_dir / 'last.keras'} and the backup after epoch 1" in result.stderr
+    # Nothing of the diverged epoch was written: last.keras, the backup and the log stop at epoch 1.
+    assert json.loads((model_dir / "last.json").read_text())["epoch"] == 1
+    assert resume.backup_epochs(model_dir / "backup") == [1]
+    assert [row["epoch"] for row in resume.read_log(model_dir / "log.csv")] == [0]
+    weights = keras.models.load_model(model_dir / "last.keras").get_weights()
+    assert all(np.isfinite(w).all() for w in weights)
+    assert not (model_dir / "results.json").exists()
