@@ -84,7 +84,7 @@ def keras3_weights_layout(path):
 
 
 def layout_mismatch(model, path):
-    """None when the arrays of the Keras 3 weights file `path` have exactly `model`'s weight shapes, else
+    """None when the Keras 3 weights file `path` holds an array of every shape `model`'s weights have, else
     what differs. Checked before `model.load_weights(path)`: on a mismatch Keras warns once per layer
     ("Skipping nested container ...", ~150 lines for B0) before raising."""
     import h5py
@@ -93,7 +93,7 @@ def layout_mismatch(model, path):
     with h5py.File(path, "r") as f:
         f.visititems(lambda _, item: saved.update([tuple(item.shape)]) if isinstance(item, h5py.Dataset) else None)
     have = collections.Counter(tuple(w.shape) for w in model.weights)
-    if saved == have:
+    if not have - saved:  # the file may hold more (e.g. layers' seed-generator state), never fewer
         return None
 
     def values(counter):
