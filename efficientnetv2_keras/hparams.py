@@ -604,19 +604,28 @@ def _split_overrides(overrides):
         overrides = [overrides]
     pairs = []
     for item in overrides:
-        depth, current = 0, ""
+        depth, current, pieces = 0, "", []
         for char in str(item):
             if char in "[{":
                 depth += 1
             elif char in "]}":
                 depth -= 1
             if char == "," and depth == 0:
-                pairs.append(current)
+                pieces.append(current)
                 current = ""
             else:
                 current += char
-        pairs.append(current)
-    return [p.strip() for p in pairs if p.strip()]
+        pieces.append(current)
+        pieces = [p.strip() for p in pieces if p.strip()]
+        for previous, piece in zip(pieces, pieces[1:]):
+            if "=" not in piece and "=" in previous:  # "a.b=1,2": a list value without its brackets
+                key, _, value = previous.partition("=")
+                raise ConfigError(
+                    f"Override {str(item)!r}: {piece!r} after the comma is not section.key=value. A list value "
+                    f"needs brackets: {key.strip()}=[{value.strip()},{piece}]; separate overrides: "
+                    f"{key.strip()}=..., other.key=...")
+        pairs += pieces
+    return pairs
 
 
 def parse_override(text):

@@ -45,8 +45,8 @@ def test_a_lone_worker_fails_within_the_timeout_with_a_message(tmp_path):
     process = worker(0, addresses, tmp_path / "run", "runtime.worker_timeout=3", tmp_path)
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 2, stderr[-3000:]
-    assert f"train: multi_worker: worker 1 at 127.0.0.1:{absent} did not come up within 3 s " \
-           "(runtime.worker_timeout)" in stderr
+    assert f"train: error: multi_worker: worker 1 at 127.0.0.1:{absent} did not come up within 3 s " \
+           "(runtime.worker_timeout)" in stderr  # one line, the usage-error form of every command
     assert "Traceback" not in stderr
     assert not (tmp_path / "run").exists()  # nothing written
 
