@@ -161,7 +161,7 @@ def test_a_diverging_run_stops_at_the_first_nan_and_keeps_the_last_good_checkpoi
     result = train(model_dir, overrides=overrides)
     assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stderr
-    assert "train: Training diverged: the loss is nan at epoch 2, step 1 of the epoch (optimizer step 2, " \
+    assert ": error: Training diverged: the loss is nan at epoch 2, step 1 of the epoch (optimizer step 2, " \
            "learning rate 6.25e+18)" in result.stderr
     assert f"kept: {model_dir / 'last.keras'} and the backup after epoch 1" in result.stderr
     # Nothing of the diverged epoch was written: last.keras, the backup and the log stop at epoch 1.
