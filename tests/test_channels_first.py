@@ -287,6 +287,9 @@ def test_progressive_training_on_tensorflow():
     exec(compile(PROGRESSIVE_SCRIPT, "<progressive channels_first>", "exec"), namespace)
 
 
+# Slow: a JAX subprocess compiling every stage (~1-2 CPU minutes); make test runs a progressive fit on JAX in
+# tests/test_progressive_backends.py.
+@pytest.mark.slow
 def test_progressive_training_on_jax():
     pytest.importorskip("jax")
     _run_progressive("jax")

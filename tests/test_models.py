@@ -348,6 +348,8 @@ JAX_SCRIPT = textwrap.dedent(
 )
 
 
+# Slow: a JAX subprocess (~1 CPU minute); make test trains a model on JAX in tests/test_progressive_backends.py.
+@pytest.mark.slow
 def test_jax_backend_forward_and_train_step():
     pytest.importorskip("jax")
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
