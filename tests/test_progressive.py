@@ -512,6 +512,8 @@ def test_cached_split_is_decoded_once_for_all_stages():
     assert rss[2] - rss[0] < 0.5 * copy_mb, f"RSS at stage ends {rss} MiB; one decoded copy is {copy_mb} MiB"
 
 
+# Slow (XLA compiles per stage, ~25 s); make test stays under 15 minutes.
+@pytest.mark.slow
 def test_jit_compile_and_mixed_precision(tiny_spec):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:

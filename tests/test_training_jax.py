@@ -97,6 +97,8 @@ SCRIPT = textwrap.dedent(
 )
 
 
+# Slow (a JAX subprocess over two devices, ~35 s; make test runs JAX progressive fit in test_progressive_backends); make test stays under 15 minutes.
+@pytest.mark.slow
 def test_recipe_pieces_under_keras_data_parallel_on_two_cpu_devices(tmp_path):
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
                XLA_FLAGS="--xla_force_host_platform_device_count=2")

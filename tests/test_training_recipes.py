@@ -5,6 +5,7 @@ is built once, with the head of the first recipe that uses it; the other recipes
 compiled on the same backbone with their own optimizer, loss and metrics.
 """
 
+import pytest
 import gc
 
 import keras
@@ -34,6 +35,8 @@ def test_recipe_sources_are_known():
         assert source in PAPER_TFDS_DATASETS or source in ("tfrecord21k:", "digits")
 
 
+# Slow (builds every recipe's model up to XL, ~70 s); make test stays under 15 minutes.
+@pytest.mark.slow
 def test_every_recipe_builds_its_model_and_optimizer():
     by_variant = {}
     for recipe in hparams.list_recipes():
