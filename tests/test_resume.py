@@ -77,6 +77,15 @@ def test_killed_while_writing_a_backup_then_a_damaged_backup_then_a_rerun(tmp_pa
     assert f"{model_dir} holds a finished run (3 of 3 epochs" in again.stdout and "--overwrite" in again.stdout
     assert "Epoch " not in again.stdout
     assert {name: (model_dir / name).stat().st_mtime_ns for name in before} == before
+    # 4. A larger train.epochs continues the finished run from its last backup, and the log goes on.
+    longer = train(model_dir, overrides=OVERRIDES.replace("train.epochs=3", "train.epochs=4"))
+    assert longer.returncode == 0, longer.stdout[-2000:] + longer.stderr[-3000:]
+    assert f"resuming {model_dir} at epoch 4 of 4 (stage 3 of 3, image size 40)" in longer.stdout
+    assert "Epoch 3/4" not in longer.stdout and "Epoch 4/4" in longer.stdout
+    header, *rows = read_csv(model_dir / "log.csv")
+    assert [int(row[0]) for row in rows] == [1, 2, 3, 4] and all(len(row) == len(header) for row in rows)
+    assert json.loads((model_dir / "results.json").read_text())["epochs"] == 4
+    assert json.loads((model_dir / "last.json").read_text())["epoch"] == 4
 
 
 # ------------------------------------------------------------------------------------------------

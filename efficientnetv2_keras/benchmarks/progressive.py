@@ -1,10 +1,12 @@
 """Progressive learning, time to accuracy: the paper's Table 12 in miniature on the bundled digits.
 
-Three runs of the `digits_demo` recipe (EfficientNetV2-B0 from scratch), same epochs of data, each
-with several seeds:
-  fixed        48 px throughout, the last stage's regularization (RandAugment 1.5, dropout 0.2)
-  progressive  the recipe: 32 -> 40 -> 48 px, regularization growing with the size (Algorithm 1)
-  batch        progressive with `progressive.batch_scaling`: batch 72 / 48 / 32 (~ 1/size^2), LR x batch / 32
+Three runs of a recipe (default `digits_demo`: EfficientNetV2-B0 from scratch), same epochs of data,
+each with several seeds:
+  fixed        the last stage's image size throughout, with the last stage's regularization (the
+               paper's baseline: the final size and regularization for the whole run)
+  progressive  the recipe: sizes and regularization growing stage by stage (Algorithm 1)
+  batch        progressive with `progressive.batch_scaling`: each stage's batch ~ 1/size^2 (constant
+               activation memory), LR x batch / base batch
 Reported: the held-out (test split, 360 digits) accuracy of the final EMA model, mean and spread over
 seeds; wall and process CPU time (user + system) of the whole run and of the training steps alone;
 images per CPU-second per stage; a time-to-accuracy plot (minival accuracy against training CPU
@@ -12,6 +14,9 @@ seconds, one curve per run). Runs are sequential, in this process.
 
     effnetv2-benchmark --sections=progressive [--progressive_seeds=3 --progressive_epochs=24]
     (in a checkout: python tools/benchmark.py --sections=progressive)
+    two processes, one per core: --progressive_seed_list=0,2 --progressive_out=a and
+    --progressive_seed_list=1 --progressive_out=b, then
+    python -m efficientnetv2_keras.benchmarks.progressive 24 a b
 """
 
 import json
@@ -27,28 +32,51 @@ flags.DEFINE_integer("progressive_seeds", 3, "Seeds per configuration (0: the pe
 flags.DEFINE_list("progressive_runs", ["fixed", "progressive", "batch"], "Which configurations.")
 flags.DEFINE_integer("progressive_validation_freq", 2, "Validate on the minival every N epochs of data (curve points).")
 flags.DEFINE_string("progressive_out", "bench_progressive", "Where the plot and the per-run results go.")
+flags.DEFINE_string("progressive_recipe", "digits_demo", "The recipe every run starts from.")
+flags.DEFINE_list("progressive_overrides", [], "Recipe overrides for every run (e.g. progressive.image_size=[32,64]).")
+flags.DEFINE_list("progressive_seed_list", None, "Seeds to run (overrides --progressive_seeds; to split the "
+                  "benchmark over processes that write one --progressive_out each).")
 
-RUNS = {
-    "fixed": ["progressive.enabled=false", "data.train_size=48", "data.randaug_magnitude=1.5",
-              "data.mixup_alpha=0", "data.cutmix_alpha=0", "model.dropout_rate=0.2"],
-    "progressive": [],
-    "batch": ["progressive.batch_scaling=true"],
-}
-LABELS = {"fixed": "fixed 48 px", "progressive": "progressive 32->48 px",
-          "batch": "progressive + batch scaling"}
+RUN_NAMES = ("fixed", "progressive", "batch")
 
 
-def _run_one(name, seed, epochs, validation_freq, quick):
+def _last(value):
+    return value[-1] if isinstance(value, (list, tuple)) else value
+
+
+def run_overrides(config):
+    """Per-run recipe overrides. `fixed` trains at the last stage's size with its regularization (the
+    paper's baseline, Table 12: the final size and regularization throughout); `progressive` is the recipe;
+    `batch` the recipe with `progressive.batch_scaling`."""
+    stages = config.progressive
+    size = int(_last(stages.image_size))
+    fixed = ["progressive.enabled=false", f"data.train_size={size}"]
+    for key, recipe_key in (("randaug_magnitude", "data.randaug_magnitude"), ("mixup_alpha", "data.mixup_alpha"),
+                            ("cutmix_alpha", "data.cutmix_alpha"), ("dropout_rate", "model.dropout_rate")):
+        value = getattr(stages, key)
+        if value is not None:
+            fixed.append(f"{recipe_key}={_last(value)}")
+    return {"fixed": fixed, "progressive": [], "batch": ["progressive.batch_scaling=true"]}
+
+
+def run_labels(config):
+    first, last = int(config.progressive.image_size[0]), int(_last(config.progressive.image_size))
+    return {"fixed": f"fixed {last} px", "progressive": f"progressive {first}->{last} px",
+            "batch": "progressive + batch scaling"}
+
+
+def _run_one(recipe, overrides, name, seed, epochs, validation_freq, quick):
     import keras
 
     from efficientnetv2_keras.hparams import load_config
     from efficientnetv2_keras.training.trainer import train_and_evaluate
 
-    overrides = RUNS[name] + [f"runtime.seed={seed}", f"train.epochs={epochs}",
-                              f"eval.validation_freq={validation_freq}"]
+    base = load_config(recipe, overrides=overrides)
+    run = run_overrides(base)[name] + [f"runtime.seed={seed}", f"train.epochs={epochs}",
+                                       f"eval.validation_freq={validation_freq}"]
     if quick:
-        overrides.append("train.steps_per_epoch=2")
-    config = load_config("digits_demo", overrides=overrides)
+        run.append("train.steps_per_epoch=2")
+    config = load_config(recipe, overrides=list(overrides) + run)
     keras.backend.clear_session()
     with tempfile.TemporaryDirectory() as model_dir:
         wall, cpu = time.perf_counter(), time.process_time()
@@ -58,7 +86,9 @@ def _run_one(name, seed, epochs, validation_freq, quick):
     final = results["evaluations"][0]
     return {"run": name, "seed": seed, "accuracy": final["accuracy"], "wall": wall, "cpu": cpu,
             "costs": results["costs"], "stages": results["stages"], "epoch_times": results["epoch_times"],
-            "val_accuracy": [row.get("val_accuracy") for row in log], "log": log}
+            "val_accuracy": [row.get("val_accuracy") for row in log], "log": log,
+            "steps_per_epoch": results.get("steps_per_epoch"), "labels": run_labels(base),
+            "base_batch": int(base.train.batch_size), "last_size": int(_last(base.progressive.image_size))}
 
 
 def _read_log(path):
@@ -75,8 +105,8 @@ def _stage_rates(result):
     first_step = result["costs"]["first_step"]["cpu"]
     steps_cpu = {}
     for row, times in zip(result["log"], result["epoch_times"]):
-        size = int(row.get("image_size") or 48)
-        batch = int(row.get("batch_size") or 32)
+        size = int(row.get("image_size") or result["last_size"])
+        batch = int(row.get("batch_size") or result["base_batch"])
         cpu = times["train_cpu"] - previous
         previous = times["train_cpu"]
         images, seconds = steps_cpu.get(size, (0, 0.0))
@@ -100,7 +130,7 @@ def _plot(results, path):
         points = [(t["train_cpu"], v) for t, v in zip(result["epoch_times"], result["val_accuracy"]) if v is not None]
         if not points:
             continue
-        label = None if result["run"] in labelled else LABELS[result["run"]]
+        label = None if result["run"] in labelled else result["labels"][result["run"]]
         labelled.add(result["run"])
         axis.plot(*zip(*points), "o-", color=colors[result["run"]], alpha=0.7, markersize=3, label=label)
     axis.set_xlabel("training CPU seconds (user + system; validation and checkpoints excluded)")
@@ -161,18 +191,31 @@ def stage_throughput(sizes=(32, 40, 48), batch=32, steps=5, rounds=2):
 
 def run(flags_):
     quick = flags_.quick
-    report = stage_throughput(steps=1 if quick else 5, rounds=1 if quick else 2)
+    from efficientnetv2_keras.hparams import load_config
+
+    from efficientnetv2_keras.training.recipe import schedule_from_config
+
+    base = load_config(flags_.progressive_recipe, overrides=flags_.progressive_overrides)
+    schedule = schedule_from_config(base, flags_.progressive_epochs)
+    sizes = sorted({stage.image_size for stage in schedule.stages})
+    report = stage_throughput(sizes=tuple(sizes), batch=int(base.train.batch_size), steps=1 if quick else 5,
+                              rounds=1 if quick else 2)
     print(report, flush=True)
     if not flags_.progressive_seeds:
         return report
-    seeds = list(range(1 if quick else flags_.progressive_seeds))
+    if flags_.progressive_seed_list:
+        seeds = [int(seed) for seed in flags_.progressive_seed_list]
+    else:
+        seeds = list(range(1 if quick else flags_.progressive_seeds))
     epochs = 4 if quick else flags_.progressive_epochs
     os.makedirs(flags_.progressive_out, exist_ok=True)
     results = []
     for seed in seeds:  # seeds outermost: drift of a shared machine hits every configuration alike
         for name in flags_.progressive_runs:
-            result = _run_one(name, seed, epochs, flags_.progressive_validation_freq, quick)
-            result["steps_per_epoch"] = 2 if quick else 1293 // 32
+            if name not in RUN_NAMES:
+                raise ValueError(f"--progressive_runs: unknown run {name!r}; choose from {RUN_NAMES}.")
+            result = _run_one(flags_.progressive_recipe, flags_.progressive_overrides, name, seed, epochs,
+                              flags_.progressive_validation_freq, quick)
             results.append(result)
             _save(results, flags_.progressive_out)  # a partial benchmark is still readable
             print(f"  {name} seed {seed}: accuracy {result['accuracy']:.4f}, wall {result['wall']:.0f} s, "
@@ -189,9 +232,11 @@ def summarize(results, names, epochs, seeds, out):
     """The report (table, per-stage rates) and the plot, from the per-run results (also results.json)."""
     plot = _plot(results, os.path.join(out, "time_to_accuracy.png"))
 
+    labels = results[0]["labels"]
     lines = [
         f"digits (1,293 train / 144 minival / 360 test), EfficientNetV2-B0 from scratch, {epochs} epochs of data, "
-        f"batch 32 at 48 px, seeds {seeds}; CPU = process user + system seconds",
+        f"batch {results[0]['base_batch']} at {results[0]['last_size']} px, seeds {seeds}; "
+        "CPU = process user + system seconds",
         "| run | test acc mean | spread (std; min-max) | wall s | CPU s | CPU vs fixed | train-step CPU s "
         "| validation CPU s | checkpoints+logs CPU s | first step CPU s | traces |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -204,7 +249,7 @@ def summarize(results, names, epochs, seeds, out):
         costs = lambda part: np.mean([r["costs"][part]["cpu"] for r in runs])  # noqa: E731
         traces = sorted({(r["costs"].get("traces") or {}).get("step") for r in runs}, key=str)
         lines.append(
-            f"| {LABELS[name]} | {accuracy.mean():.4f} | {accuracy.std(ddof=1) if len(runs) > 1 else 0:.4f}; "
+            f"| {labels[name]} | {accuracy.mean():.4f} | {accuracy.std(ddof=1) if len(runs) > 1 else 0:.4f}; "
             f"{accuracy.min():.4f}-{accuracy.max():.4f} | {np.mean([r['wall'] for r in runs]):.0f} | {cpu:.0f} | "
             f"{(fixed_cpu / cpu) if fixed_cpu else float('nan'):.2f}x cheaper | {costs('train'):.0f} | "
             f"{costs('validation'):.0f} | {costs('epoch_end'):.0f} | {costs('first_step'):.0f} | {traces} |"
@@ -214,15 +259,20 @@ def summarize(results, names, epochs, seeds, out):
         rates = [_stage_rates(r) for r in runs]
         sizes = sorted(rates[0])
         text = ", ".join(f"{size} px {np.mean([r[size] for r in rates]):.1f}" for size in sizes)
-        lines.append(f"  {LABELS[name]}: {text}")
+        lines.append(f"  {labels[name]}: {text}")
     lines.append(f"\ntime-to-accuracy plot: {plot}")
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # re-summarize a (partial) run: python -m efficientnetv2_keras.benchmarks.progressive OUT_DIR EPOCHS
+if __name__ == "__main__":
+    # Re-summarize (partial) runs, several --progressive_out folders merged into the first:
+    #   python -m efficientnetv2_keras.benchmarks.progressive EPOCHS OUT_DIR [OUT_DIR ...]
     import sys
 
-    out, epochs = sys.argv[1], int(sys.argv[2])
-    with open(os.path.join(out, "results.json"), encoding="utf-8") as handle:
-        saved = json.load(handle)
-    print(summarize(saved, list(RUNS), epochs, sorted({r["seed"] for r in saved}), out))
+    epochs, folders = int(sys.argv[1]), sys.argv[2:]
+    saved = []
+    for folder in folders:
+        with open(os.path.join(folder, "results.json"), encoding="utf-8") as handle:
+            saved += json.load(handle)
+    names = [name for name in RUN_NAMES if any(r["run"] == name for r in saved)]
+    print(summarize(saved, names, epochs, sorted({r["seed"] for r in saved}), folders[0]))

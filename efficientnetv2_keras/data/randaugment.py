@@ -368,7 +368,6 @@ class RandAugment:
         self.ops = tuple(ops)
         self.fill_value = fill_value
         self.reference_size = reference_size
-        self._traced_layer = None
 
     def __repr__(self):
         return f"RandAugment(magnitude={self.magnitude:g}, num_layers={self.num_layers}, ops={len(self.ops)})"
@@ -440,6 +439,18 @@ class RandAugment:
         image = tf.convert_to_tensor(image)
         if self.is_identity:
             return image
+        seed = random_seed() if seed is None else seed
+        seeds = tf.random.split(seed, self.num_layers)
+        # The layers run in a loop, so the 16-branch switch is built once, not once per layer (half
+        # the graph-building time). A loop, not a nested tf.function: a function traced inside the
+        # input pipeline is not found by a remote worker under MultiWorkerMirroredStrategy.
+        _, image = tf.while_loop(
+            lambda i, _: i < self.num_layers,
+            lambda i, image: (i + 1, self._layer(image, seeds[i])),
+            (tf.constant(0), image),
+            maximum_iterations=self.num_layers,
+        )
+        return image
         seed = random_seed() if seed is None else seed
         if self._traced_layer is None:
             # Traced once per image shape and called per layer: halves graph building (the 16-branch

@@ -57,6 +57,8 @@ from efficientnetv2_keras.training.strategy import (
     get_strategy,
     is_multi_worker,
     resolve_mixed_precision,
+    synchronize_batch_norm,
+    wants_synchronized_batch_norm,
 )
 
 MODES = ("train", "eval", "traineval")
@@ -135,6 +137,8 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
         # Optimizer variables (slots, EMA averages) made now, not inside the first trace of the train
         # step: TensorFlow traces a step that creates variables a second time (measured: 2 -> 1 trace).
         model.optimizer.build(model.trainable_variables)
+    if wants_synchronized_batch_norm(strategy, config.model.sync_batch_norm):
+        synchronize_batch_norm(model)
     if is_multi_worker(strategy):  # Keras 3 needs two narrow fixes there
         fit_multi_worker(model, strategy)
     train, progressive = recipe.train_dataset(strategy)
@@ -203,6 +207,7 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
     )
     results["train_seconds"] = round(time.perf_counter() - start, 1)
     results["epochs"] = recipe.fit_epochs
+    results["steps_per_epoch"] = recipe.fit_steps_per_epoch or recipe.steps_per_epoch  # per fit epoch
     results["costs"] = costs.costs
     results["epoch_times"] = costs.epochs
     if with_validation and not os.path.exists(os.path.join(run_dir, "best.keras")):
