@@ -25,6 +25,7 @@ setup(
             "effnetv2-summary=efficientnetv2_keras.cli.summary:run",
             "effnetv2-convert-weights=efficientnetv2_keras.cli.convert_weights:run",
             "effnetv2-benchmark=efficientnetv2_keras.cli.benchmark:run",
+            "effnetv2-nas=efficientnetv2_keras.cli.nas:run",
         ],
     },
     python_requires=">=3.11",

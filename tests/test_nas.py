@@ -323,3 +323,52 @@ def test_the_real_proxy_search_on_digits(tmp_path, space):
     with open(result.files["results"], newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 2
     assert math.isfinite(result.best["reward"])
+
+
+@pytest.mark.slow
+def test_the_documented_search_on_an_image_folder(tmp_path, space):
+    """docs/nas.md, "Searching on your own images": its recipe file, on a generated folder of PNGs."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for index, colour in enumerate(["red", "green", "blue"]):
+        os.makedirs(tmp_path / "my_images" / colour)
+        for n in range(12):
+            pixels = rng.integers(0, 60, (40, 40, 3))
+            pixels[..., index] += 150  # the class is the dominant channel
+            Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "my_images" / colour / f"{n}.png")
+    docs = open(os.path.join(ROOT, "docs", "nas.md"), encoding="utf-8").read()
+    recipe = docs.split("```yaml\n# my_search.yaml\n", 1)[1].split("```", 1)[0]
+    assert "folder:/data/my_images" in recipe
+    recipe = recipe.replace("folder:/data/my_images", f"folder:{tmp_path / 'my_images'}")
+    recipe = recipe.replace("base: digits_demo.yaml", f"base: {os.path.join(ROOT, 'hparams', 'digits_demo.yaml')}")
+    (tmp_path / "my_search.yaml").write_text(recipe)
+    proxy = ("progressive.enabled=false", "data.train_size=32", "data.eval_size=32", "train.epochs=1",
+             "train.steps_per_epoch=2", "train.batch_size=8", "eval.batch_size=8")
+    result = run_search(space, str(tmp_path / "nas"), recipe=str(tmp_path / "my_search.yaml"), num_samples=1,
+                        seed=0, proxy_overrides=proxy, timing_steps=2, warmup_steps=1, log=lambda *_: None)
+    assert result.finished and len(result.rows) == 2
+    for row in result.rows:
+        results = json.loads(open(tmp_path / "nas" / "samples" / row["sample"] / "results.json").read())
+        assert results["evaluations"][0]["eval_split"] == "minival" and 0 <= row["accuracy"] <= 1
+    assert os.path.exists(result.files["best_model"])
+
+
+def test_the_nas_command_reports_a_bad_flag_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "efficientnetv2_keras.cli.nas", f"--output_dir={tmp_path}",
+                             "--cost=latency"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("nas: error: ") and "params" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_nas_command_runs_a_tiny_search(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "nas_search.py"), f"--output_dir={tmp_path}", "--num_samples=1",
+         "--width=0.25", "--depth=0.25", "--timing_steps=2", f"--proxy_override={','.join(TINY_PROXY)}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[sample 1 of 1]" in result.stdout and "Best: " in result.stdout
+    for name in ("results.csv", "ranking.md", "pareto.png", "best_model.yaml", "best_recipe.yaml"):
+        assert (tmp_path / name).exists(), name

@@ -11,7 +11,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMANDS = ("effnetv2-train", "effnetv2-evaluate", "effnetv2-predict", "effnetv2-export", "effnetv2-summary",
-            "effnetv2-convert-weights", "effnetv2-benchmark")
+            "effnetv2-convert-weights", "effnetv2-benchmark", "effnetv2-nas")
 
 
 @pytest.fixture(scope="module")

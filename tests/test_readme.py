@@ -69,15 +69,16 @@ COMMANDS = {
     "effnetv2-export --model=runs/demo/best.keras --format=onnx": (SLOW, {"runs/demo": "runs/trial"}),
     "TF_CONFIG=": ("skip", "needs a second worker process; two workers on 127.0.0.1, the timeout and SIGTERM are "
                            "tested in tests/test_multi_worker.py"),
-    "python tools/nas_search.py": ("skip", "a search takes about 9 CPU minutes; sampling, reward, resume and a "
-                                           "sampled table trained by tools/train.py are tested in tests/test_nas.py "
-                                           "(the real proxy search in the slow suite)"),
-    "python tools/train.py --hparams=runs/nas/best_recipe.yaml": ("skip", "the search's output; a sampled table "
-                                                                          "trains through tools/train.py in tests/test_nas.py"),
+    "effnetv2-nas": ("skip", "a search takes about 6 minutes; sampling, reward, resume, a sampled table trained by "
+                             "tools/train.py and the command itself are tested in tests/test_nas.py (the real proxy "
+                             "search, also on an image folder, in the slow suite)"),
+    "effnetv2-train --hparams=runs/nas/best_recipe.yaml": ("skip", "the search's output; a sampled table trains "
+                                                                   "through tools/train.py in tests/test_nas.py"),
 }
 CLI_MODULES = {"effnetv2-train": "train", "effnetv2-evaluate": "evaluate", "effnetv2-predict": "predict",
                "effnetv2-export": "export", "effnetv2-summary": "summary",
-               "effnetv2-convert-weights": "convert_weights", "effnetv2-benchmark": "benchmark"}
+               "effnetv2-convert-weights": "convert_weights", "effnetv2-benchmark": "benchmark",
+               "effnetv2-nas": "nas"}
 
 
 def _blocks(language):

@@ -33,7 +33,8 @@ flags.DEFINE_list("progressive_runs", ["fixed", "progressive", "batch"], "Which 
 flags.DEFINE_integer("progressive_validation_freq", 2, "Validate on the minival every N epochs of data (curve points).")
 flags.DEFINE_string("progressive_out", "bench_progressive", "Where the plot and the per-run results go.")
 flags.DEFINE_string("progressive_recipe", "digits_demo", "The recipe every run starts from.")
-flags.DEFINE_list("progressive_overrides", [], "Recipe overrides for every run (e.g. progressive.image_size=[32,64]).")
+flags.DEFINE_multi_string("progressive_overrides", [], "Recipe overrides for every run, as --override of effnetv2-train "
+                          "(e.g. progressive.image_size=[32,64],data.train_size=64).")
 flags.DEFINE_list("progressive_seed_list", None, "Seeds to run (overrides --progressive_seeds; to split the "
                   "benchmark over processes that write one --progressive_out each).")
 

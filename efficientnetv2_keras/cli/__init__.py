@@ -7,6 +7,7 @@
     effnetv2-summary           efficientnetv2_keras.cli.summary          the family's parameters and FLOPs
     effnetv2-convert-weights   efficientnetv2_keras.cli.convert_weights  timm checkpoints -> .weights.h5
     effnetv2-benchmark         efficientnetv2_keras.cli.benchmark        speed against keras.applications
+    effnetv2-nas               efficientnetv2_keras.cli.nas              training-aware architecture search
 
 Each also runs as `python -m efficientnetv2_keras.cli.<module>`; a source checkout's `tools/*.py` call the
 same modules. Every tool is flag parsing plus library calls (the library is what a notebook uses).

@@ -10,7 +10,7 @@ import importlib
 from absl import app, flags
 
 from efficientnetv2_keras import cli
-from efficientnetv2_keras.benchmarks import progressive  # noqa: F401  (defines its flags; runs only when asked)
+from efficientnetv2_keras.benchmarks import models, progressive  # noqa: F401  (define their flags; run when asked)
 
 SECTIONS = ("models", "data", "export", "progressive")
 DEFAULT_SECTIONS = ("models", "data", "export")  # progressive: about 1 CPU-hour, only when asked

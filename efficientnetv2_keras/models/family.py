@@ -260,7 +260,7 @@ def load_model_spec(path):
     if not os.path.isfile(path):
         raise ValueError(
             f"{origin} does not exist (a model name ending in {', '.join(TABLE_EXTENSIONS)} is read as a "
-            "model-table file, e.g. the best_model.yaml written by tools/nas_search.py; relative paths are "
+            "model-table file, e.g. the best_model.yaml written by effnetv2-nas; relative paths are "
             "relative to the working directory)."
         )
     with open(path, encoding="utf-8") as handle:

@@ -63,8 +63,10 @@ class _VariableRateDropout(keras.layers.Layer):
         noise = keras.random.uniform(
             self._noise_shape(inputs), dtype="float32", seed=self.seed_generator
         )
-        keep = ops.cast(ops.greater_equal(noise, rate), inputs.dtype)
-        return inputs * keep / ops.cast(1.0 - rate, inputs.dtype)
+        # keep / (1 - rate) on the small noise tensor, then one multiply over the activations (not a
+        # multiply and a divide: one full-size op fewer per block, forward and backward).
+        scale = ops.cast(ops.greater_equal(noise, rate), "float32") / (1.0 - rate)
+        return inputs * ops.cast(scale, inputs.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -4,7 +4,7 @@
     result = run_search(SearchSpace(scaled_backbone("b0", width=0.5)), "runs/nas", num_samples=6)
     # runs/nas/best_model.yaml -> model.name of any recipe, or build_model("runs/nas/best_model.yaml")
 
-Command line: `python tools/nas_search.py --output_dir=runs/nas`. See docs/nas.md.
+Command line: `effnetv2-nas --output_dir=runs/nas` (`python tools/nas_search.py` in a checkout). See docs/nas.md.
 """
 
 from efficientnetv2_keras.nas.measure import measure_train_step
