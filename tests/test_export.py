@@ -499,6 +499,7 @@ def test_load_model_for_export(model, tmp_path):
 # -- the tool ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 21 s; the export tool also runs fast in tests/test_runs.py (size and crop from the run)
 def test_tool_exports_a_keras_file_end_to_end(tiny_spec, tmp_path):
     keras.utils.set_random_seed(2)
     model = ev2.build_model(tiny_spec, input_shape=(32, 32, 3), classes=10)

@@ -450,6 +450,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # 22 s; MirroredStrategy over two logical CPUs stays fast in test_training_distributed.py
 def test_under_mirrored_strategy_with_two_logical_cpus():
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     result = subprocess.run(

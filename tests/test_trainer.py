@@ -12,6 +12,7 @@ from efficientnetv2_keras.training.resume import backup_epochs as resume_backups
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow  # 98 s; tools/train.py runs in the fast suite through tests/test_resume.py (train_runner)
 def test_train_py_traineval_runs_one_tiny_epoch_on_digits(tmp_path):
     model_dir = tmp_path / "run"
     overrides = ",".join(

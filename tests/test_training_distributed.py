@@ -128,6 +128,7 @@ SYNC_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # 37 s; the two-worker test (slow too) checks the same end to end
 def test_synchronized_batch_norm_keeps_every_replica_s_statistics_identical(tmp_path):
     # Multi-worker training keeps one model per worker: with each replica's own batch statistics the
     # BatchNorm moving averages drift apart (the two-worker test found it). Synchronized, they are the

@@ -168,6 +168,7 @@ def test_schedule_plot_counts_epochs_from_1_and_draws_the_whole_last_stage():
     assert list(values).count(last.image_size) == last.end - last.start == 88  # epochs 263-350
 
 
+@pytest.mark.slow  # 40 s; 1-based epochs and stages in log.csv are also checked by the fast tests/test_resume.py
 def test_log_csv_has_1_based_epochs_and_stages_and_no_meaningless_validation_columns(tiny_spec, tmp_path):
     from efficientnetv2_keras.data import ArraySource, build_dataset
     from efficientnetv2_keras.progressive import ProgressiveLearning, progressive_schedule

@@ -19,6 +19,8 @@ import efficientnetv2_keras as ev2
 flags.DEFINE_list("models_variants", ["b0", "s"], "Variants compared with keras.applications.")
 flags.DEFINE_list("models_sizes", ["128"], "Image sizes (px).")
 flags.DEFINE_list("models_batches", ["16"], "Batch sizes.")
+flags.DEFINE_integer("models_repeats", 5, "Calls per timed round.")
+flags.DEFINE_integer("models_rounds", 5, "Alternating rounds (the median is reported).")
 
 
 def _rates(step, batch, repeats):
@@ -52,7 +54,7 @@ def run(flags_):
     variants = ["b0"] if quick else flags_.models_variants
     sizes = [int(s) for s in flags_.models_sizes]
     batches = [int(b) for b in flags_.models_batches]
-    repeats, rounds = (2, 2) if quick else (5, 5)
+    repeats, rounds = (2, 2) if quick else (flags_.models_repeats, flags_.models_rounds)
     lines = [
         "CPU, float32, no XLA; images per CPU-second (process user + system) and per wall-second; "
         "ratio = ours / keras.applications (CPU time)",

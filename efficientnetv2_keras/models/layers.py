@@ -59,7 +59,7 @@ class _VariableRateDropout(keras.layers.Layer):
     def call(self, inputs, training=False):
         if not training:
             return inputs
-        rate = ops.convert_to_tensor(self._rate)
+        rate = ops.cast(self._rate, "float32")  # float32 under mixed precision too (autocast would halve it)
         noise = keras.random.uniform(
             self._noise_shape(inputs), dtype="float32", seed=self.seed_generator
         )
