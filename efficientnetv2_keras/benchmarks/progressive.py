@@ -66,13 +66,13 @@ def run_labels(config):
             "batch": "progressive + batch scaling"}
 
 
-def _run_one(recipe, overrides, name, seed, epochs, validation_freq, quick):
+def _run_one(recipe, overrides, base, name, seed, epochs, validation_freq, quick):
+    """One training run of configuration `name`; `base` is `recipe` with `overrides`, loaded."""
     import keras
 
     from efficientnetv2_keras.hparams import load_config
     from efficientnetv2_keras.training.trainer import train_and_evaluate
 
-    base = load_config(recipe, overrides=overrides)
     run = run_overrides(base)[name] + [f"runtime.seed={seed}", f"train.epochs={epochs}",
                                        f"eval.validation_freq={validation_freq}"]
     if quick:
@@ -215,7 +215,7 @@ def run(flags_):
         for name in flags_.progressive_runs:
             if name not in RUN_NAMES:
                 raise ValueError(f"--progressive_runs: unknown run {name!r}; choose from {RUN_NAMES}.")
-            result = _run_one(flags_.progressive_recipe, flags_.progressive_overrides, name, seed, epochs,
+            result = _run_one(flags_.progressive_recipe, flags_.progressive_overrides, base, name, seed, epochs,
                               flags_.progressive_validation_freq, quick)
             results.append(result)
             _save(results, flags_.progressive_out)  # a partial benchmark is still readable

@@ -38,7 +38,7 @@ from efficientnetv2_keras.models.weights import (
     WeightsMismatchError,
     check_input_normalization,
     keras3_weights_layout,
-    layout_mismatch,
+    load_checked,
     load_imagenet_weights,
     load_weights_from_keras_applications,
     model_spec_of,
@@ -354,10 +354,7 @@ def _load_our_weights_file(model, path, spec, classes, skip_head):
     if not skip_head:
         backup = model.get_weights()
         try:
-            mismatch = layout_mismatch(model, path)
-            if mismatch:
-                raise ValueError(mismatch)
-            model.load_weights(path)
+            load_checked(model, path)
         except ValueError as error:
             model.set_weights(backup)  # Keras assigns layer by layer: undo a partial load
             raise WeightsMismatchError(
@@ -371,10 +368,7 @@ def _load_our_weights_file(model, path, spec, classes, skip_head):
         source = build_model(spec, include_top=classes is not None, classes=classes or 1000,
                              include_preprocessing=include_preprocessing)
         try:
-            mismatch = layout_mismatch(source, path)
-            if mismatch:
-                raise ValueError(mismatch)
-            source.load_weights(path)
+            load_checked(source, path)
         except ValueError as error:
             errors.append(str(error))
             continue

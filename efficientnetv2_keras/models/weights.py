@@ -103,6 +103,15 @@ def layout_mismatch(model, path):
             f"{sum(have.values())} with {values(have):,}")
 
 
+def load_checked(model, path):
+    """`model.load_weights(path)` for a Keras 3 weights file, after `layout_mismatch`: a file of another
+    layout raises a ValueError saying what differs (without Keras' per-layer warnings first)."""
+    mismatch = layout_mismatch(model, path)
+    if mismatch:
+        raise ValueError(mismatch)
+    model.load_weights(path)
+
+
 def _guess_variant(arrays):
     """Names the variant whose block structure matches the given weights, or None."""
     try:
@@ -236,10 +245,7 @@ def load_weights_from_keras_applications(model, source, skip_head=False, spec=No
         _, classes = keras3_weights_layout(path)
         reference = keras_applications_model(model_spec_of(model, spec), classes is not None, classes)
         try:
-            mismatch = layout_mismatch(reference, path)
-            if mismatch:
-                raise ValueError(mismatch)
-            reference.load_weights(path)
+            load_checked(reference, path)
         except ValueError as error:
             raise WeightsMismatchError(
                 f"{path!r} does not fit {reference.name}, the keras.applications counterpart of "

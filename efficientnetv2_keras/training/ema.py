@@ -54,11 +54,17 @@ class _Untracked:
         self.items = list(items)
 
 
+def batch_norm_layers(model):
+    """Every BatchNormalization layer of `model` (nested ones included), in layer order."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
 def batch_norm_statistics(model):
     """The moving means and variances of every BatchNormalization layer of `model`, in layer order."""
     statistics = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.BatchNormalization) and layer.built:
+    for layer in batch_norm_layers(model):
+        if layer.built:
             statistics += [layer.moving_mean, layer.moving_variance]
     return statistics
 

@@ -60,12 +60,11 @@ def evaluate_checkpoints(config, model_dir, strategy, source, final=None):
     """
     def evaluate_file(path, role):
         # Imported with the strategy (which the trainer made), so no new import here.
-        from efficientnetv2_keras.training.strategy import fit_multi_worker, is_multi_worker
+        from efficientnetv2_keras.training.strategy import fit_multi_worker
 
         with strategy.scope():
             model = load_for_evaluation(config, path)
-        if is_multi_worker(strategy):  # Keras' evaluate needs the same two fixes as fit there
-            fit_multi_worker(model, strategy)
+        fit_multi_worker(model, strategy)  # Keras' evaluate needs the same two fixes as fit there
         return evaluate_model(model, config, source, path, role=role)
 
     evaluations = []

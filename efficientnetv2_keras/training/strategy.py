@@ -29,6 +29,7 @@ import tensorflow as tf
 from absl import logging
 
 from efficientnetv2_keras.hparams import PRECISIONS, STRATEGIES
+from efficientnetv2_keras.training.ema import batch_norm_layers
 
 # Cheap signs that a TPU may be reachable; without any, "auto" never asks the TPU resolver (which
 # can query the GCE metadata server).
@@ -346,8 +347,7 @@ def synchronize_batch_norm(model, synchronized=True):
     if synchronized and keras.backend.backend() != "tensorflow":
         raise ValueError(f"model.sync_batch_norm=true needs the TensorFlow backend (Keras' synchronized "
                          f"BatchNormalization); KERAS_BACKEND is {keras.backend.backend()!r}.")
-    layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-              if isinstance(layer, keras.layers.BatchNormalization)]
+    layers = batch_norm_layers(model)
     for layer in layers:
         layer.synchronized = bool(synchronized)
         if "get_config" not in vars(layer):
@@ -450,7 +450,8 @@ _PATCHED_REDUCE = []
 
 
 def fit_multi_worker(model, strategy):
-    """Makes Keras' `fit`/`evaluate` work under MultiWorkerMirroredStrategy (Keras 3 on TensorFlow).
+    """Makes Keras' `fit`/`evaluate` work under MultiWorkerMirroredStrategy (Keras 3 on TensorFlow);
+    returns `model`, untouched under any other strategy.
 
     Keras 3's TensorFlow trainer fails there in two places, both in private code, so this patches
     both narrowly (the rest of `fit` is unchanged):
@@ -461,6 +462,8 @@ def fit_multi_worker(model, strategy):
     * it averages the scalar metrics over workers with `strategy.reduce("MEAN", v, axis=0)`, which
       rejects scalars ("Invalid reduction dimension 0"). Here scalars are averaged with axis=None.
     """
+    if not is_multi_worker(strategy):
+        return model
     from keras.src import tree
     from keras.src.backend.tensorflow import trainer as tf_trainer
 

@@ -55,7 +55,6 @@ from efficientnetv2_keras.training.strategy import (
     distribution_scope,
     fit_multi_worker,
     get_strategy,
-    is_multi_worker,
     resolve_mixed_precision,
     synchronize_batch_norm,
     wants_synchronized_batch_norm,
@@ -139,8 +138,7 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
         model.optimizer.build(model.trainable_variables)
     if wants_synchronized_batch_norm(strategy, config.model.sync_batch_norm):
         synchronize_batch_norm(model)
-    if is_multi_worker(strategy):  # Keras 3 needs two narrow fixes there
-        fit_multi_worker(model, strategy)
+    fit_multi_worker(model, strategy)  # two narrow Keras 3 fixes under MultiWorkerMirroredStrategy
     train, progressive = recipe.train_dataset(strategy)
 
     # Everything the recipe can get wrong has been checked (resolve_recipe: too few epochs for the stages,
