@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_FLAGS ?=
+# The fast suite runs as this many pytest processes (pytest-xdist; one test file per process at a time,
+# so a file's fixtures are built once): a test keeps about one core busy, and CI has 2.
+PYTEST_WORKERS ?= 2
 
 .PHONY: venv demo test test-all bench clean
 
@@ -23,9 +26,10 @@ demo: venv
 
 # The fast suite (CI): everything not marked slow.
 test: venv
-	$(PY) -m pytest -m "not slow" $(PYTEST_FLAGS)
+	$(PY) -m pytest -m "not slow" -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_FLAGS)
 
-# Everything, including the slow tests (all seven keras.applications parity checks, ...).
+# Everything, including the slow tests (all seven keras.applications parity checks, ...), in one process:
+# the multi-worker and timing tests start processes of their own.
 test-all: venv
 	$(PY) -m pytest $(PYTEST_FLAGS)
 

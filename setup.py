@@ -47,8 +47,9 @@ setup(
     ],
     extras_require={
         # nbclient + ipykernel execute the notebooks (make test-all), nbformat validates them (make test);
-        # hypothesis drives the property tests of recipes and image folders.
-        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "nbformat>=5.10,<6", "nbclient>=0.10,<0.11",
+        # hypothesis drives the property tests of recipes and image folders; pytest-xdist runs the suite
+        # as two processes (one per core: a single test keeps about one core busy).
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "pytest-xdist>=3.5,<4", "nbformat>=5.10,<6", "nbclient>=0.10,<0.11",
                  "ipykernel>=6.29,<8", "hypothesis>=6.100,<7"],
         # JAX 0.10 is the newest release for Python 3.11 (0.11+ needs 3.12).
         "jax": ["jax>=0.4.34,<0.13"],

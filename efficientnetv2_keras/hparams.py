@@ -49,6 +49,7 @@ LOSSES = ("softmax", "sigmoid")
 LABEL_FORMATS = ("one_hot", "multi_hot_normalized", "multi_hot", "sparse")
 AUGMENTS = ("randaug", "ft", "none")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+LR_SCALING_RULES = ("linear", "sqrt")  # progressive.batch_scaling's learning-rate rules
 STRATEGIES = ("auto", "tpu", "gpus", "multi_worker", "cpu")
 # The released RandAugment op list, in the released order (autoaugment.py `distort_image_with_randaugment`):
 # data.randaugment's RANDAUGMENT_OPS. Owned here so recipes validate without importing TensorFlow.
@@ -211,8 +212,12 @@ class ProgressiveConfig:
                                                     "(paper Table 13); null = off.", low=1)
     batch_scaling: bool = _key(False, "Grow the batch as the image shrinks (train.batch_size at the last stage, "
                                       "x (last size / size)^2 before, multiples of 8) at the same activation "
-                                      "memory, LR x batch ratio (linear scaling rule); a stage covers the same "
-                                      "data in fewer epochs.")
+                                      "memory, LR scaled by lr_scaling; a stage covers the same data in fewer "
+                                      "epochs.")
+    lr_scaling: Optional[str] = _key(None, "LR rule for batch_scaling's larger batches: linear (LR x k, Goyal et "
+                                           "al. 2017, for sgd/momentum) or sqrt (LR x sqrt(k), Malladi et al. "
+                                           "2022, for rmsprop/adam/adamw); null = by train.optimizer.",
+                                     choices=LR_SCALING_RULES)
     max_batch_size: Optional[int] = _key(None, "Cap on a stage's batch with batch_scaling (what fits in memory at "
                                                "the first stage); null = no cap.", low=1)
 

@@ -77,17 +77,29 @@ def saved_model(model, tmp_path_factory):
     return result, tf.saved_model.load(str(path))
 
 
-@pytest.fixture(scope="module")
-def tflite_exports(model, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tflite")
-    (folder / "b0_none.tflite").write_bytes(b"an older file, replaced with overwrite=True")
-    return {
-        mode: export.export_tflite(
-            model, folder / f"b0_{mode}.tflite", mode, representative_data="digits", num_calibration=64,
+class _TFLiteExports(dict):
+    """The model's TFLite exports by mode, each converted on first use (a conversion takes ~15 s: the fast
+    suite converts fp32 and int8, `make test-all` every mode)."""
+
+    def __init__(self, model, folder):
+        super().__init__()
+        self.model, self.folder = model, folder
+        (folder / "b0_none.tflite").write_bytes(b"an older file, replaced with overwrite=True")
+
+    def __missing__(self, mode):
+        self[mode] = export.export_tflite(
+            self.model, self.folder / f"b0_{mode}.tflite", mode, representative_data="digits", num_calibration=64,
             overwrite=(mode == "none"),
         )  # fmt: skip
-        for mode in export.QUANTIZATIONS
-    }
+        return self[mode]
+
+    def every_mode(self):
+        return {mode: self[mode] for mode in export.QUANTIZATIONS}
+
+
+@pytest.fixture(scope="module")
+def tflite_exports(model, tmp_path_factory):
+    return _TFLiteExports(model, tmp_path_factory.mktemp("tflite"))
 
 
 def _keras(model, images):
@@ -141,7 +153,8 @@ def test_tflite_fp32_matches_keras(model, tflite_exports, test_images):
     assert np.abs(outputs - _keras(model, test_images)).max() < 1e-4
 
 
-@pytest.mark.parametrize("mode", ["float16", "dynamic_int8", "int8"])
+@pytest.mark.parametrize("mode", [pytest.param("float16", marks=pytest.mark.slow),
+                                  pytest.param("dynamic_int8", marks=pytest.mark.slow), "int8"])
 def test_tflite_quantized_within_documented_bounds(model, tflite_exports, test_images, mode):
     result = tflite_exports[mode]
     report = parity.compare(_keras(model, test_images), _tflite(result, test_images),
@@ -205,7 +218,11 @@ def test_parity_thresholds_overrides():
         parity.thresholds_for("int8", (1, 0, -1))
 
 
-def test_tflite_files_shrink_with_quantization(tflite_exports):
+@pytest.mark.slow  # converts every mode (~30 s more); fp32 and int8 are checked in the fast suite
+def test_tflite_files_shrink_with_quantization_and_keep_inference_ops(tflite_exports):
+    for mode, tflite in tflite_exports.every_mode().items():
+        names = export.tflite_op_names(open(tflite.path, "rb").read())
+        assert "CONV_2D" in names and not set(names) & set(graph_check.TFLITE_FORBIDDEN_OPS), (mode, names)
     sizes = {mode: os.path.getsize(result.path) for mode, result in tflite_exports.items()}
     assert sizes["float16"] < 0.6 * sizes["none"]
     assert sizes["dynamic_int8"] < 0.4 * sizes["none"]
@@ -327,8 +344,8 @@ def test_exported_graphs_have_no_random_or_training_ops(saved_model, tflite_expo
         for node in fn.graph.as_graph_def().node:
             if node.op.startswith("FusedBatchNorm"):
                 assert not node.attr["is_training"].b
-    for mode, tflite in tflite_exports.items():
-        names = export.tflite_op_names(open(tflite.path, "rb").read())
+    for mode in ("none", "int8"):  # every mode: test_tflite_files_shrink_with_quantization_and_keep_...
+        names = export.tflite_op_names(open(tflite_exports[mode].path, "rb").read())
         assert "CONV_2D" in names, mode
         assert not set(names) & set(graph_check.TFLITE_FORBIDDEN_OPS), (mode, names)
         assert not [n for n in names if n.startswith("Flex")], (mode, names)

@@ -188,3 +188,56 @@ def test_recipe_keys_for_batch_scaling_are_validated():
         load_config("digits_demo", overrides=["progressive.batch_scaling=true", "progressive.random_resize_every=2"])
     with pytest.raises(ConfigError, match="batch_scaling"):
         load_config("digits_demo", overrides=["progressive.batch_scaling=maybe"])
+
+
+def test_the_square_root_rule_scales_the_lr_by_sqrt_of_the_batch_ratio_and_keeps_the_data():
+    linear = progressive_schedule("s", "paper", total_epochs=350, batch_size=128, batch_scaling=True)
+    sqrt = progressive_schedule("s", "paper", total_epochs=350, batch_size=128, batch_scaling=True,
+                                lr_scaling="sqrt")
+    # Same batches, same stage lengths and data; only the LR multiplier differs.
+    assert [s.batch_size for s in sqrt.stages] == [s.batch_size for s in linear.stages] == [704, 336, 200, 128]
+    assert [s.end - s.start for s in sqrt.stages] == [s.end - s.start for s in linear.stages]
+    assert [s.batch_ratio for s in sqrt.stages] == pytest.approx([5.5, 2.625, 1.5625, 1.0])
+    assert [s.lr_scale for s in sqrt.stages] == pytest.approx([5.5 ** 0.5, 2.625 ** 0.5, 1.25, 1.0])
+    assert [round(sqrt.passes(s)) for s in sqrt.stages] == [88, 89, 88, 88]
+    assert "704 | 2.35" in sqrt.table() and "Malladi et al. 2022" in sqrt.table()
+    with pytest.raises(ValueError, match="lr_scaling must be one of"):
+        progressive_schedule("s", total_epochs=10, batch_size=64, batch_scaling=True, lr_scaling="cubic")
+    # Progress counts images (batch ratio); the LR multiplies by the stage's lr_scale.
+    progress = TrainingProgress.from_schedule(sqrt, steps_per_epoch=2)
+    assert progress.ratios == pytest.approx([5.5, 2.625, 1.5625, 1.0])
+    assert progress.lr_scales == pytest.approx([5.5 ** 0.5, 2.625 ** 0.5, 1.25, 1.0])
+    base = keras.optimizers.schedules.PolynomialDecay(1.0, 24, end_learning_rate=0.0)
+    lr = ProgressLR(base, [4, 8], [4.0, 1.0], [2.0, 1.0])
+    steps = np.arange(0, 12, dtype="float32")
+    values = keras.ops.convert_to_numpy(lr(steps))
+    np.testing.assert_allclose(values[:4], [2 * (1 - p / 24) for p in (0, 4, 8, 12)], rtol=1e-6)
+    np.testing.assert_allclose(values[4:], [1 - p / 24 for p in range(16, 24)], rtol=1e-6)
+    restored = ProgressLR.from_config(lr.get_config())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(steps)), values)
+    # A ProgressLR saved before lr_scales existed keeps the linear rule.
+    old = {key: value for key, value in lr.get_config().items() if key != "lr_scales"}
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(ProgressLR.from_config(old)(steps[:4])),
+                               [4 * (1 - p / 24) for p in (0, 4, 8, 12)], rtol=1e-6)
+
+
+def test_recipes_pick_the_lr_rule_by_optimizer_unless_told():
+    from efficientnetv2_keras.hparams import ConfigError, load_config
+    from efficientnetv2_keras.training.recipe import lr_scaling_rule, schedule_from_config
+
+    def rule(*overrides):
+        config = load_config("digits_demo", overrides=["progressive.batch_scaling=true", *overrides])
+        schedule = schedule_from_config(config, config.train.epochs)
+        assert schedule.lr_scaling == lr_scaling_rule(config)
+        return schedule.lr_scaling, [round(s.lr_scale, 4) for s in schedule.stages]
+
+    # digits_demo: Adam, batch 32 at 48 px; 32 px trains at batch 72 (ratio 2.25).
+    assert rule() == ("sqrt", [1.5, 1.2247, 1.0])
+    for optimizer in ("rmsprop", "adamw"):
+        assert rule(f"train.optimizer={optimizer}")[0] == "sqrt"
+    for optimizer in ("sgd", "momentum"):
+        assert rule(f"train.optimizer={optimizer}") == ("linear", [2.25, 1.5, 1.0])
+    assert rule("progressive.lr_scaling=linear") == ("linear", [2.25, 1.5, 1.0])
+    assert rule("train.optimizer=sgd", "progressive.lr_scaling=sqrt")[0] == "sqrt"
+    with pytest.raises(ConfigError, match="progressive.lr_scaling must be one of \\['linear', 'sqrt'\\]"):
+        load_config("digits_demo", overrides=["progressive.lr_scaling=quadratic"])

@@ -115,18 +115,21 @@ def test_bad_mode_and_missing_checkpoint_errors(tmp_path):
         load_for_evaluation(config, str(tmp_path / "best.keras"))
 
 
-def test_batch_scaled_progressive_run_trains_every_stage_at_its_batch_and_reports_costs(tmp_path):
+def test_batch_scaled_progressive_run_trains_every_stage_at_its_batch_and_reports_costs(tmp_path, tiny_spec):
     from efficientnetv2_keras.hparams import load_config
+    from efficientnetv2_keras.models.family import save_model_spec
     from efficientnetv2_keras.training.trainer import train_and_evaluate
 
+    table = save_model_spec(tiny_spec, tmp_path / "tiny.yaml")  # the trainer's path, not B0's cost
     config = load_config("digits_demo", overrides=[
         "train.epochs=4", "train.steps_per_epoch=2", "progressive.num_stages=2", "progressive.image_size=[32,48]",
-        "progressive.batch_scaling=true", "eval.batch_size=180", "eval.validation_freq=2",
+        "progressive.batch_scaling=true", "eval.batch_size=180", "eval.validation_freq=2", f"model.name={table}",
     ])
     results = train_and_evaluate(config, str(tmp_path / "run"), mode="traineval", verbose=0)
-    # Stage 0 (32 px) trains at batch 32 * (48/32)^2 = 72 with LR x2.25: its 2 epochs of data in 1 epoch.
+    # Stage 0 (32 px) trains at batch 32 * (48/32)^2 = 72 with LR x sqrt(2.25) = 1.5 (Adam: the
+    # square-root rule): its 2 epochs of data in 1 epoch.
     schedule = (tmp_path / "run" / "schedule.txt").read_text()
-    assert "|    72 | 2.25 |" in schedule and "|    32 | 1.00 |" in schedule
+    assert "|    72 | 1.50 |" in schedule and "|    32 | 1.00 |" in schedule and "Malladi" in schedule
     assert results["epochs"] == 3
     assert [(row["image_size"], row["epochs"]) for row in results["stages"]] == [(32, 1), (48, 2)]
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()

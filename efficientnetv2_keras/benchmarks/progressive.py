@@ -6,7 +6,8 @@ each with several seeds:
                paper's baseline: the final size and regularization for the whole run)
   progressive  the recipe: sizes and regularization growing stage by stage (Algorithm 1)
   batch        progressive with `progressive.batch_scaling`: each stage's batch ~ 1/size^2 (constant
-               activation memory), LR x batch / base batch
+               activation memory), the LR scaled by the recipe's rule (`progressive.lr_scaling`; for
+               Adam the square-root rule: LR x sqrt(batch / base batch))
 Reported: the held-out (test split, 360 digits) accuracy of the final EMA model, mean and spread over
 seeds; wall and process CPU time (user + system) of the whole run and of the training steps alone;
 images per CPU-second per stage; a time-to-accuracy plot (minival accuracy against training CPU
@@ -62,8 +63,10 @@ def run_overrides(config):
 
 def run_labels(config):
     first, last = int(config.progressive.image_size[0]), int(_last(config.progressive.image_size))
+    from efficientnetv2_keras.training.recipe import lr_scaling_rule
+
     return {"fixed": f"fixed {last} px", "progressive": f"progressive {first}->{last} px",
-            "batch": "progressive + batch scaling"}
+            "batch": f"progressive + batch scaling (LR {lr_scaling_rule(config)})"}
 
 
 def _run_one(recipe, overrides, base, name, seed, epochs, validation_freq, quick):

@@ -23,9 +23,14 @@ released code changes the batch): a small image needs less activation memory and
 measured, a small batch of small images leaves the device underused (per-step launch and framework
 overhead dominate). So stage i trains with batch B_i = B * (S_e / S_i)^2, the batch that keeps the
 activation memory of the last stage (B at size S_e), rounded to a multiple of 8 and of the replica
-count and capped at `max_batch_size`. The learning rate follows the linear scaling rule of Goyal et
-al. 2017 ("Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour", §2.1: when the minibatch is
-multiplied by k, multiply the learning rate by k): `Stage.lr_scale` = B_i / B.
+count and capped at `max_batch_size`. `Stage.batch_ratio` = B_i / B. The learning rate is scaled by
+`Stage.lr_scale`, one of two rules (`lr_scaling`):
+  "linear" k-times the batch, k-times the learning rate: Goyal et al. 2017 ("Accurate, Large
+           Minibatch SGD: Training ImageNet in 1 Hour", §2.1), derived for SGD with momentum.
+  "sqrt"   k-times the batch, sqrt(k)-times the learning rate: the square-root scaling rule that
+           Malladi et al. 2022 ("On the SDEs and Scaling Rules for Adaptive Gradient Algorithms",
+           NeurIPS, §4) derive for RMSprop and Adam, whose steps are normalized by the gradient's
+           second moment. The recipes pick it for adaptive optimizers (`training.recipe`).
 
 A stage's length stays what it is in data: an epoch is still the recipe's number of steps
 (examples // B), so with k-times larger batches a stage of e epochs' worth of images takes e / k
@@ -55,6 +60,7 @@ REGULARIZERS = ("image_size", "randaug_magnitude", "mixup_alpha", "cutmix_alpha"
 MAX_RANDAUG_MAGNITUDE = 30.0
 MIN_IMAGE_SIZE = 32
 BATCH_MULTIPLE = 8  # stage batch sizes are multiples of this (and of the replica count)
+LR_SCALING_RULES = ("linear", "sqrt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +77,8 @@ class Stage:
     dropout_rate: Optional[float] = None  # None: leave the model's dropout as it is
     survival_prob: Optional[float] = None  # None: leave stochastic depth as it is
     batch_size: Optional[int] = None  # None: the pipeline's own batch size
-    lr_scale: float = 1.0  # learning-rate multiplier of the linear scaling rule (batch_size / base batch)
+    batch_ratio: float = 1.0  # batch_size / the base batch: the data one step covers, in base steps
+    lr_scale: float = 1.0  # learning-rate multiplier: batch_ratio (linear rule) or its square root (sqrt)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +98,8 @@ class ProgressiveSchedule:
     preset: str = "custom"
     random_resize_every: Optional[int] = None
     seed: int = 0
-    batch_size: Optional[int] = None  # the base batch (lr_scale 1): set when stages have their own batch
+    batch_size: Optional[int] = None  # the base batch (batch_ratio 1): set when stages have their own batch
+    lr_scaling: str = "linear"  # the rule that gave each stage's lr_scale (module docstring)
 
     def __post_init__(self):
         _validate(self)
@@ -119,8 +127,8 @@ class ProgressiveSchedule:
         return any(s.batch_size is not None for s in self.stages)
 
     def passes(self, stage):
-        """The data `stage` covers, in epochs (steps) of the base batch: its length x lr_scale."""
-        return (stage.end - stage.start) * stage.lr_scale
+        """The data `stage` covers, in epochs (steps) of the base batch: its length x batch_ratio."""
+        return (stage.end - stage.start) * stage.batch_ratio
 
     def table(self):
         """The schedule as a text table."""
@@ -145,10 +153,10 @@ class ProgressiveSchedule:
                 line += f" | {s.batch_size or '-':>5} | {s.lr_scale:>4.2f} | {self.passes(s):.2f}"
             lines.append(line)
         if self.batch_scaled:
-            lines.append(
-                f"Batch grows as the image shrinks (same activation memory, batch ~ 1/size^2); LR x batch / "
-                f"{self.batch_size} (linear scaling rule, Goyal et al. 2017)."
-            )
+            rule = (f"LR x sqrt(batch / {self.batch_size}) (square-root scaling rule, Malladi et al. 2022)"
+                    if self.lr_scaling == "sqrt" else
+                    f"LR x batch / {self.batch_size} (linear scaling rule, Goyal et al. 2017)")
+            lines.append(f"Batch grows as the image shrinks (same activation memory, batch ~ 1/size^2); {rule}.")
         return "\n".join(lines)
 
     __str__ = table
@@ -229,8 +237,11 @@ def _validate(schedule):
     for stage in schedule.stages:
         if stage.batch_size is not None and (not isinstance(stage.batch_size, (int, np.integer)) or stage.batch_size < 1):
             raise ValueError(f"Stage {stage.index}: batch_size must be a positive integer or None, got {stage.batch_size!r}.")
-        if not stage.lr_scale > 0:
-            raise ValueError(f"Stage {stage.index}: lr_scale must be > 0, got {stage.lr_scale}.")
+        for name in ("batch_ratio", "lr_scale"):
+            if not getattr(stage, name) > 0:
+                raise ValueError(f"Stage {stage.index}: {name} must be > 0, got {getattr(stage, name)}.")
+    if schedule.lr_scaling not in LR_SCALING_RULES:
+        raise ValueError(f"lr_scaling must be one of {LR_SCALING_RULES}, got {schedule.lr_scaling!r}.")
     if schedule.random_resize_every is not None and schedule.random_resize_every < 1:
         raise ValueError(
             f"random_resize_every must be a positive number of {schedule.unit}s (the schedule's unit), got "
@@ -298,6 +309,7 @@ def progressive_schedule(
     batch_scaling=False,
     max_batch_size=None,
     num_replicas=1,
+    lr_scaling="linear",
     **overrides,
 ):
     """Builds the stages of progressive learning with adaptive regularization.
@@ -315,11 +327,13 @@ def progressive_schedule(
         stage then records it (`Stage.batch_size`).
       batch_scaling: grow the batch as the image shrinks, B_i = batch_size * (S_max / S_i)^2 rounded to
         a multiple of lcm(8, num_replicas) and capped at max_batch_size, with the learning rate
-        scaled by B_i / batch_size (module docstring). Stage lengths shrink by the same factor so each
+        scaled by `lr_scaling` (module docstring). Stage lengths shrink by B_i / batch_size so each
         stage still covers the same data; `total` is then fewer epochs (steps) than asked.
       max_batch_size: the largest stage batch (e.g. what fits in memory at the first stage's size;
         None: no cap).
       num_replicas: replicas the global batch is split over (stage batches are multiples of it).
+      lr_scaling: "linear" (LR x B_i / batch_size, for SGD) or "sqrt" (LR x sqrt(B_i / batch_size),
+        for RMSprop and Adam); module docstring.
       **overrides: a (min, max) pair or a constant for any of image_size, randaug_magnitude,
         mixup_alpha, cutmix_alpha, dropout_rate, survival_prob; None turns a regularizer's schedule
         off (dropout/survival left to the model; augmentation off).
@@ -336,6 +350,8 @@ def progressive_schedule(
             f"least one {unit}, got {total!r}."
         )
     _check_batch_options(batch_size, batch_scaling, max_batch_size, num_replicas, random_resize_every)
+    if lr_scaling not in LR_SCALING_RULES:
+        raise ValueError(f"lr_scaling must be one of {LR_SCALING_RULES}, got {lr_scaling!r}.")
     unknown = set(overrides) - set(REGULARIZERS)
     if unknown:
         raise ValueError(f"Unknown schedule override(s) {sorted(unknown)}; valid: {REGULARIZERS}.")
@@ -373,9 +389,10 @@ def progressive_schedule(
                 if batch_scaling else int(batch_size)
             )
             values["batch_size"] = stage_batch
-            values["lr_scale"] = stage_batch / batch_size
+            values["batch_ratio"] = stage_batch / batch_size
+            values["lr_scale"] = values["batch_ratio"] ** (0.5 if lr_scaling == "sqrt" else 1.0)
             # The same data in fewer, larger steps: whole epochs (steps), at least one.
-            length = max(1, int(round(length / values["lr_scale"])))
+            length = max(1, int(round(length / values["batch_ratio"])))
         stages.append(Stage(index=i, start=start, end=start + length, **values))
         start += length
     return ProgressiveSchedule(
@@ -387,6 +404,7 @@ def progressive_schedule(
         random_resize_every=random_resize_every,
         seed=seed,
         batch_size=None if batch_size is None else int(batch_size),
+        lr_scaling=lr_scaling,
     )
 
 

@@ -101,7 +101,7 @@ def schedule_from_config(config, epochs, num_replicas=1):
 
     With `progressive.batch_scaling` the stages get their own batch (train.batch_size at the last stage,
     ~1/size^2 before it, multiples of `num_replicas`, capped at `progressive.max_batch_size`) and the
-    learning-rate scale of the linear scaling rule. Too few epochs for `progressive.num_stages`: a
+    learning-rate scale of `lr_scaling_rule(config)`. Too few epochs for `progressive.num_stages`: a
     ConfigError naming the override that fixes it.
     """
     if not config.progressive.enabled:
@@ -110,7 +110,8 @@ def schedule_from_config(config, epochs, num_replicas=1):
     batching = {}
     if config.progressive.batch_scaling:
         batching = {"batch_size": config.train.batch_size, "batch_scaling": True,
-                    "max_batch_size": config.progressive.max_batch_size, "num_replicas": num_replicas}
+                    "max_batch_size": config.progressive.max_batch_size, "num_replicas": num_replicas,
+                    "lr_scaling": lr_scaling_rule(config)}
     return progressive_schedule(
         config.model.name,
         config.progressive.preset,
@@ -123,6 +124,18 @@ def schedule_from_config(config, epochs, num_replicas=1):
     )
 
 
+ADAPTIVE_OPTIMIZERS = ("rmsprop", "adam", "adamw")
+
+
+def lr_scaling_rule(config):
+    """`progressive.lr_scaling`, else by optimizer: "sqrt" for the adaptive ones (RMSprop, Adam, AdamW:
+    Malladi et al. 2022 derive the square-root rule for them), "linear" for SGD and momentum (Goyal et
+    al. 2017)."""
+    if config.progressive.lr_scaling:
+        return config.progressive.lr_scaling
+    return "sqrt" if config.train.optimizer in ADAPTIVE_OPTIMIZERS else "linear"
+
+
 def validation_epochs(schedule, validation_freq):
     """fit's `validation_freq` for batch-scaled stages, whose epochs cover different amounts of data:
     the epochs (1-based) where the data seen crosses a multiple of `validation_freq` epochs of the
@@ -130,7 +143,7 @@ def validation_epochs(schedule, validation_freq):
     epochs, seen = [], 0.0
     for stage in schedule.stages:
         for epoch in range(stage.start, stage.end):
-            before, seen = seen, seen + stage.lr_scale
+            before, seen = seen, seen + stage.batch_ratio
             if int(seen / validation_freq + 1e-9) > int(before / validation_freq + 1e-9):
                 epochs.append(epoch + 1)
     return epochs or [schedule.total]

@@ -122,7 +122,7 @@ def build_lr_schedule(config, steps_per_epoch, total_steps, progress=None):
     """
     if progress is not None:
         base = build_lr_schedule(config, steps_per_epoch, max(1, int(round(progress.total_base_steps))))
-        return ProgressLR(base, progress.steps, progress.ratios)
+        return ProgressLR(base, progress.steps, progress.ratios, progress.lr_scales)
     train = config.train
     if steps_per_epoch <= 0 or total_steps <= 0:
         raise ValueError(
@@ -153,22 +153,28 @@ class TrainingProgress:
     learning-rate schedule and the EMA are defined over progress, so a recipe's warmup, decay and
     averaging horizon cover the same images whatever the stage batches (see `ProgressLR` and
     `ema.EMAWarmupMixin`). Steps past the last stage continue at the last stage's ratio.
+    `lr_scales` are the stages' learning-rate multipliers (`Stage.lr_scale`: the ratio under the linear
+    scaling rule, its square root under the square-root rule); None: the ratios.
     """
 
-    def __init__(self, steps, ratios):
+    def __init__(self, steps, ratios, lr_scales=None):
         steps, ratios = [int(s) for s in steps], [float(r) for r in ratios]
-        if not steps or len(steps) != len(ratios) or min(steps) < 0 or min(ratios) <= 0:
+        lr_scales = list(ratios) if lr_scales is None else [float(r) for r in lr_scales]
+        if (not steps or len(steps) != len(ratios) or len(lr_scales) != len(ratios) or min(steps) < 0
+                or min(ratios) <= 0 or min(lr_scales) <= 0):
             raise ValueError(
-                f"TrainingProgress needs one step count (>= 0) and one batch ratio (> 0) per stage, got "
-                f"steps={steps}, ratios={ratios}."
+                f"TrainingProgress needs one step count (>= 0), one batch ratio (> 0) and one LR scale (> 0) "
+                f"per stage, got steps={steps}, ratios={ratios}, lr_scales={lr_scales}."
             )
-        self.steps, self.ratios = steps, ratios
+        self.steps, self.ratios, self.lr_scales = steps, ratios, lr_scales
 
     @classmethod
     def from_schedule(cls, schedule, steps_per_epoch):
         """From a batch-scaled `ProgressiveSchedule` in epochs of `steps_per_epoch` steps (in steps: 1)."""
         per_unit = steps_per_epoch if schedule.unit == "epoch" else 1
-        return cls([(s.end - s.start) * per_unit for s in schedule.stages], [s.lr_scale for s in schedule.stages])
+        stages = schedule.stages
+        return cls([(s.end - s.start) * per_unit for s in stages], [s.batch_ratio for s in stages],
+                   [s.lr_scale for s in stages])
 
     @property
     def total_steps(self):
@@ -193,42 +199,51 @@ class TrainingProgress:
 
     def ratio(self, step):
         """The batch ratio of the stage that optimizer step `step` belongs to (float32)."""
+        return self._per_stage(step, self.ratios)
+
+    def lr_scale(self, step):
+        """The learning-rate multiplier of the stage that optimizer step `step` belongs to (float32)."""
+        return self._per_stage(step, self.lr_scales)
+
+    def _per_stage(self, step, values):
         step = ops.cast(step, "float32")
-        ratio = ops.full_like(step, self.ratios[-1])
+        result = ops.full_like(step, values[-1])
         boundary = 0.0
         boundaries = []
         for length in self.steps[:-1]:
             boundary += length
             boundaries.append(boundary)
-        for boundary, value in reversed(list(zip(boundaries, self.ratios[:-1]))):
-            ratio = ops.where(step < boundary, value, ratio)
-        return ratio
+        for boundary, value in reversed(list(zip(boundaries, values[:-1]))):
+            result = ops.where(step < boundary, value, result)
+        return result
 
     def get_config(self):
-        return {"steps": self.steps, "ratios": self.ratios}
+        return {"steps": self.steps, "ratios": self.ratios, "lr_scales": self.lr_scales}
 
 
 @keras.saving.register_keras_serializable(package="efficientnetv2_keras")
 class ProgressLR(keras.optimizers.schedules.LearningRateSchedule):
-    """A base-batch schedule over training progress, scaled by each stage's batch ratio.
+    """A base-batch schedule over training progress, scaled by each stage's learning-rate multiplier.
 
-    lr(step) = base(progress(step)) x ratio(step): the linear scaling rule (Goyal et al. 2017,
-    "Accurate, Large Minibatch SGD", §2.1: k-times the batch, k-times the learning rate) on top of a
-    schedule that reaches its warmup end, decay steps and end at the same images seen as with the
-    base batch throughout.
+    lr(step) = base(progress(step)) x lr_scale(step), where lr_scale is the stage's batch ratio k under
+    the linear scaling rule (Goyal et al. 2017, "Accurate, Large Minibatch SGD", §2.1: k-times the
+    batch, k-times the learning rate) or sqrt(k) under the square-root rule for adaptive optimizers
+    (Malladi et al. 2022, "On the SDEs and Scaling Rules for Adaptive Gradient Algorithms"), on top
+    of a schedule that reaches its warmup end, decay steps and end at the same images seen as with
+    the base batch throughout. `lr_scales` None: the ratios (linear rule).
     """
 
-    def __init__(self, base, steps, ratios, name="ProgressLR"):
+    def __init__(self, base, steps, ratios, lr_scales=None, name="ProgressLR"):
         super().__init__()
         if isinstance(base, dict):
             base = keras.optimizers.schedules.deserialize(base)
         self.base = base
-        self.progress = TrainingProgress(steps, ratios)
+        self.progress = TrainingProgress(steps, ratios, lr_scales)
         self.name = name
 
     def __call__(self, step):
         progress = self.progress.base_step(step)
-        return ops.cast(self.base(progress), "float32") * self.progress.ratio(step)
+        return ops.cast(self.base(progress), "float32") * self.progress.lr_scale(step)
 
     def get_config(self):
         return {"base": keras.optimizers.schedules.serialize(self.base), **self.progress.get_config(), "name": self.name}
