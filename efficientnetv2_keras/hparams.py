@@ -28,7 +28,7 @@ from typing import Optional, Union
 import yaml
 
 from efficientnetv2_keras.files import atomic_write_text
-from efficientnetv2_keras.progressive.schedule import PRESETS
+from efficientnetv2_keras.progressive.schedule import LR_SCALING_RULES, PRESETS
 from efficientnetv2_keras.progressive.schedule import REGULARIZERS as _PAIR_KEYS
 
 
@@ -49,7 +49,6 @@ LOSSES = ("softmax", "sigmoid")
 LABEL_FORMATS = ("one_hot", "multi_hot_normalized", "multi_hot", "sparse")
 AUGMENTS = ("randaug", "ft", "none")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-LR_SCALING_RULES = ("linear", "sqrt")  # progressive.batch_scaling's learning-rate rules
 STRATEGIES = ("auto", "tpu", "gpus", "multi_worker", "cpu")
 # The released RandAugment op list, in the released order (autoaugment.py `distort_image_with_randaugment`):
 # data.randaugment's RANDAUGMENT_OPS. Owned here so recipes validate without importing TensorFlow.

@@ -62,9 +62,9 @@ def run_overrides(config):
 
 
 def run_labels(config):
-    first, last = int(config.progressive.image_size[0]), int(_last(config.progressive.image_size))
     from efficientnetv2_keras.training.recipe import lr_scaling_rule
 
+    first, last = int(config.progressive.image_size[0]), int(_last(config.progressive.image_size))
     return {"fixed": f"fixed {last} px", "progressive": f"progressive {first}->{last} px",
             "batch": f"progressive + batch scaling (LR {lr_scaling_rule(config)})"}
 
