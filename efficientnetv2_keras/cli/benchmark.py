@@ -1,4 +1,4 @@
-"""Benchmarks: `effnetv2-benchmark [--sections=models,data,export,progressive] [--quick]` (`make bench` in a checkout).
+"""Benchmarks: `effnetv2-benchmark [--sections=models,data,export,progressive,stages] [--quick]` (`make bench` in a checkout).
 
 Each section is a module `efficientnetv2_keras.benchmarks.<section>` with `run(flags) -> str` (a printed
 report). Speed numbers are measured side by side in one run (ratios against keras.applications where
@@ -10,10 +10,11 @@ import importlib
 from absl import app, flags
 
 from efficientnetv2_keras import cli
-from efficientnetv2_keras.benchmarks import models, progressive  # noqa: F401  (define their flags; run when asked)
+from efficientnetv2_keras.benchmarks import models, progressive, stages  # noqa: F401  (define their flags; run when asked)
 
-SECTIONS = ("models", "data", "export", "progressive")
-DEFAULT_SECTIONS = ("models", "data", "export")  # progressive: about 1 CPU-hour, only when asked
+SECTIONS = ("models", "data", "export", "progressive", "stages")
+# progressive (about 1 CPU-hour) and stages (a recipe's stages, one at a time) only when asked.
+DEFAULT_SECTIONS = ("models", "data", "export")
 
 flags.DEFINE_list("sections", list(DEFAULT_SECTIONS), f"Which sections to run, from {SECTIONS}.")
 flags.DEFINE_boolean("quick", False, "Fewer repetitions (for a smoke run).")

@@ -25,7 +25,9 @@ class CostTimer(keras.callbacks.Callback):
       costs: {"first_step", "train" (all steps, the first included), "validation", "epoch_end",
         "fit"}: each {"wall": s, "cpu": s}; and "traces" (see `tracing.train_function_traces`).
       epochs: per epoch {"epoch", "train_wall", "train_cpu"}: the cumulative training time at its end
-        (first step included, validation and epoch-end work excluded): x of a time-to-accuracy curve.
+        (first step included, validation and epoch-end work excluded): x of a time-to-accuracy curve;
+        and this epoch's own CPU seconds: "step_cpu" (its training steps), "validation_cpu" and
+        "epoch_end_cpu" (checkpoints, backups, logs: from its on_epoch_end to the next epoch's start).
     """
 
     def __init__(self):
@@ -39,16 +41,22 @@ class CostTimer(keras.callbacks.Callback):
         self._mark = None  # start of the part being timed
         self._first = True
         self._epoch_end_mark = None
+        self._epoch_cpu = {"step_cpu": 0.0, "validation_cpu": 0.0}
 
     def _add(self, part, since):
         wall, cpu = _now()
         self.costs[part][0] += wall - since[0]
         self.costs[part][1] += cpu - since[1]
+        return cpu - since[1]
+
+    def _close_epoch_end(self):
+        if self._epoch_end_mark is not None:
+            self.epochs[-1]["epoch_end_cpu"] = round(self._add("epoch_end", self._epoch_end_mark), 3)
+            self._epoch_end_mark = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self._epoch_end_mark is not None:
-            self._add("epoch_end", self._epoch_end_mark)
-            self._epoch_end_mark = None
+        self._close_epoch_end()
+        self._epoch_cpu = {"step_cpu": 0.0, "validation_cpu": 0.0}
         self._mark = _now()
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -62,7 +70,7 @@ class CostTimer(keras.callbacks.Callback):
 
     def _end_training_part(self):
         if self._mark is not None:
-            self._add("train", self._mark)
+            self._epoch_cpu["step_cpu"] += self._add("train", self._mark)
             self._mark = None
 
     def on_test_begin(self, logs=None):
@@ -70,17 +78,16 @@ class CostTimer(keras.callbacks.Callback):
         self._validation_mark = _now()
 
     def on_test_end(self, logs=None):
-        self._add("validation", self._validation_mark)
+        self._epoch_cpu["validation_cpu"] += self._add("validation", self._validation_mark)
 
     def on_epoch_end(self, epoch, logs=None):
         self._end_training_part()
-        self.epochs.append({"epoch": epoch, "train_wall": self.costs["train"][0], "train_cpu": self.costs["train"][1]})
+        self.epochs.append({"epoch": epoch, "train_wall": self.costs["train"][0], "train_cpu": self.costs["train"][1],
+                            **{part: round(cpu, 3) for part, cpu in self._epoch_cpu.items()}})
         self._epoch_end_mark = _now()
 
     def on_train_end(self, logs=None):
-        if self._epoch_end_mark is not None:
-            self._add("epoch_end", self._epoch_end_mark)
-            self._epoch_end_mark = None
+        self._close_epoch_end()
         self._add_fit()
 
     def _add_fit(self):
