@@ -1,6 +1,6 @@
-"""Every code sample of README.md is run here, or skipped for a stated reason.
+"""Every code sample of README.md and of the docs/ pages is run here, or skipped for a stated reason.
 
-The python and bash blocks are extracted from README.md. Each must match a rule below (a phrase only it
+The python and bash blocks are extracted from README.md, then docs/*.md in name order. Each must match a rule below (a phrase only it
 contains): a new sample without a rule fails `test_every_sample_has_a_rule`. Samples that need a network
 dataset run on the bundled digits through the substitutions given with them; commands run as
 `python -m efficientnetv2_keras.cli.<tool>`, which is what each `effnetv2-<tool>` console script calls.
@@ -23,6 +23,7 @@ FAST, SLOW = "fast", "slow"
 # Python samples: phrase -> (FAST | SLOW, {old: new} substitutions) or ("skip", reason).
 PYTHON = {
     "model = EfficientNetV2S(classes=1000)": (FAST, {}),
+    "ev2.EfficientNetV2S(weights=None, classes=10)": (FAST, {}),
     "ev2.set_regularization(model, dropout_rate=0.3": (SLOW, {
         # The keras.applications file is a download: the model it comes from instead (the same weights).
         '"efficientnetv2-s.h5"': "__import__('keras').applications.EfficientNetV2S(weights=None)",
@@ -37,6 +38,8 @@ PYTHON = {
         "ev2.EfficientNetV2S(": "ev2.EfficientNetV2B0(",
     }),
     'train = build_dataset("digits", "train", 64, 32': (FAST, {}),
+    'build_model("runs/nas/best_model.yaml"': ("skip", "the search's output; a sampled table file is built and trained "
+                                                       "in tests/test_nas.py"),
 }
 
 # Shell commands (continuation lines joined, comments dropped), by how they start: prefix -> (FAST | SLOW, {}) or
@@ -74,6 +77,8 @@ COMMANDS = {
                              "search, also on an image folder, in the slow suite)"),
     "effnetv2-train --hparams=runs/nas/best_recipe.yaml": ("skip", "the search's output; a sampled table trains "
                                                                    "through tools/train.py in tests/test_nas.py"),
+    "effnetv2-train --hparams=runs/nas_mine/best_recipe.yaml": ("skip", "the output of a search of the reader's "
+                                                                        "own image folder"),
 }
 CLI_MODULES = {"effnetv2-train": "train", "effnetv2-evaluate": "evaluate", "effnetv2-predict": "predict",
                "effnetv2-export": "export", "effnetv2-summary": "summary",
@@ -81,10 +86,16 @@ CLI_MODULES = {"effnetv2-train": "train", "effnetv2-evaluate": "evaluate", "effn
                "effnetv2-nas": "nas"}
 
 
+PAGES = ["README.md"] + sorted(os.path.join("docs", name) for name in os.listdir(os.path.join(REPO, "docs"))
+                              if name.endswith(".md"))
+
+
 def _blocks(language):
-    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
-        text = f.read()
-    return [body for lang, body in FENCE.findall(text) if lang == language]
+    blocks = []
+    for page in PAGES:
+        with open(os.path.join(REPO, page), encoding="utf-8") as f:
+            blocks += [body for lang, body in FENCE.findall(f.read()) if lang == language]
+    return blocks
 
 
 def _commands():
