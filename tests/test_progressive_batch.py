@@ -32,6 +32,8 @@ def test_batch_grows_as_the_image_shrinks_at_constant_activation_memory():
 
 def test_scaled_batch_rounding_replicas_and_cap():
     assert scaled_batch_size(32, 32, 48) == 72 and scaled_batch_size(32, 40, 48) == 48
+    # Half-way rounds up to the next multiple (not to an even one): 16 * (48 / 32)^2 = 36 -> 40.
+    assert scaled_batch_size(16, 32, 48) == 40 and scaled_batch_size(8, 32, 48) == 16  # 18: the nearest is 16
     assert scaled_batch_size(32, 48, 48) == 32  # the largest stage keeps the base batch, even if not a multiple
     assert scaled_batch_size(30, 32, 48, num_replicas=3) == 72  # lcm(8, 3) = 24: 67.5 -> 72
     assert scaled_batch_size(128, 128, 300, max_batch_size=500) == 496

@@ -142,17 +142,33 @@ def test_check_stages_suggests_the_override():
 
 
 def test_checkpoint_plan_says_what_is_written_and_when():
-    lines = plan.checkpoint_plan("runs/x", 24, 8, "val_accuracy", "minival (144 examples)")
-    assert lines[0].startswith("Checkpoints in runs/x: last.keras (+ last.json) after every epoch")
+    lines = plan.checkpoint_plan("runs/x", plan.validated_epochs(24, 8), "val_accuracy", "minival (144 examples)")
+    assert lines[0].startswith("Checkpoints in runs/x: last.keras (+ last.json)")
     assert lines[1] == ("best.keras (+ best.json) when val_accuracy on minival (144 examples) improves, validated "
                         "at epochs 8, 16, 24.")
-    short = plan.checkpoint_plan("runs/x", 2, 8, "val_accuracy")
-    assert "No best.keras: validation runs every 8 epochs (eval.validation_freq) and this run has 2" in short[1]
-    assert "--override=eval.validation_freq=2" in short[1]
-    assert "does not validate" in plan.checkpoint_plan("runs/x", 2, 1, None)[1]
-    assert plan.validated_epochs(10, 4) == [4, 8]
-    assert plan.missing_best_reason(2, 8).startswith("No best.keras: validation runs every 8 epochs")
-    assert plan.missing_best_reason(8, 8) is None
+    assert "does not validate" in plan.checkpoint_plan("runs/x", [], None)[1]
+    # The last epoch is always validated, so a validating run always selects a best.keras.
+    assert plan.validated_epochs(10, 4) == [4, 8, 10] and plan.validated_epochs(2, 8) == [2]
+    assert plan.checkpoint_plan("runs/x", plan.validated_epochs(2, 8), "val_accuracy")[1].endswith("validated at epoch 2.")
+
+
+def test_the_plan_names_the_epochs_fit_validates_also_with_batch_scaling():
+    from efficientnetv2_keras.training.recipe import resolve_recipe
+
+    # 6 epochs of data at base batch 32, stages 32 -> 48 px: the 32 px stage trains 72-image batches, so fit runs
+    # fewer epochs than train.epochs; validation every 2 epochs of data, and always after the last fit epoch.
+    config = load_config("digits_demo", ["train.epochs=6", "progressive.num_stages=2", "progressive.image_size=[32,48]",
+                                         "progressive.batch_scaling=true", "eval.validation_freq=2"])
+    recipe = resolve_recipe(config)
+    assert recipe.fit_epochs < 6
+    validated = recipe.validation_freq
+    assert isinstance(validated, list) and validated[-1] == recipe.fit_epochs
+    assert all(1 <= epoch <= recipe.fit_epochs for epoch in validated) and validated == sorted(set(validated))
+    line = plan.checkpoint_plan("runs/x", validated, recipe.monitor)[1]
+    assert line.endswith(f"validated at epoch{'s' if len(validated) > 1 else ''} {', '.join(map(str, validated))}.")
+    # Without batch scaling: every eval.validation_freq epochs and the last one.
+    recipe = resolve_recipe(load_config("digits_demo", ["train.epochs=7", "eval.validation_freq=3"]))
+    assert recipe.validation_freq == [3, 6, 7]
 
 
 # -- 4. numbering and logs -------------------------------------------------------------------------------

@@ -417,7 +417,8 @@ def scaled_batch_size(batch_size, image_size, max_image_size, max_batch_size=Non
         return int(batch_size)
     multiple = math.lcm(BATCH_MULTIPLE, int(num_replicas))
     scaled = batch_size * (max_image_size / image_size) ** 2
-    scaled = max(multiple, int(round(scaled / multiple)) * multiple)
+    # Half-way rounds up (36 -> 40), not to an even multiple as Python's round() would (36 -> 32).
+    scaled = max(multiple, math.floor(scaled / multiple + 0.5) * multiple)
     if max_batch_size is not None:
         scaled = min(scaled, max(multiple, max_batch_size // multiple * multiple))
     return int(max(scaled, batch_size))

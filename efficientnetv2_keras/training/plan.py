@@ -1,8 +1,9 @@
-"""What a training run will do, said before it starts (and why a file is missing after it ends).
+"""What a training run will do, said before it starts.
 
-Short trial runs (`--override train.epochs=2`) meet two recipe rules that make sense for long runs:
-every progressive stage needs at least one epoch, and validation (which selects `best.keras`) runs
-every `eval.validation_freq` epochs. These functions turn both into messages that name the fix.
+Short trial runs (`--override train.epochs=2`) meet a recipe rule that makes sense for long runs: every
+progressive stage needs at least one epoch (`check_stages` names the fix). Validation (which selects
+`best.keras`) runs every `eval.validation_freq` epochs and always after the last one, so a validating run
+always has a best.keras; `checkpoint_plan` prints the epochs fit validates, from the same list fit gets.
 
 Decision: a run with fewer epochs than `progressive.num_stages` stops before writing anything, with
 the override that fixes it; it does not shrink the stages itself, because the schedule (sizes,
@@ -28,8 +29,9 @@ def check_stages(config, epochs):
 
 
 def validated_epochs(epochs, validation_freq):
-    """The 1-based epochs Keras validates with `validation_freq=N`: N, 2N, ... up to `epochs`."""
-    return list(range(validation_freq, epochs + 1, validation_freq))
+    """The 1-based epochs validated with `eval.validation_freq=N` over `epochs`: N, 2N, ... and always the
+    last epoch, so a validating run always selects a best.keras."""
+    return sorted(set(range(validation_freq, epochs + 1, validation_freq)) | {epochs})
 
 
 def _epoch_list(epochs):
@@ -37,22 +39,16 @@ def _epoch_list(epochs):
     return shown + (f", ... {epochs[-1]}" if len(epochs) > 4 else "")
 
 
-def checkpoint_plan(model_dir, epochs, validation_freq, monitor=None, selected_on=None, resuming=False):
+def checkpoint_plan(model_dir, validated, monitor=None, selected_on=None, resuming=False):
     """Lines that say which checkpoints a run writes into model_dir, and when.
 
+    validated: the 1-based epochs that fit validates (the list `fit` is given: `Recipe.validation_freq`).
     monitor: the metric that selects best.keras (None: no validation, so no best.keras).
     """
     lines = [f"Checkpoints in {model_dir}: last.keras (+ last.json) after every epoch; backup/ after every "
-             "epoch for resuming (rerun the same command), removed when the run finishes."]
+             "epoch for resuming (rerun the same command), kept after the run (a rerun then reports it finished)."]
     if monitor is None:
         lines.append("No best.keras: this run does not validate (mode=train, or data.minival=null).")
-        return lines
-    validated = validated_epochs(epochs, validation_freq)
-    if not validated:
-        lines.append(
-            f"No best.keras: validation runs every {validation_freq} epochs (eval.validation_freq) and this run "
-            f"has {epochs}; add --override=eval.validation_freq={epochs} (or 1) to validate and select one."
-        )
         return lines
     lines.append(
         f"best.keras (+ best.json) when {monitor} on {selected_on or 'the minival'} improves, validated at "
@@ -60,11 +56,3 @@ def checkpoint_plan(model_dir, epochs, validation_freq, monitor=None, selected_o
         + (" (a resumed run keeps the best value so far)." if resuming else ".")
     )
     return lines
-
-
-def missing_best_reason(epochs_run, validation_freq):
-    """Why a validating run ended without best.keras, or None when validation ran."""
-    if validated_epochs(epochs_run, validation_freq):
-        return None
-    return (f"No best.keras: validation runs every {validation_freq} epochs (eval.validation_freq) and the run "
-            f"had {epochs_run}, so no epoch was validated; tools/evaluate.py and the results use last.keras.")

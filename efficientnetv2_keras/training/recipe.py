@@ -139,14 +139,14 @@ def lr_scaling_rule(config):
 def validation_epochs(schedule, validation_freq):
     """fit's `validation_freq` for batch-scaled stages, whose epochs cover different amounts of data:
     the epochs (1-based) where the data seen crosses a multiple of `validation_freq` epochs of the
-    base batch (the last epoch when it never does)."""
+    base batch, and always the last epoch."""
     epochs, seen = [], 0.0
     for stage in schedule.stages:
         for epoch in range(stage.start, stage.end):
             before, seen = seen, seen + stage.batch_ratio
             if int(seen / validation_freq + 1e-9) > int(before / validation_freq + 1e-9):
                 epochs.append(epoch + 1)
-    return epochs or [schedule.total]
+    return sorted(set(epochs) | {schedule.total})
 
 
 def resolve_num_classes(config, source=None):
@@ -347,10 +347,11 @@ class Recipe:
 
     @property
     def validation_freq(self):
-        """fit's `validation_freq`: eval.validation_freq, or when batch-scaled the epochs where the data
-        seen crosses a multiple of it (`validation_epochs`)."""
+        """fit's `validation_freq`, the list of 1-based epochs validated: every eval.validation_freq epochs
+        (when batch-scaled: where the data seen crosses a multiple of it, `validation_epochs`) and the last
+        epoch. The checkpoint plan prints the same list."""
         freq = self.config.eval.validation_freq
-        return validation_epochs(self.schedule, freq) if self.batch_scaled else freq
+        return validation_epochs(self.schedule, freq) if self.batch_scaled else plan.validated_epochs(self.epochs, freq)
 
     @property
     def batch_size(self):

@@ -69,7 +69,7 @@ def format_results(results):
         lines += ["", format_costs(results["costs"])]
     if results.get("minival"):
         lines.append(minival_text(results["minival"]))
-    lines += results.get("notes", [])  # e.g. why there is no best.keras (training.plan.missing_best_reason)
+    lines += results.get("notes", [])  # what the reader must know about these numbers
     evaluations = results.get("evaluations") or ([results["evaluation"]] if results.get("evaluation") else [])
     if evaluations:
         first = evaluations[0]

@@ -166,7 +166,7 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
     resuming = resumed_epoch is not None
     if verbose:
         print("\n".join(plan.checkpoint_plan(
-            model_dir, recipe.epochs, config.eval.validation_freq, recipe.monitor if with_validation else None,
+            model_dir, recipe.validation_freq, recipe.monitor if with_validation else None,
             minival_text(recipe.minival_info, short=True) if with_validation else None, resuming)))
     if resuming:
         resume.say(resume.resume_text(model_dir, resumed_epoch, recipe.fit_epochs, progressive))
@@ -208,10 +208,6 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
     results["steps_per_epoch"] = recipe.fit_steps_per_epoch or recipe.steps_per_epoch  # per fit epoch
     results["costs"] = costs.costs
     results["epoch_times"] = costs.epochs
-    if with_validation and not os.path.exists(os.path.join(run_dir, "best.keras")):
-        reason = plan.missing_best_reason(recipe.epochs, config.eval.validation_freq)
-        if reason:
-            results["notes"] = [reason]
     results["stages"] = resume.stage_rows(run_log.rows, recipe.steps_per_epoch * recipe.batch_size,
                                           recipe.fit_steps_per_epoch)
     plot_training_curves(run_log.rows, os.path.join(run_dir, "training_curves.png"),
