@@ -38,3 +38,27 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# Fashion-MNIST for `data.source: keras:fashion_mnist` (hparams/fashion_mnist_b0.yaml) without a download:
+# Debian's dataset-fashion-mnist package (30 MB; Debian 12 main) holds the four idx files that
+# keras.datasets.fashion_mnist.load_data() reads from Keras' cache folder ($KERAS_HOME/datasets, default
+# ~/.keras/datasets). Without apt, load_data() downloads them there on first use.
+KERAS_DATASETS_DIR ?= $(if $(KERAS_HOME),$(KERAS_HOME),$(HOME)/.keras)/datasets
+FASHION_MNIST_DEBIAN := /usr/share/datasets/fashion-mnist
+SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: data
+data:
+	@if [ ! -d $(FASHION_MNIST_DEBIAN) ] && ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "No apt-get here: keras.datasets.fashion_mnist.load_data() downloads Fashion-MNIST into" \
+	    "$(KERAS_DATASETS_DIR)/fashion-mnist on first use (network needed), or copy the four *-ubyte.gz files of" \
+	    "https://github.com/zalandoresearch/fashion-mnist (data/fashion) there."; \
+	elif [ ! -d $(FASHION_MNIST_DEBIAN) ] && ! $(SUDO) apt-get install -y dataset-fashion-mnist; then \
+	  echo "apt-get could not install dataset-fashion-mnist: run '$(strip $(SUDO) apt-get update)' and retry" \
+	    "(Debian 12 ships it in main)."; \
+	  exit 1; \
+	else \
+	  mkdir -p $(KERAS_DATASETS_DIR)/fashion-mnist && \
+	  cp $(FASHION_MNIST_DEBIAN)/*-ubyte.gz $(KERAS_DATASETS_DIR)/fashion-mnist/ && \
+	  echo "Fashion-MNIST is in $(KERAS_DATASETS_DIR)/fashion-mnist: data.source keras:fashion_mnist reads it offline."; \
+	fi

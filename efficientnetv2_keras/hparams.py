@@ -107,7 +107,8 @@ class DataConfig:
     """The input pipeline (the released `preprocessing.py`, `datasets.py`); arguments of `data.build_dataset`."""
 
     source: str = _key("imagenet2012", "Data source for data.get_source: digits, imagenet2012, cifar10, ..., "
-                                       "tfds:<name>, folder:<dir>, tfrecord:<dir>, tfrecord21k:<dir>.")
+                                       "tfds:<name>, folder:<dir>, tfrecord:<dir>, tfrecord21k:<dir>, "
+                                       "keras:<fashion_mnist|mnist|cifar10|cifar100> (keras.datasets).")
     source_options: dict = _key({}, "Extra keyword arguments for data.get_source (e.g. split_patterns, image_size).")
     data_dir: Optional[str] = _key(None, "tensorflow-datasets data_dir, or the TFRecord folder for an empty "
                                          "'tfrecord:' source.")

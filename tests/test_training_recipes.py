@@ -11,13 +11,14 @@ import gc
 import keras
 
 from efficientnetv2_keras import hparams, training
-from efficientnetv2_keras.data import IMAGENET21K_CLASSES, PAPER_TFDS_DATASETS
+from efficientnetv2_keras.data import IMAGENET21K_CLASSES, KERAS_DATASETS, PAPER_TFDS_DATASETS
 
-# Training-set sizes for steps_per_epoch (tensorflow-datasets splits; 21k: the released code's); digits 1,437.
+# Training-set sizes for steps_per_epoch (tensorflow-datasets splits; 21k: the released code's); digits 1,437;
+# Fashion-MNIST (keras.datasets) 60,000.
 TRAIN_EXAMPLES = {"imagenet2012": 1_281_167, "tfrecord21k:": 12_720_275, "cifar10": 50_000, "cifar100": 50_000,
-                  "oxford_flowers102": 2_040, "cars196": 8_144, "digits": 1_437}
+                  "oxford_flowers102": 2_040, "cars196": 8_144, "digits": 1_437, "keras:fashion_mnist": 60_000}
 EXPECTED_CLASSES = {"imagenet": 1000, "imagenet21k": IMAGENET21K_CLASSES, "cifar10": 10, "cifar100": 100,
-                    "flowers": 102, "cars": 196, "digits": 10}
+                    "flowers": 102, "cars": 196, "digits": 10, "fashion": 10}
 
 
 def _expected_classes(recipe):
@@ -32,7 +33,8 @@ def test_recipe_sources_are_known():
     for recipe in hparams.list_recipes():
         source = hparams.load_config(recipe).data.source
         assert source in TRAIN_EXAMPLES, (recipe, source)
-        assert source in PAPER_TFDS_DATASETS or source in ("tfrecord21k:", "digits")
+        keras_dataset = source.startswith("keras:") and source[len("keras:"):] in KERAS_DATASETS
+        assert source in PAPER_TFDS_DATASETS or source in ("tfrecord21k:", "digits") or keras_dataset
 
 
 # Slow (builds every recipe's model up to XL, ~70 s); make test stays under 15 minutes.

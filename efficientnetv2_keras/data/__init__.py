@@ -6,9 +6,15 @@
 
 Images come out as float32 in [0, 255] (the models rescale inside with `include_preprocessing=True`).
 See `pipeline.build_dataset` for every argument, `randaugment` for the magnitude scale, `sources` for
-the data sources, `mixing` for mixup/CutMix.
+the data sources (`keras_datasets` for keras.datasets), `mixing` for mixup/CutMix.
 """
 
+from efficientnetv2_keras.data.keras_datasets import (
+    KERAS_DATASETS,
+    KerasDatasetSource,
+    keras_cache_folder,
+    load_keras_dataset,
+)
 from efficientnetv2_keras.data.mixing import cutmix, mix_batch, mixup
 from efficientnetv2_keras.data.pipeline import (
     LABEL_FORMATS,
@@ -50,6 +56,10 @@ __all__ = [
     "TFDSSource",
     "TFRecordSource",
     "ImageFolderSource",
+    "KerasDatasetSource",
+    "KERAS_DATASETS",
+    "load_keras_dataset",
+    "keras_cache_folder",
     "get_source",
     "stratified_split",
     "PAPER_TFDS_DATASETS",

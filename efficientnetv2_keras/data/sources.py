@@ -782,7 +782,9 @@ def get_source(name_or_path, data_dir=None, **kwargs) -> Source:
       `TFDSSource(name, data_dir=data_dir)` (must be prepared; never downloads);
     * "folder:<dir>" or an existing directory: `ImageFolderSource(dir, **kwargs)`;
     * "tfrecord:<dir>": ImageNet TFRecords (1,000 classes, labels 1-based in the files);
-    * "tfrecord21k:<dir>": ImageNet-21k TFRecords (21,843 classes, multi-hot labels).
+    * "tfrecord21k:<dir>": ImageNet-21k TFRecords (21,843 classes, multi-hot labels);
+    * "keras:<name>": `keras.datasets.<name>.load_data()` (fashion_mnist, mnist, cifar10, cifar100; see
+      keras_datasets.py).
     A Source passes through unchanged. For the TFRecord kinds an empty <dir> means `data_dir`.
     """
     if isinstance(name_or_path, Source):
@@ -812,6 +814,10 @@ def _get_source(name_or_path, name, kind, rest, data_dir, kwargs):
         return TFDSSource(rest, data_dir=data_dir, **kwargs)
     if kind == "folder" and rest:
         return ImageFolderSource(rest, **kwargs)
+    if kind == "keras" and rest:
+        from efficientnetv2_keras.data.keras_datasets import KerasDatasetSource  # imports this module
+
+        return KerasDatasetSource(rest, **kwargs)
     if kind in ("tfrecord", "tfrecord21k") and (rest or data_dir):
         if kind == "tfrecord21k":
             kwargs = {"num_classes": IMAGENET21K_CLASSES, "multi_label": True, **kwargs}
@@ -821,5 +827,6 @@ def _get_source(name_or_path, name, kind, rest, data_dir, kwargs):
     raise ValueError(
         f"Unknown data source {name!r}. Valid: 'digits'; tfds datasets {sorted(PAPER_TFDS_DATASETS)} or "
         "'tfds:<name>'; 'folder:<dir>' or an existing directory (one sub-folder per class); "
-        "'tfrecord:<dir>' (ImageNet TFRecords); 'tfrecord21k:<dir>' (ImageNet-21k TFRecords)."
+        "'tfrecord:<dir>' (ImageNet TFRecords); 'tfrecord21k:<dir>' (ImageNet-21k TFRecords); "
+        "'keras:<name>' (keras.datasets: fashion_mnist, mnist, cifar10, cifar100)."
     )

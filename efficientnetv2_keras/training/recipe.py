@@ -155,7 +155,7 @@ def resolve_num_classes(config, source=None):
         return config.data.num_classes
     if source is not None:
         return int(source.num_classes)
-    from efficientnetv2_keras.data import IMAGENET21K_CLASSES, PAPER_TFDS_DATASETS, get_source
+    from efficientnetv2_keras.data import IMAGENET21K_CLASSES, KERAS_DATASETS, PAPER_TFDS_DATASETS, get_source
 
     name = config.data.source
     options = config.data.source_options
@@ -165,6 +165,8 @@ def resolve_num_classes(config, source=None):
         return int(options.get("num_classes", IMAGENET21K_CLASSES))
     if name.startswith("tfrecord:"):
         return int(options.get("num_classes", 1000))
+    if name.startswith("keras:") and name[len("keras:"):] in KERAS_DATASETS:
+        return KERAS_DATASETS[name[len("keras:"):]].num_classes
     return int(get_source(name, data_dir=config.data.data_dir, **options).num_classes)
 
 
