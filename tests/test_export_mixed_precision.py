@@ -127,7 +127,10 @@ FORMATS = [("saved_model", "none"), ("tflite", "none"), ("tflite", "float16"), (
 # The fast suite exports the float16 checkpoint as test_export.py does the B0 (every format but the
 # float16 and dynamic-int8 TFLite conversions) and the bfloat16 one to TFLite fp32 and ONNX: each takes
 # a few seconds, training a checkpoint ~20 s. `make test-all` exports both to every format.
-FAST = {"mixed_float16": {"saved_model", "tflite none", "tflite int8", "onnx"}, "mixed_bfloat16": {"tflite none", "onnx"}}
+FAST = {
+    "mixed_float16": {"saved_model", "tflite none", "tflite int8", "onnx"},
+    "mixed_bfloat16": {"tflite none", "onnx"},
+}
 CASES = [
     pytest.param(policy, format, quantization, id=f"{policy}-{format}-{quantization}",
                  marks=() if {format, f"{format} {quantization}"} & FAST[policy] else pytest.mark.slow)
@@ -198,7 +201,8 @@ def test_a_model_that_cannot_be_rebuilt_gets_a_clear_error(restore_global_policy
     model = Subclassed(3)
     model(np.zeros((1, 4), np.float32))
     keras.mixed_precision.set_global_policy("float32")
-    with pytest.raises(ValueError, match=r"computes in mixed_float16.*cannot be rebuilt.*set_global_policy\('float32'\)"):
+    expected = r"computes in mixed_float16.*cannot be rebuilt.*set_global_policy\('float32'\)"
+    with pytest.raises(ValueError, match=expected):
         precision.float32_rebuild(model)
     assert keras.mixed_precision.global_policy().name == "float32"
 

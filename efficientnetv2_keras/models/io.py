@@ -166,6 +166,10 @@ def _damaged_member(path):
 def load_model_file(path, compile=False):
     """`keras.saving.load_model(path, compile=compile)` with errors that name the problem and the fix.
 
+    With compile=True the file is loaded under the dtype policy its layers were built with
+    (`saved_dtype_policy`), so a mixed_float16 model gets back its LossScaleOptimizer and the optimizer
+    state (EMA averages) in it; the global policy is restored afterwards.
+
     Raises:
       FileNotFoundError: nothing at `path`.
       ModelFileError: not a `.keras` file, an empty / truncated / damaged archive, or an archive
