@@ -7,6 +7,8 @@
 
 A checkpoint from a training run is exported at the run's eval size and crop padding (its config.yaml);
 --image_size and --crop_padding override them.
+A checkpoint trained under mixed precision (train.mixed_precision: auto picks mixed_float16 on GPUs) is
+exported as its float32 rebuild; the report says how far the mixed-precision model is from it.
 
 Prints the parity report. Exits non-zero, leaving nothing at --output, when the export fails (parity
 below the thresholds of efficientnetv2_keras.export.PARITY_THRESHOLDS, a training op in the graph, ...).

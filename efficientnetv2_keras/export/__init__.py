@@ -13,12 +13,18 @@ compares it with the Keras model on sample images (`ParityReport`: max |dp|, mea
 distance, top-1 agreement; `ExportParityError` beyond the `Thresholds` of `PARITY_THRESHOLDS`), and only then renames it into place: a failed export leaves nothing at the
 target path, and an existing target is replaced only with `overwrite=True`.
 
+A model trained under mixed precision (mixed_float16 on GPUs, mixed_bfloat16 on TPUs) computes in
+half precision, which TFLite's builtin ops reject: every format serves its float32 rebuild instead
+(`precision.float32_rebuild`: the same layers in float32, the weights cast to float32), checks parity
+against that rebuild, and reports how far the mixed-precision model is from it
+(`ExportResult.precision_gap`). The model passed in and the global dtype policy are left as they were.
+
 TFLite files run on LiteRT (`pip install "efficientnetv2-keras[litert]"`, i.e. `ai-edge-litert`),
 or on TensorFlow's deprecated `tf.lite.Interpreter` when LiteRT is absent (`make_interpreter`).
 ONNX export needs `pip install "efficientnetv2-keras[onnx]"` (tf2onnx, onnx, onnxruntime).
 """
 
-from efficientnetv2_keras.export.common import ExportResult, resolve_image_size
+from efficientnetv2_keras.export.common import ExportResult, ServedModel, model_to_serve, resolve_image_size
 from efficientnetv2_keras.export.graph_check import (
     InferenceGraphError,
     check_inference_graph,
@@ -102,6 +108,8 @@ __all__ = [
     "export_model",
     "load_model_for_export",
     "ExportResult",
+    "ServedModel",
+    "model_to_serve",
     "ParityReport",
     "ExportParityError",
     "InferenceGraphError",

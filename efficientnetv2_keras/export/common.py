@@ -4,7 +4,8 @@ The most reported export failure of the released code (google/automl issues 994 
 traced in training mode: batch norm updating its statistics and the random drop-connect op, which TFLite rejects or turns
 into TF-Select ops. Every export here traces one function, `model(images, training=False)`, so the
 inference graph has no dropout, no stochastic-depth sampling and batch norm reading its moving
-statistics; `graph_check` then verifies that on what was written.
+statistics; `graph_check` then verifies that on what was written. A model that computes in
+float16/bfloat16 (mixed precision) is served as its float32 rebuild (`precision`, `model_to_serve`).
 """
 
 import contextlib
@@ -14,6 +15,8 @@ import os
 import keras
 import numpy as np
 
+from efficientnetv2_keras.export import parity
+from efficientnetv2_keras.export.precision import float32_rebuild, lower_precision_policy
 from efficientnetv2_keras.models.builder import MIN_INPUT_SIZE
 from efficientnetv2_keras.models.family import get_model_spec
 from efficientnetv2_keras.models.layers import _VariableRateDropout
@@ -210,6 +213,52 @@ def keras_outputs(model, images, ema_mapping=(), batch_size=32):
     return np.concatenate(chunks).astype("float32")
 
 
+# -- what is served --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedModel:
+    """What an export traces (`model` with `ema_mapping`) and the user's model it stands for.
+
+    For a model that computes in float16/bfloat16, `model` is its float32 rebuild holding the served
+    (EMA) values, `ema_mapping` is empty, and `source` / `source_ema_mapping` / `source_dtype_policy`
+    describe the user's model; otherwise `model` is the user's model and `source` is None.
+    """
+
+    model: object
+    ema_mapping: tuple
+    used_ema: bool
+    source: object = None
+    source_ema_mapping: tuple = ()
+    source_dtype_policy: object = None  # e.g. "mixed_float16" when `model` is a float32 rebuild
+
+    def outputs(self, images):
+        """The outputs of what is served on `images` (numpy): the parity reference."""
+        return keras_outputs(self.model, images, self.ema_mapping)
+
+    def inference_function(self):
+        return inference_function(self.model, self.ema_mapping)
+
+    def precision_gap(self, images, reference):
+        """The mixed-precision model against `reference` (the rebuild's outputs on `images`), a
+        `ParityReport` with no limits; None when the user's model is served as it is."""
+        if self.source is None:
+            return None
+        original = keras_outputs(self.source, images, self.source_ema_mapping)
+        return parity.compare(reference, original, signature=f"{self.source_dtype_policy} model",
+                              mode="none", thresholds=parity.NO_LIMITS)  # fmt: skip
+
+
+def model_to_serve(model, use_ema="auto"):
+    """The `ServedModel` for `model`: the model itself (with its EMA mapping) when every layer is
+    float32, else its float32 rebuild (`precision.float32_rebuild`); `model` is never modified."""
+    ema = tuple(ema_state_mapping(model, use_ema))
+    policy = lower_precision_policy(model)
+    if policy is None:
+        return ServedModel(model, ema, bool(ema))
+    return ServedModel(float32_rebuild(model, ema), (), bool(ema), model, ema, policy)
+
+
 # -- the target -----------------------------------------------------------------------------------
 
 
@@ -251,6 +300,8 @@ class ExportResult:
     parity: tuple  # ParityReport per checked signature
     op_types: tuple
     crop_padding: object = None  # int: of the sample images read from sources and of the bytes signature
+    source_dtype_policy: object = None  # "mixed_float16" / "mixed_bfloat16": served as its float32 rebuild
+    precision_gap: object = None  # ParityReport: that mixed-precision model against the float32 rebuild
 
     def __str__(self):
         batch = "dynamic" if self.batch_size is None else self.batch_size
@@ -263,4 +314,12 @@ class ExportResult:
             f"({self.parity[0].compared}):",
         ]
         lines += [f"  {report}" for report in self.parity]
+        if self.precision_gap is not None:
+            gap, policy = self.precision_gap, self.source_dtype_policy
+            lines.append(
+                f"The model computes in {policy}; the export serves its float32 rebuild (weights cast to "
+                f"float32), the Keras reference above. On the same images the {policy} model differs from "
+                f"the rebuild by max|dp|={gap.max_abs_diff:.2e}, mean TV={gap.mean_tv:.1e}, top-1 agree="
+                f"{gap.top1_agreement:.1%}."
+            )
         return "\n".join(lines)

@@ -135,22 +135,23 @@ def export_onnx(
     image_size = common.resolve_image_size(model, image_size)
     crop_padding = common.resolve_crop_padding(crop_padding)
     batch_size = common.check_batch_size(batch_size)
-    ema = common.ema_state_mapping(model, use_ema)
+    served = common.model_to_serve(model, use_ema)  # the model, or the float32 rebuild of a mixed-precision one
     parity.thresholds_for("onnx", thresholds)  # validates early
 
     images, sample_source = samples.parity_images(
         sample_images, None, image_size, num_parity_samples, crop_padding
     )
-    reference = common.keras_outputs(model, images, ema)
+    reference = served.outputs(images)
+    precision_gap = served.precision_gap(images, reference)
 
-    infer = common.inference_function(model, ema)
+    infer = served.inference_function()
     function = tf.function(
         lambda images: {OUTPUT_NAME: infer(images)},
         input_signature=[tf.TensorSpec([batch_size, image_size, image_size, 3], tf.float32, name=INPUT_NAME)],
     )
     concrete = function.get_concrete_function()
     graph_check.check_inference_graph(
-        concrete, common.regularization_rate_variables(model), what="traced inference function"
+        concrete, common.regularization_rate_variables(served.model), what="traced inference function"
     )
     model_proto = convert(concrete, model.name, opset)
     onnx.checker.check_model(model_proto)
@@ -171,9 +172,11 @@ def export_onnx(
         image_size=image_size,
         batch_size=batch_size,
         size_bytes=len(content),
-        used_ema=bool(ema),
+        used_ema=served.used_ema,
         sample_source=sample_source,
         parity=(report,),
         op_types=tuple(op_types),
         crop_padding=crop_padding,
+        source_dtype_policy=served.source_dtype_policy,
+        precision_gap=precision_gap,
     )

@@ -88,18 +88,19 @@ def export_saved_model(
     image_size = common.resolve_image_size(model, image_size)
     crop_padding = common.resolve_crop_padding(crop_padding)
     batch_size = common.check_batch_size(batch_size)
-    ema = common.ema_state_mapping(model, use_ema)
+    served = common.model_to_serve(model, use_ema)  # the model, or the float32 rebuild of a mixed-precision one
     parity.thresholds_for("saved_model", thresholds)  # validates early
 
     images, sample_source = samples.parity_images(
         sample_images, None, image_size, num_parity_samples, crop_padding
     )
     encoded = _encode_png(images)
-    served = np.stack([decode_and_preprocess(e, image_size, crop_padding).numpy() for e in encoded])
-    reference = common.keras_outputs(model, images, ema)
-    reference_bytes = common.keras_outputs(model, served, ema)
+    served_images = np.stack([decode_and_preprocess(e, image_size, crop_padding).numpy() for e in encoded])
+    reference = served.outputs(images)
+    precision_gap = served.precision_gap(images, reference)
+    reference_bytes = served.outputs(served_images)
 
-    infer = common.inference_function(model, ema)
+    infer = served.inference_function()
     # Not archive.track(model): that stores every variable a second time (measured: 2x the size)
     # and adds the rate and seed variables; the endpoints' own variables are all a model needs.
     archive = keras.export.ExportArchive()
@@ -109,7 +110,7 @@ def export_saved_model(
         traced.append(function.get_concrete_function())
         archive.add_endpoint(name, function)
     graph_check.check_inference_graph(
-        traced, common.regularization_rate_variables(model), what="traced inference function"
+        traced, common.regularization_rate_variables(served.model), what="traced inference function"
     )
 
     with atomic_output(path, overwrite) as temporary:
@@ -137,11 +138,13 @@ def export_saved_model(
         image_size=image_size,
         batch_size=batch_size,
         size_bytes=size,
-        used_ema=bool(ema),
+        used_ema=served.used_ema,
         sample_source=sample_source,
         parity=tuple(reports),
         op_types=tuple(op_types),
         crop_padding=crop_padding,
+        source_dtype_policy=served.source_dtype_policy,
+        precision_gap=precision_gap,
     )
 
 

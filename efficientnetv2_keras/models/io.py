@@ -4,8 +4,15 @@
 not a zip archive at all, and a raw zip or h5py error for a damaged one. `load_model_file` tells
 these apart (missing file, wrong kind of file, truncated or damaged archive, an archive whose model
 cannot be rebuilt here) and says how to fix each; evaluate, predict and export load through it.
+
+A compiled model is loaded under the dtype policy it was built with (`saved_dtype_policy`): under
+mixed_float16, `compile` wraps the optimizer in a `LossScaleOptimizer`, and a file loaded under another
+policy gets a bare optimizer whose variables Keras then skips loading (a warning only), losing the
+EMA averages that export and evaluation read from it.
 """
 
+import collections
+import contextlib
 import json
 import os
 import zipfile
@@ -16,6 +23,9 @@ import keras
 REQUIRED_MEMBERS = ("config.json", "model.weights.h5")
 _ZIP_SIGNATURE = b"PK\x03\x04"
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# How Keras 3 serializes a layer's (non-quantized) dtype policy in its config: {"class_name": one of
+# these, "config": {"name": "mixed_float16"}, ...}.
+_DTYPE_POLICY_CLASSES = ("DTypePolicy", "FloatDTypePolicy")
 
 
 class ModelFileError(ValueError):
@@ -101,6 +111,49 @@ def check_model_file(path):
     return path
 
 
+@contextlib.contextmanager
+def dtype_policy_scope(policy):
+    """Sets Keras' global dtype policy inside the block and restores the previous one, also on errors.
+
+    policy: a policy name ("float32", "mixed_float16", ...), or None to leave the global policy alone.
+    """
+    if policy is None:
+        yield
+        return
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def dtype_policy_configs(config):
+    """Every layer dtype policy serialized in a Keras config (dicts; change them to change the policies)."""
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if key == "dtype" and isinstance(value, dict) and value.get("class_name") in _DTYPE_POLICY_CLASSES:
+                yield value
+            else:
+                yield from dtype_policy_configs(value)
+    elif isinstance(config, list):
+        for value in config:
+            yield from dtype_policy_configs(value)
+
+
+def saved_dtype_policy(path):
+    """The dtype policy most layers of a `.keras` file compute in (the global policy the model was built
+    under; a few layers, e.g. the classifier, are float32 by choice), or None when the file records none."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile):
+        return None
+    names = collections.Counter(policy.get("config", {}).get("name") for policy in dtype_policy_configs(config))
+    names.pop(None, None)
+    return names.most_common(1)[0][0] if names else None
+
+
 def _damaged_member(path):
     """The first member whose CRC does not match, or the zip error, or None when the archive is sound."""
     try:
@@ -113,6 +166,10 @@ def _damaged_member(path):
 def load_model_file(path, compile=False):
     """`keras.saving.load_model(path, compile=compile)` with errors that name the problem and the fix.
 
+    With compile=True the file is loaded under the dtype policy its layers were built with
+    (`saved_dtype_policy`), so a mixed_float16 model gets back its LossScaleOptimizer and the optimizer
+    state (EMA averages) in it; the global policy is restored afterwards.
+
     Raises:
       FileNotFoundError: nothing at `path`.
       ModelFileError: not a `.keras` file, an empty / truncated / damaged archive, or an archive
@@ -123,7 +180,9 @@ def load_model_file(path, compile=False):
     """
     path = check_model_file(path)
     try:
-        return keras.saving.load_model(path, compile=compile)
+        # Under the policy it was trained with, a compiled model gets the optimizer it was saved with.
+        with dtype_policy_scope(saved_dtype_policy(path) if compile else None):
+            return keras.saving.load_model(path, compile=compile)
     except Exception as error:  # noqa: BLE001 - diagnosed below, re-raised with the cause attached
         damaged = _damaged_member(path)
         if damaged is not None:
