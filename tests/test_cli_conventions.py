@@ -60,7 +60,7 @@ def test_help_flags_exit_0(flag, capsys):
         sys.argv = argv
         flags.FLAGS.unparse_flags()
     assert exit_info.value.code == 0
-    assert "--verbose" in capsys.readouterr().out
+    assert "--[no]verbose" in capsys.readouterr().out
 
 
 def test_a_command_s_help_exits_0_without_tensorflow_start_up_lines():
@@ -68,6 +68,14 @@ def test_a_command_s_help_exits_0_without_tensorflow_start_up_lines():
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Trains (and/or evaluates) a recipe." in run.stdout and "--model_dir" in run.stdout
     assert start_up_lines(run.stderr) == [], run.stderr
+
+
+@pytest.mark.slow  # a TensorFlow start each (~15 s on 2 cores); `train --help` above is the fast one
+@pytest.mark.parametrize("tool", ["evaluate", "predict", "export", "summary", "convert_weights", "benchmark", "nas"])
+def test_every_command_s_help_exits_0(tool):
+    run = command(tool, "--helpfull")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "--[no]verbose" in run.stdout and start_up_lines(run.stderr) == [], run.stderr
 
 
 # -- TensorFlow's start-up lines ---------------------------------------------------------------------------
