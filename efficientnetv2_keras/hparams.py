@@ -113,8 +113,12 @@ class DataConfig:
     data_dir: Optional[str] = _key(None, "tensorflow-datasets data_dir, or the TFRecord folder for an empty "
                                          "'tfrecord:' source.")
     train_split: str = _key("train", "Training split (tfds slices such as 'train[:98%]' and 'a+b' work).")
-    eval_split: str = _key("validation", "Test split: evaluated once, after training, for the final and the best "
-                                         "checkpoint (ImageNet: the 50,000 'validation' images).")
+    eval_split: Optional[str] = _key("validation", "Test split: evaluated once, after training, for the final and "
+                                                   "the best checkpoint (ImageNet: the 50,000 'validation' images); "
+                                                   "null = none (the run trains and validates only).")
+    eval_split_optional: bool = _key(False, "When the source has no eval_split (an image folder without a test/ "
+                                            "split folder): train and validate without a test split, and say so, "
+                                            "instead of stopping with an error.")
     minival: Optional[Union[int, float, str]] = _key(
         25_000, "Held-out split for validation during training and best.keras selection, carved from "
         "train_split (which then excludes it): a number of examples, a fraction in (0, 1), a split name, or null "

@@ -26,14 +26,6 @@ def run_file(path, name):
     return candidate if os.path.isfile(candidate) else None
 
 
-def load_run_config(path, overrides=None):
-    """The validated recipe of the run `path` (a run directory or a checkpoint in one) came from, or None."""
-    from efficientnetv2_keras.hparams import load_config
-
-    recipe = run_file(path, CONFIG_FILE)
-    return None if recipe is None else load_config(recipe, overrides)
-
-
 @dataclasses.dataclass(frozen=True)
 class EvalPreprocessing:
     """The input size and centre-crop padding to evaluate, serve or export a checkpoint with.

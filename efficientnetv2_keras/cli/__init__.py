@@ -16,6 +16,10 @@ Errors a user can fix (a mistyped recipe key, a missing file or run directory, a
 cannot run, too few epochs for the stages, a bad flag) end in one line on stderr,
 `<tool>: error: <what is wrong and the fix>`, and exit status 2, the usage-error status of absl and
 argparse; `--verbose` shows the Python traceback instead. Anything else is a bug and keeps its traceback.
+
+`--help` (and --helpshort, --helpfull, --helpxml) prints the usage and exits 0, so `cmd --help && ...`
+goes on. TensorFlow's C++ start-up lines (oneDNN, CUDA drivers, cuInit, CPU features) stay off the
+terminal unless --verbose: this package imports TensorFlow here, first (cli/tensorflow_logs.py).
 """
 
 import os
@@ -23,7 +27,13 @@ import sys
 
 from absl import app, flags
 
-flags.DEFINE_bool("verbose", False, "On an error, show the Python traceback instead of one line.")
+from efficientnetv2_keras.cli.tensorflow_logs import import_tensorflow_quietly
+
+# Every command imports this module before anything that imports TensorFlow (`import efficientnetv2_keras`
+# does not): the log level is set and the start-up lines are captured before TensorFlow first loads.
+import_tensorflow_quietly(sys.argv)
+
+flags.DEFINE_bool("verbose", False, "On an error, show the Python traceback, and TensorFlow's start-up log lines.")
 
 # What a user's input can cause (efficientnetv2_keras.hparams.ConfigError is a ValueError; missing
 # files are OSErrors; a missing optional dependency is an ImportError naming the extra to install).
@@ -53,6 +63,10 @@ def _parse_flags(argv):
         return flags.FLAGS(argv)
     except flags.Error as error:
         _fail(f"{error} (--help lists the flags)")
+    except SystemExit as exit:
+        # Only absl's help flags exit while the flags are parsed, after printing the usage, with status 1
+        # (absl.app.HelpFlag); asking for help is not an error.
+        sys.exit(0 if exit.code == 1 else exit.code)
 
 
 def _show_in_help(module_name):

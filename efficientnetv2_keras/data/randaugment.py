@@ -451,11 +451,3 @@ class RandAugment:
             maximum_iterations=self.num_layers,
         )
         return image
-        seed = random_seed() if seed is None else seed
-        if self._traced_layer is None:
-            # Traced once per image shape and called per layer: halves graph building (the 16-branch
-            # switch is large). No reduce_retracing: the ops need the static side (pixel parameters).
-            self._traced_layer = tf.function(self._layer, autograph=False)
-        for layer_seed in tf.unstack(tf.random.split(seed, self.num_layers)):
-            image = self._traced_layer(image, layer_seed)
-        return image

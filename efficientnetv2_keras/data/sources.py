@@ -119,6 +119,15 @@ def stratified_split(labels, test_size, seed=0):
     return np.sort(np.array(train, np.int64)), np.sort(np.array(test, np.int64))
 
 
+class UnknownSplitError(ValueError):
+    """A split name the source does not have: `split` (as asked for), `available` (the source's splits)."""
+
+    def __init__(self, message, split, available):
+        super().__init__(message)
+        self.split = split
+        self.available = list(available)
+
+
 class Source:
     """Common interface; see the module docstring.
 
@@ -198,8 +207,8 @@ class Source:
         if base not in available:
             alias = next((a for a in _SPLIT_ALIASES.get(base, ()) if a in available), None)
             if alias is None:
-                raise ValueError(
-                    f"Unknown split {split!r} for {self.name}; available splits: {list(available)}."
+                raise UnknownSplitError(
+                    f"Unknown split {split!r} for {self.name}; available splits: {list(available)}.", split, available
                 )
             logging.info("%s has no split %r; using %r.", self.name, base, alias)
             base = alias

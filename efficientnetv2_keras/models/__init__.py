@@ -27,6 +27,7 @@ from efficientnetv2_keras.models.regularization import get_regularization, set_r
 from efficientnetv2_keras.models.summary import count_flops, family_summary, format_summary
 from efficientnetv2_keras.models.weights import (
     KERAS_APPLICATIONS,
+    WeightsDownloadError,
     WeightsMismatchError,
     load_weights_from_keras_applications,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "load_weights_from_keras_applications",
     "KERAS_APPLICATIONS",
     "WeightsMismatchError",
+    "WeightsDownloadError",
     "feature_endpoint_names",
     "build_feature_extractor",
     "count_flops",

@@ -10,9 +10,12 @@ never builds one of our models itself.
 """
 
 import collections
+import http.client
 import json
 import os
 import re
+import tempfile
+import urllib.error
 
 import numpy as np
 
@@ -33,12 +36,26 @@ KERAS_APPLICATIONS = {
     "efficientnetv2-m": "EfficientNetV2M",
     "efficientnetv2-l": "EfficientNetV2L",
 }
+# Where keras.applications downloads these weights from, as <variant>.h5 (<variant>_notop.h5 without the
+# classifier): BASE_WEIGHTS_PATH in keras/src/applications/efficientnet_v2.py.
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/efficientnet_v2/"
 # Class names of our own layers, as Keras 3 writes them into .weights.h5 files.
 _OUR_LAYER_GROUPS = ("stochastic_depth", "adjustable_dropout")
 
 
 class WeightsMismatchError(ValueError):
     """The weights do not fit the model (another variant, another class count, ...)."""
+
+
+class WeightsDownloadError(OSError):
+    """keras.applications' weights could not be downloaded (no network, a proxy, the server).
+
+    `problem`: what failed and where Keras looks for the file; the message adds the `alternatives`.
+    """
+
+    def __init__(self, problem, alternatives="or pass the path of a local weights file instead of 'imagenet'"):
+        super().__init__(f"{problem}, {alternatives}.")
+        self.problem = problem
 
 
 def _arrays_by_layer_from_model(source):
@@ -270,8 +287,42 @@ def load_imagenet_weights(model, spec, skip_head=False):
             f"ImageNet weights have 1000 classes, the model has classes={classes}. Use "
             "classes=1000, or include_top=False and add your own head."
         )
-    reference = keras_applications_model(spec, has_top, 1000, weights="imagenet")
+    try:
+        reference = keras_applications_model(spec, has_top, 1000, weights="imagenet")
+    except Exception as error:  # keras.utils.get_file raises urllib's errors as a bare Exception
+        if not isinstance(error, (OSError, http.client.HTTPException)) and not str(error).startswith("URL fetch"):
+            raise
+        raise download_error(spec, has_top, error) from error
     return transfer_weights(model, reference, "keras.applications ImageNet weights", skip_head)
+
+
+def keras_cache_path(file_name):
+    """Where keras.utils.get_file looks for a keras.applications weights file before downloading it:
+    <Keras home>/models/<file>, Keras home being $KERAS_HOME, else ~/.keras, else (not writable) /tmp/.keras
+    (keras/src/backend/config.py and keras/src/utils/file_utils.py get_file)."""
+    try:
+        from keras.src.backend.config import keras_home  # private: how Keras read $KERAS_HOME at import
+
+        home = keras_home()
+    except ImportError:
+        home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    if not os.access(home, os.W_OK):
+        home = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
+    return os.path.join(home, "models", file_name)
+
+
+def download_error(spec, include_top, error):
+    """A WeightsDownloadError for `spec`'s keras.applications weights: the URL, the reason, the cache file."""
+    file_name = spec.name + (".h5" if include_top else "_notop.h5")
+    cause = error.__context__ if isinstance(error.__context__, urllib.error.URLError) else error
+    reason = getattr(cause, "reason", None) or cause
+    if isinstance(cause, urllib.error.HTTPError):
+        reason = f"HTTP {cause.code} {cause.reason}"
+    return WeightsDownloadError(
+        f"Could not download the ImageNet weights of {spec.name} from {KERAS_WEIGHTS_URL}{file_name} ({reason}). "
+        f"Keras looks for that file in {keras_cache_path(file_name)} ($KERAS_HOME/models when KERAS_HOME is set) "
+        "before downloading it: copy it there (behind a proxy, set https_proxy)"
+    )
 
 
 def weights_info_path(path):

@@ -8,7 +8,13 @@ import os
 
 from efficientnetv2_keras.training.callbacks import describe_checkpoint, read_record
 from efficientnetv2_keras.training.optimizers import weight_decay_loss
-from efficientnetv2_keras.training.recipe import compile_from_config, eval_dataset, image_sizes, source_from_config
+from efficientnetv2_keras.training.recipe import (
+    compile_from_config,
+    eval_dataset,
+    image_sizes,
+    source_from_config,
+    test_split,
+)
 
 
 def find_checkpoint(model_dir):
@@ -20,6 +26,11 @@ def find_checkpoint(model_dir):
     return os.path.join(model_dir, "best.keras")
 
 
+def nothing_to_evaluate(reason):
+    """The error of an evaluation without a test split (reason: `recipe.test_split`'s)."""
+    return ValueError(f"Nothing to evaluate: no test split ({reason}). Name one with data.eval_split=SPLIT.")
+
+
 def evaluate_model(model, config, source=None, checkpoint_name="", role=None):
     """Evaluates a compiled model on the test split (data.eval_split) at the eval size; returns the metrics.
 
@@ -28,6 +39,9 @@ def evaluate_model(model, config, source=None, checkpoint_name="", role=None):
     recipe has a coupled weight decay) the L2 term of these weights, which is not part of it.
     """
     source = source or source_from_config(config)
+    split, no_test_split = test_split(config, source)
+    if split is None:
+        raise nothing_to_evaluate(no_test_split)
     metrics = model.evaluate(eval_dataset(config, source), verbose=0, return_dict=True)
     if checkpoint_name and os.path.exists(checkpoint_name):
         checkpoint_name = describe_checkpoint(checkpoint_name)

@@ -25,7 +25,7 @@ import sys
 from typing import Any, Optional
 
 from efficientnetv2_keras import hparams
-from efficientnetv2_keras.models import build_model, load_pretrained
+from efficientnetv2_keras.models import WeightsDownloadError, build_model, load_pretrained
 from efficientnetv2_keras.models.family import get_model_spec
 from efficientnetv2_keras.progressive.schedule import REGULARIZERS, progressive_schedule
 from efficientnetv2_keras.training import plan
@@ -237,7 +237,12 @@ def build_model_from_config(config, num_classes=None, input_shape=None, load_che
         input_normalization=model_config.input_normalization,
     )
     if load_checkpoint and model_config.init_checkpoint:
-        load_pretrained(model, model_config.init_checkpoint, skip_head=model_config.skip_head)
+        try:
+            load_pretrained(model, model_config.init_checkpoint, skip_head=model_config.skip_head)
+        except WeightsDownloadError as error:
+            raise WeightsDownloadError(error.problem, "set model.init_checkpoint to a local weights file (.weights.h5, "
+                                       ".keras or a keras.applications .h5), or model.init_checkpoint=null to train "
+                                       "from scratch") from error
     return model
 
 
@@ -274,6 +279,9 @@ def source_from_config(config):
     """The recipe's data source (`data.source`, `data.data_dir`, `data.source_options`)."""
     from efficientnetv2_keras.data import get_source
 
+    if config.data.source == "folder:":  # finetune_folder.yaml: the folder comes from the command line
+        raise hparams.ConfigError("data.source is 'folder:' without a folder: set data.source=folder:/path/to/images "
+                                  "(--override=data.source=folder:/path/to/images).")
     return get_source(config.data.source, data_dir=config.data.data_dir, **config.data.source_options)
 
 
@@ -292,6 +300,52 @@ def minival_split(config, source):
     info = {"split": held, "carved_from": data.train_split, "size": data.minival,
             "examples": source.num_examples(held), "train_examples": source.num_examples(train_split)}
     return train_split, held, info
+
+
+def test_split(config, source):
+    """(data.eval_split, None), or (None, why there is none): null, or a split the source lacks with
+    data.eval_split_optional. A split the source lacks otherwise: a ConfigError naming the fix."""
+    from efficientnetv2_keras.data.sources import UnknownSplitError
+
+    split = config.data.eval_split
+    if split is None:
+        return None, "data.eval_split is null"
+    try:
+        source.num_examples(split)
+    except UnknownSplitError as error:
+        if not config.data.eval_split_optional:
+            raise split_error(error, config) from None
+        return None, f"{source.name} has no {split!r} split; its splits: {error.available}"
+    return split, None
+
+
+_SPLIT_KEYS = ("train_split", "eval_split", "minival")
+
+
+def _split_key(data, split):
+    """The data.* key whose value names `split` (the whole value, or one part of an 'a+b' split)."""
+    for key in _SPLIT_KEYS:
+        value = getattr(data, key)
+        if isinstance(value, str) and split in [value] + [part.strip() for part in value.split("+")]:
+            return key
+    return None
+
+
+def split_error(error, config):
+    """A source's `UnknownSplitError` with the recipe override that fixes it (sources know no recipe keys)."""
+    key = _split_key(config.data, error.split)
+    available = error.available
+    missing = [part for part in error.split.split("+") if part.strip() not in available] or [error.split]
+    lacks = f"the data has no {' or '.join(repr(part) for part in missing)} split"
+    if key == "train_split":
+        fix = f"set data.train_split={'train' if 'train' in available else available[0]} ({lacks})"
+    elif key == "eval_split":
+        fix = f"set data.eval_split to one of {available}, or data.eval_split=null to train without a test split ({lacks})"
+    elif key == "minival":
+        fix = f"set data.minival to one of {available}, or carve one from the training split with e.g. data.minival=0.1"
+    else:
+        return error
+    return hparams.ConfigError(f"{error} To fix it, {fix}.")
 
 
 def eval_dataset(config, source, split=None):
@@ -330,6 +384,8 @@ class Recipe:
     # Batch-scaled stages (progressive.batch_scaling): optimizer steps -> training progress, for the LR
     # schedule and the EMA; None otherwise.
     progress: Any = None
+    # Why no test split is evaluated (data.eval_split null, or optional and absent: config's is then None).
+    no_test_split: Optional[str] = None
 
     @property
     def batch_scaled(self):
@@ -446,7 +502,17 @@ def resolve_recipe(config, source=None, num_replicas=1):
         from efficientnetv2_keras.data import CachedSource
 
         train_source = source if isinstance(source, CachedSource) else CachedSource(source)
-    train_split, minival, minival_info = minival_split(config, source)
+    from efficientnetv2_keras.data.sources import UnknownSplitError
+
+    try:
+        source.num_examples(config.data.train_split)  # first: what a recipe made for other data gets wrong first
+        # The test split now, not when it is read after training (and before the minival adds its splits).
+        eval_split, no_test_split = test_split(config, source)
+        train_split, minival, minival_info = minival_split(config, source)
+    except UnknownSplitError as error:
+        raise split_error(error, config) from None
+    if eval_split is None:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, eval_split=None))
     steps_per_epoch, epochs, total_steps = training_steps(config, source.num_examples(train_split))
     train_size, eval_size = image_sizes(config)
     multi_label = is_multi_label(config, source)
@@ -458,6 +524,7 @@ def resolve_recipe(config, source=None, num_replicas=1):
         multi_label=multi_label, train_split=train_split, minival=minival, minival_info=minival_info,
         train_size=train_size, eval_size=eval_size, steps_per_epoch=steps_per_epoch, epochs=epochs,
         total_steps=total_steps, schedule=schedule, monitor=default_monitor(config, multi_label), progress=progress,
+        no_test_split=no_test_split,
     )
 
 
@@ -478,5 +545,7 @@ __all__ = [
     "compile_from_config",
     "source_from_config",
     "minival_split",
+    "test_split",
+    "split_error",
     "eval_dataset",
 ]

@@ -35,8 +35,9 @@ def plot_training_curves(epoch_logs, path, title=""):
     return path
 
 
-def minival_text(info, short=False):
-    """How the minival was made, for messages (short: for a checkpoint's record)."""
+def minival_text(info, short=False, test_split=True):
+    """How the minival was made, for messages (short: for a checkpoint's record; test_split: whether the
+    run has a test split)."""
     name = f"'{info['split']}'"
     if "carved_from" not in info:
         return name if short else f"minival: split {name} ({info['examples']} examples)"
@@ -44,7 +45,13 @@ def minival_text(info, short=False):
         return f"minival ({info['examples']} examples carved from '{info['carved_from']}')"
     return (f"minival: {info['examples']} examples carved from '{info['carved_from']}' (data.minival={info['size']}); "
             f"training on the other {info['train_examples']}. Validation (val_*) and best.keras use the minival; "
-            "the test split is evaluated once, after training.")
+            + ("the test split is evaluated once, after training." if test_split else "there is no test split."))
+
+
+def no_test_split_text(reason):
+    """What a run without a test split says (reason: `recipe.test_split`'s)."""
+    return (f"No test split ({reason}): the run trains and validates on the minival only (val_*, best.keras), and "
+            "measures no test accuracy; name a test split with data.eval_split for one.")
 
 
 def _format_metric(value):
@@ -67,10 +74,11 @@ def format_results(results):
         from efficientnetv2_keras.training.costs import format_costs  # (imports keras)
 
         lines += ["", format_costs(results["costs"])]
-    if results.get("minival"):
-        lines.append(minival_text(results["minival"]))
-    lines += results.get("notes", [])  # what the reader must know about these numbers
     evaluations = results.get("evaluations") or ([results["evaluation"]] if results.get("evaluation") else [])
+    if results.get("minival"):
+        lines.append(minival_text(results["minival"], test_split=results.get("mode") != "traineval" or bool(evaluations)))
+    # e.g. that there is no test split
+    lines += results.get("notes", [])
     if evaluations:
         first = evaluations[0]
         skip = {"role", "checkpoint", "eval_split", "eval_size"}

@@ -21,9 +21,11 @@ import csv
 import hashlib
 import io
 import json
+import logging as python_logging
 import math
 import os
 import re
+import sys
 import tempfile
 import time
 
@@ -43,9 +45,12 @@ class TrainingDiverged(RuntimeError):
 
 
 def say(text):
-    """Printed for the person at the terminal and logged (absl) for the job's log."""
+    """Printed for the person at the terminal, and logged (absl) for the job's log unless that log is the
+    terminal too (absl's handler writing to stderr, its default under absl.app.run): said once there."""
     print(text, flush=True)
-    logging.info(text)
+    handler = logging.get_absl_handler()
+    if handler not in python_logging.getLogger().handlers or handler.python_handler.stream is not sys.stderr:
+        logging.info(text)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -45,10 +45,17 @@ from efficientnetv2_keras.training.evaluation import (  # noqa: F401  (the names
     evaluate_model,
     find_checkpoint,
     load_for_evaluation,
+    nothing_to_evaluate,
 )
 from efficientnetv2_keras.training.optimizers import LogL2Loss
 from efficientnetv2_keras.training.recipe import resolve_recipe
-from efficientnetv2_keras.training.report import format_results, minival_text, plot_training_curves, write_results  # noqa: F401
+from efficientnetv2_keras.training.report import (  # noqa: F401
+    format_results,
+    minival_text,
+    no_test_split_text,
+    plot_training_curves,
+    write_results,
+)
 from efficientnetv2_keras.training.strategy import (
     check_even_batches,
     configure_mixed_precision,
@@ -111,6 +118,8 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
     if mode == "eval":
         if not os.path.isdir(model_dir):
             raise FileNotFoundError(f"No run directory {model_dir!r}: train into it first (mode=train or traineval).")
+        if recipe.no_test_split:
+            raise nothing_to_evaluate(recipe.no_test_split)
         check_even_batches(strategy, config, source)  # JAX DataParallel: batches split over the devices
         if not any(os.path.exists(os.path.join(model_dir, n)) for n in ("last.keras", "best.keras")):
             load_for_evaluation(config, find_checkpoint(model_dir))  # raises its "train first" error
@@ -156,7 +165,9 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
         if verbose:
             print(table)
     if verbose and recipe.minival_info and mode == "traineval":
-        print(minival_text(recipe.minival_info))
+        print(minival_text(recipe.minival_info, test_split=not recipe.no_test_split))
+    if verbose and recipe.no_test_split and mode == "traineval":
+        print(no_test_split_text(recipe.no_test_split))
 
     with_validation = mode == "traineval" and recipe.minival is not None
     # Restore the newest readable backup before fit (fit starts after its epoch), and say where.
@@ -212,7 +223,9 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
                                           recipe.fit_steps_per_epoch)
     plot_training_curves(run_log.rows, os.path.join(run_dir, "training_curves.png"),
                          title=f"{config.model.name} on {config.data.source}")
-    if mode == "traineval":
+    if mode == "traineval" and recipe.no_test_split:
+        results.setdefault("notes", []).append(no_test_split_text(recipe.no_test_split))
+    elif mode == "traineval":
         # fit() has copied the EMA weights (and averaged BN statistics) into the model: the final model.
         evaluation_start = time.perf_counter(), time.process_time()
         final = evaluate_model(model, config, source, role="final")
