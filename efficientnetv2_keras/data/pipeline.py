@@ -32,6 +32,7 @@ from efficientnetv2_keras.data.mixing import mix_batch
 from efficientnetv2_keras.data.preprocessing import CROP_PADDING, TRAIN_AREA_RANGE, preprocess_image
 from efficientnetv2_keras.data.randaugment import RANDAUGMENT_OPS, RandAugment, validate_magnitude
 from efficientnetv2_keras.data.sources import Source, get_source
+from efficientnetv2_keras.data.stream import start_reader, training_examples
 
 AUTOTUNE = tf.data.AUTOTUNE
 LABEL_FORMATS = ("sparse", "one_hot", "multi_hot_normalized", "multi_hot")
@@ -97,17 +98,21 @@ class CachedSource(Source):
         dataset_fn = lambda stage: build_dataset(cached, "train", stage.image_size, 128, training=True,
                                                  randaug_magnitude=stage.randaug_magnitude)
 
-    The first pass over a split decodes it and fills the cache (in that pass's file order, which
-    later passes keep; the element shuffle after the cache still reshuffles every pass); every later
-    pass, epoch and stage reads the cache. One cache per split and input pipeline (`input_context`),
-    made on first use, for pipelines built eagerly (inside a `tf.function` each call makes its own).
-    Memory: one decoded copy per cached split, alive while this object or a pipeline built from it is.
+    The first pass over a split decodes it and fills the cache; every later pass, epoch and stage
+    reads the cache. In memory (`cache=True`) the cached examples keep the source's order and every
+    training pass reads them in a permutation of its own (random access, `data/stream.py`); a file
+    cache is filled in a shuffled file order and later passes go through the shuffle buffer. One cache
+    per split and input pipeline (`input_context`), made on first use, for pipelines built eagerly
+    (inside a `tf.function` each call makes its own). Memory: one decoded copy per cached split, alive
+    while this object or a pipeline built from it is.
 
     Args:
       source: a `Source` or a name for `get_source`.
       cache: True (memory) or a file-name prefix (the split and shard are appended).
       data_dir: tensorflow-datasets data_dir when `source` is a tfds name.
     """
+
+    decoded = True
 
     def __init__(self, source, cache=True, *, data_dir=None):
         source = get_source(source, data_dir=data_dir)
@@ -120,6 +125,7 @@ class CachedSource(Source):
         self.name = source.name
         self.num_classes = source.num_classes
         self.multi_label = source.multi_label
+        self.skip_decode_errors = source.skip_decode_errors  # fewer cached examples than records
         self._cached = {}
 
     @property
@@ -132,6 +138,19 @@ class CachedSource(Source):
 
     def num_examples(self, split):
         return self.source.num_examples(split)
+
+    def shard_size(self, split, input_context=None):
+        return self.source.shard_size(split, input_context)
+
+    def indexed_records(self, split, input_context=None):
+        """The split cached in memory in the source's order, when its size in this shard is known."""
+        count = self.shard_size(split, input_context)
+        if self.cache is not True or count is None:
+            return None
+        return self.records(split, input_context=input_context), count
+
+    def as_dataset(self, split, *, shuffle_files=False, input_context=None, seed=None):
+        return self.records(split, shuffle_files=shuffle_files, input_context=input_context, seed=seed)
 
     def records(self, split, *, shuffle_files=False, input_context=None, seed=None):
         """Decoded (image, label) examples of `split`, cached: the same dataset for the same split and shard."""
@@ -184,6 +203,8 @@ def build_dataset(
     deterministic=None,
     data_dir=None,
     data_format=None,
+    epoch=None,
+    position=None,
 ) -> tf.data.Dataset:
     """Builds the input pipeline of one stage: (float32 images [B, S, S, 3] in [0, 255], labels).
 
@@ -252,13 +273,16 @@ def build_dataset(
     if data_format not in DATA_FORMATS:
         raise ValueError(f"data_format must be 'channels_last', 'channels_first' or None, got {data_format!r}.")
 
+    _check_stream_start(training, repeat, epoch, position)
+
     source = get_source(source, data_dir=data_dir)
-    decoded = isinstance(source, CachedSource)  # its records are decoded, cached examples
-    if decoded and cache:
-        raise ValueError(
-            "The source is a CachedSource, which decodes and caches once for every pipeline; pass "
-            "cache=False (caching again would keep a second copy)."
-        )
+    if cache:
+        if source.decoded:
+            raise ValueError(
+                "The source is a CachedSource, which decodes and caches once for every pipeline; pass "
+                "cache=False (caching again would keep a second copy)."
+            )
+        source = CachedSource(source, cache=True if cache is True else os.fspath(cache))  # this pipeline's own copy
     mixing = training and (mixup_alpha > 0 or cutmix_alpha > 0)
     label_format = _label_format(label_format, source, mixing)
     drop_remainder = training if drop_remainder is None else bool(drop_remainder)
@@ -272,26 +296,15 @@ def build_dataset(
     if training and augment in ("randaug", "ft") and randaug_magnitude > 0:
         randaugment = RandAugment(randaug_magnitude, randaug_layers, ops=tuple(randaug_ops or RANDAUGMENT_OPS))
 
-    dataset = source.records(
-        split,
-        shuffle_files=training,
-        input_context=input_context,
-        seed=_stage_seed(seed, image_size, pipeline_id, 0),
-    )
-    if cache:
-        dataset = source.decode_records(dataset)
-        dataset = dataset.cache() if cache is True else dataset.cache(str(cache))
-    if training and shuffle_buffer > 1:
-        shuffle_seed = _stage_seed(seed, image_size, pipeline_id, 1)
-        dataset = dataset.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
-    if repeat:
-        dataset = dataset.repeat()
-    if not cache and not decoded:
-        dataset = source.decode_records(dataset)
-
-    element_seeds = tf.data.Dataset.random(
-        seed=_stage_seed(seed, image_size, pipeline_id, 2), rerandomize_each_iteration=True
-    ).batch(2)
+    pass_examples = None
+    if training:
+        examples, pass_examples = training_examples(
+            source, split, input_context=input_context, base_key=_stage_seed(seed, image_size, pipeline_id, 0),
+            shuffle_buffer=shuffle_buffer, endless=repeat, epoch=epoch, position=position,
+        )
+    else:  # the split in its order; evaluation draws nothing at random
+        examples = source.as_dataset(split, input_context=input_context).map(
+            lambda *example: (example, tf.zeros([2], tf.int64)))
     num_classes = source.num_classes
 
     def prepare(example, element_seed):
@@ -307,26 +320,30 @@ def build_dataset(
             flip=flip,
             crop_padding=eval_crop_padding,
         )
-        return image, encode_label(label, label_format, num_classes)
+        label = encode_label(label, label_format, num_classes)
+        return (image, label, element_seed) if mixing else (image, label)
 
-    dataset = tf.data.Dataset.zip((dataset, element_seeds))
-    dataset = dataset.map(prepare, num_parallel_calls=AUTOTUNE)
+    dataset = examples.map(prepare, num_parallel_calls=AUTOTUNE)
     dataset = dataset.batch(per_worker_batch, drop_remainder=drop_remainder)
 
     if mixing:
-        batch_seeds = tf.data.Dataset.random(
-            seed=_stage_seed(seed, image_size, pipeline_id, 3), rerandomize_each_iteration=True
-        ).batch(2)
 
-        def mix(batch, batch_seed):
-            images, labels = batch
-            return mix_batch(images, labels, mixup_alpha, cutmix_alpha, batch_seed)
+        def mix(images, labels, element_seeds):
+            # Keyed by the batch's first example: the same batch mixes the same way after a restart.
+            seed = tf.random.experimental.stateless_fold_in(element_seeds[0], 1)
+            return mix_batch(images, labels, mixup_alpha, cutmix_alpha, seed)
 
-        dataset = tf.data.Dataset.zip((dataset, batch_seeds)).map(mix, num_parallel_calls=AUTOTUNE)
+        dataset = dataset.map(mix, num_parallel_calls=AUTOTUNE)
 
     if data_format == "channels_first":
         dataset = dataset.map(lambda images, labels: (tf.transpose(images, (0, 3, 1, 2)), labels),
                               num_parallel_calls=AUTOTUNE)
+    if training and (repeat or pass_examples is not None):
+        # Known lengths for Keras (progress bar, one-pass epochs): endless, or the batches of one pass.
+        batches = tf.data.INFINITE_CARDINALITY if repeat else pass_examples // per_worker_batch
+        if not repeat and not drop_remainder:
+            batches = -(-pass_examples // per_worker_batch)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
 
     dataset = dataset.prefetch(AUTOTUNE)
     options = tf.data.Options()
@@ -335,4 +352,19 @@ def build_dataset(
     # (official datasets.py sets the same). Measured: RandAugment 293 -> 550 img/s at 300 px, 2 cores.
     options.threading.max_intra_op_parallelism = 1
     return dataset.with_options(options)
+
+
+def _check_stream_start(training, repeat, epoch, position):
+    """`epoch` / `position` (data/stream.py): where a training pipeline starts in its stream."""
+    if (epoch is not None or position is not None) and not training:
+        raise ValueError("epoch and position place a training pipeline in its stream; evaluation (training=False) "
+                         "reads the split in order: leave them out.")
+    if epoch is not None and position is not None:
+        raise ValueError("Give either epoch (the pass to read) or position (the examples of the stream already "
+                         "read), not both.")
+    if position is not None and not repeat:
+        raise ValueError("position is a place in the endless training stream: pass repeat=True (and give fit a "
+                         "steps_per_epoch).")
+    start_reader(epoch, "epoch")  # a clear error now for a value that cannot be read
+    start_reader(position, "position")
 
