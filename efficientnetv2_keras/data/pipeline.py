@@ -112,7 +112,7 @@ class CachedSource(Source):
       data_dir: tensorflow-datasets data_dir when `source` is a tfds name.
     """
 
-    decoded = True
+    records_decoded = True
 
     def __init__(self, source, cache=True, *, data_dir=None):
         source = get_source(source, data_dir=data_dir)
@@ -277,7 +277,7 @@ def build_dataset(
 
     source = get_source(source, data_dir=data_dir)
     if cache:
-        if source.decoded:
+        if source.records_decoded:
             raise ValueError(
                 "The source is a CachedSource, which decodes and caches once for every pipeline; pass "
                 "cache=False (caching again would keep a second copy)."

@@ -144,7 +144,7 @@ class Source:
     num_classes: int = 0
     multi_label: bool = False
     skip_decode_errors: bool = False
-    decoded: bool = False  # records are decoded examples already (a CachedSource)
+    records_decoded: bool = False  # records are decoded examples already (a CachedSource)
 
     @property
     def split_sizes(self) -> dict:

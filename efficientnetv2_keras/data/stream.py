@@ -181,7 +181,7 @@ def training_examples(source, split, *, input_context, base_key, shuffle_buffer,
     """
     base_key = secrets.randbits(62) if base_key is None else base_key
     indexed = source.indexed_records(split, input_context)
-    decoded = getattr(source, "decoded", False)
+    decoded = source.records_decoded
     if indexed is not None:
         records, count = indexed
         one_pass, pass_size = _index_pass(count), count
@@ -205,7 +205,7 @@ def training_examples(source, split, *, input_context, base_key, shuffle_buffer,
 
 def _records_for(source, split, input_context, base_key):
     """Pass key -> the records of one pass of a streaming source: files in a seeded order; a cache as filled."""
-    if getattr(source, "decoded", False):  # a CachedSource: one cache, filled in its first pass's order
+    if source.records_decoded:  # a CachedSource: one cache, filled in its first pass's order
         cached = source.records(split, shuffle_files=True, input_context=input_context, seed=base_key % INT64_MAX)
         return lambda key: cached
     return lambda key: source.records(split, shuffle_files=True, input_context=input_context, seed=key)
