@@ -85,6 +85,32 @@ def test_a_stream_started_at_a_position_continues_the_uninterrupted_stream():
     assert int(build_dataset(source, "train", 16, 8, **options).cardinality()) == tf.data.INFINITE_CARDINALITY
 
 
+def test_workers_permute_their_own_shards_every_pass():
+    source = _numbered()
+    passes = []
+    for worker in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker, num_replicas_in_sync=2)
+        dataset = build_dataset(source, "train", 8, 8, training=True, augment=None, flip=False, seed=1,
+                                input_context=context)  # per-worker batch 4, 20 examples per shard
+        passes.append((_order(dataset), _order(dataset)))
+    (first_0, second_0), (first_1, second_1) = passes
+    assert sorted(first_0 + first_1) == sorted(second_0 + second_1) == list(range(40))
+    assert first_0 != second_0 and first_1 != second_1 and sorted(first_0) == sorted(second_0)
+
+
+def test_a_cached_folder_with_an_unreadable_file_gives_the_readable_ones_once_per_pass(tmp_path):
+    for label in range(2):
+        (tmp_path / f"class{label}").mkdir()
+        for i in range(6):
+            Image.fromarray(np.full((8, 8, 3), label * 6 + i, np.uint8)).save(tmp_path / f"class{label}" / f"{i}.png")
+    whole = (tmp_path / "class1" / "5.png").read_bytes()
+    (tmp_path / "class1" / "5.png").write_bytes(whole[: len(whole) // 2])  # passes the header check only
+    source = CachedSource(ImageFolderSource(tmp_path, validate="header"))
+    dataset = build_dataset(source, "train", 8, 1, training=True, augment=None, flip=False, seed=0)
+    first, second = _order(dataset), _order(dataset)
+    assert sorted(first) == sorted(second) == list(range(11)) and first != second
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -152,3 +178,34 @@ def test_recipe_epochs_of_steps_per_epoch_continue_through_the_data(class_folder
         assert counts.min() >= 1 and counts.sum() == 320
     else:  # 10 epochs x 2 steps x 16 = one pass over the 320 files: every file once
         assert counts.tolist() == [PER_CLASS] * CLASSES
+
+
+def _epochs(recipe, first_epoch, epochs):
+    """The batches a fit from `first_epoch` (a resumed run when > 0) reads in each epoch, as Keras reads them:
+    a new iterator per epoch, or with fit_steps_per_epoch one iterator for the whole fit."""
+    train, callback = recipe.train_dataset(verbose=0)
+    steps, iterator, read = recipe.fit_steps_per_epoch, None, []
+    for epoch in range(first_epoch, epochs):
+        callback.epoch.assign(epoch)  # what its on_epoch_begin does before Keras reads the epoch
+        if steps is None:
+            read.append(list(train.as_numpy_iterator()))
+        else:
+            iterator = iterator or train.as_numpy_iterator()
+            read.append([next(iterator) for _ in range(steps)])
+    return read
+
+
+@pytest.mark.parametrize("steps", ["null", "2"], ids=["one_pass", "steps_per_epoch"])
+@pytest.mark.parametrize("progressive", [False, True], ids=["static", "progressive"])
+def test_a_resumed_recipe_reads_what_the_uninterrupted_run_would_have(class_folder, progressive, steps):
+    # Random crops (no RandAugment, to keep the test short); 2 stages of 2 epochs each.
+    overrides = [f"train.steps_per_epoch={steps}", "train.epochs=4", "data.augment=randaug", "data.crop_area_min=0.5",
+                 "data.randaug_magnitude=0", "data.train_size=16", "progressive.randaug_magnitude=[0,0]"]
+    overrides += ["progressive.num_stages=2", "progressive.image_size=[32,40]"] if progressive else ["progressive.enabled=false"]
+    uninterrupted = _epochs(_recipe(class_folder, *overrides), 0, 4)
+    for restart in (1, 3):  # inside a stage's run (1: stage 1, 3: stage 2)
+        resumed = _epochs(_recipe(class_folder, *overrides), restart, 4)
+        for expected, got in zip(uninterrupted[restart:], resumed, strict=True):
+            for (images, labels), (images_again, labels_again) in zip(expected, got, strict=True):
+                np.testing.assert_array_equal(images, images_again)
+                np.testing.assert_array_equal(labels, labels_again)
