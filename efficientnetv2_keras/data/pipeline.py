@@ -1,9 +1,10 @@
 """`build_dataset`: the complete tf.data pipeline for one training stage or for evaluation.
 
-Order (as the released code's google/automl `efficientnetv2/datasets.py`): records (per-worker shard,
-file shuffle) -> [decode -> cache] -> shuffle records -> [repeat] -> decode + preprocess + RandAugment
-+ label encoding (parallel, AUTOTUNE) -> batch (drop_remainder for training: static batch shapes) ->
-mixup/CutMix per batch -> prefetch.
+Order (as the released code's google/automl `efficientnetv2/datasets.py`, with the record order of
+`data/stream.py`): training records, pass after pass (each pass a seeded permutation of this worker's
+shard, or a seeded file order + shuffle buffer for streaming sources) -> decode [or read the cache] ->
+preprocess + RandAugment + label encoding (parallel, AUTOTUNE) -> batch (drop_remainder for training:
+static batch shapes) -> mixup/CutMix per batch -> prefetch. Evaluation reads the split in its order.
 
 The progressive-learning callback calls `build_dataset` once per stage with that stage's image size,
 RandAugment magnitude and mixup/CutMix alphas. For the same other arguments the element structure is
@@ -14,10 +15,13 @@ which is one epoch for `fit` without `steps_per_epoch` (and for `ProgressiveLear
 `repeat=True` makes it endless, for `fit(steps_per_epoch=N)`; `ProgressiveLearning(steps_per_epoch=N)`
 repeats each stage's pipeline itself, so either works there.
 
-Randomness is stateless and per element: with `seed` set, a pipeline is reproducible (each epoch draws
-new augmentations, but the sequence of epochs is the same on every run) and `deterministic` defaults to
-True; unseeded training pipelines may reorder elements for speed (as the official code). Evaluation
-keeps the split's order.
+Randomness is stateless: pass p's order and the crop, flip and RandAugment of its k-th example come from
+(seed, pass, k), a batch's mixup/CutMix from its first example, so a pipeline is reproducible for a
+seed and `deterministic` defaults to True; unseeded training pipelines may reorder elements for speed
+(as the official code). Iterating a pipeline again reads the next pass; `epoch=` (the pass to read) or
+`position=` (the examples of the endless stream already read) start it where a resumed run continues,
+read when an iterator starts, so a `tf.Variable` set by a callback (`ProgressiveLearning.epoch`,
+`FitEpoch`) works.
 """
 
 from __future__ import annotations
@@ -233,9 +237,10 @@ def build_dataset(
       flip: random horizontal flips in training (turn off for digits and text).
       eval_crop_padding: evaluation crops size/(size+padding) of the image when size < 320 (official 32);
         0 = resize the whole image.
-      shuffle_buffer: records in the shuffle buffer (training only).
-      cache: False, True (decoded images in memory) or a file path; caches before augmentation, for this
-        pipeline alone (one copy per call: for pipelines that share a split use `CachedSource`).
+      shuffle_buffer: records in the shuffle buffer (training, streaming sources only: in-memory sources,
+        image folders and a memory `CachedSource` draw every pass as a full permutation instead).
+      cache: False, True (decoded images in memory) or a file-name prefix; caches before augmentation, for
+        this pipeline alone (a `CachedSource` of its own: for pipelines that share a split pass one).
       input_context: `tf.distribute.InputContext` for per-worker sharding and batch size.
       seed: int for reproducible pipelines; None = random.
       repeat: repeat forever (then give `fit` a `steps_per_epoch`); default one finite pass, one epoch of
@@ -247,6 +252,13 @@ def build_dataset(
       data_format: "channels_last" (images [B, S, S, 3]) or "channels_first" ([B, 3, S, S], for models
         built channels_first); None = `keras.config.image_data_format()`. Only the final batches are
         transposed: augmentation and mixing always work on [B, S, S, 3].
+      epoch: training only: the pass to read (with `repeat`, the passes from it on), an int, a scalar
+        integer tf.Variable or a zero-argument function, read when an iterator starts; None = every
+        iteration of the dataset object reads the next pass (with `repeat`, a stream of its own), from
+        the first one in a new process.
+      position: training with `repeat=True` only: the examples of the endless stream already read (its
+        pass is position // examples per pass; the examples before it in that pass are skipped, not
+        decoded); same kinds as `epoch`. For epochs of a fixed number of steps after a restart.
     """
     if not _is_int(image_size) or image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"image_size must be an int >= {MIN_IMAGE_SIZE} (pixels per side), got {image_size!r}.")

@@ -1,9 +1,11 @@
 """Example sources: datasets of (uint8 image [H, W, 3], label) with a known class count and split sizes.
 
 A source produces *records* (cheap to shuffle: encoded bytes, file paths, tiny arrays) and a `decode`
-that turns one record into (image, label). The pipeline shuffles records and decodes afterwards, as the
+that turns one record into (image, label). The pipeline orders records and decodes afterwards, as the
 official pipeline shuffles serialized examples: a shuffle buffer of decoded ImageNet images would need
-gigabytes.
+gigabytes. In-memory sources (digits, arrays, image folders) give random access to their records
+(`indexed_records`), so every training pass is a fresh permutation of them; the others stream through
+a seeded file order and shuffle buffer (`data/stream.py`).
 
 Labels: single-label sources give an int32 class index (0-based); multi-label sources (ImageNet-21k)
 give a multi-hot float32 vector of 0/1 over all classes. `build_dataset(label_format=...)` re-encodes.
