@@ -18,7 +18,8 @@ def class_folder(tmp_path_factory):
     for label in range(CLASSES):
         (root / f"class{label:02d}").mkdir()
         for i in range(PER_CLASS):
-            Image.fromarray(np.full((8, 8, 3), label * 10 + i % 8, np.uint8)).save(root / f"class{label:02d}" / f"{i}.png")
+            image = Image.fromarray(np.full((8, 8, 3), label * 10 + i % 8, np.uint8))
+            image.save(root / f"class{label:02d}" / f"{i}.png")
     return ImageFolderSource(str(root))
 
 
@@ -165,7 +166,8 @@ def _recipe(source, *overrides):
 
 @pytest.mark.parametrize("progressive", [False, True], ids=["static", "progressive"])
 def test_recipe_epochs_of_steps_per_epoch_continue_through_the_data(class_folder, progressive):
-    overrides = ["progressive.num_stages=2", "progressive.image_size=[32,40]"] if progressive else ["progressive.enabled=false"]
+    stages = ["progressive.num_stages=2", "progressive.image_size=[32,40]"]
+    overrides = stages if progressive else ["progressive.enabled=false"]
     recipe = _recipe(class_folder, *overrides)
     train, callback = recipe.train_dataset(verbose=0)
     assert recipe.fit_steps_per_epoch == 2  # fit(steps_per_epoch=2) keeps one iterator for the run
@@ -201,7 +203,8 @@ def test_a_resumed_recipe_reads_what_the_uninterrupted_run_would_have(class_fold
     # Random crops (no RandAugment, to keep the test short); 2 stages of 2 epochs each.
     overrides = [f"train.steps_per_epoch={steps}", "train.epochs=4", "data.augment=randaug", "data.crop_area_min=0.5",
                  "data.randaug_magnitude=0", "data.train_size=16", "progressive.randaug_magnitude=[0,0]"]
-    overrides += ["progressive.num_stages=2", "progressive.image_size=[32,40]"] if progressive else ["progressive.enabled=false"]
+    stages = ["progressive.num_stages=2", "progressive.image_size=[32,40]"]
+    overrides += stages if progressive else ["progressive.enabled=false"]
     uninterrupted = _epochs(_recipe(class_folder, *overrides), 0, 4)
     for restart in (1, 3):  # inside a stage's run (1: stage 1, 3: stage 2)
         resumed = _epochs(_recipe(class_folder, *overrides), restart, 4)

@@ -233,9 +233,9 @@ def _train_in_process(model_dir, table, overrides, kill_at_epoch=None):
 # tests/test_data_order.py checks that a stream restarted at a position augments the same way).
 LAYOUTS = {
     # Progressive stages read as streams, epochs of 2 steps; the restart is inside stage 2's run.
-    "steps": (["train.epochs=4", "train.steps_per_epoch=2", "progressive.num_stages=2", "progressive.image_size=[32,40]",
-               "progressive.randaug_magnitude=[0,0]", "data.source_options.image_size=40", "data.eval_size=32",
-               "data.cache=true"], 4),
+    "steps": (["train.epochs=4", "train.steps_per_epoch=2", "progressive.num_stages=2",
+               "progressive.image_size=[32,40]", "progressive.randaug_magnitude=[0,0]",
+               "data.source_options.image_size=40", "data.eval_size=32", "data.cache=true"], 4),
     # One pass per epoch (64 examples, 4 steps), no progressive learning, no cache.
     "one_pass": (["train.epochs=3", "progressive.enabled=false", "data.train_split=train[:64]", "data.minival=null",
                   "data.train_size=32", "data.source_options.image_size=32", "data.eval_size=32", "data.cache=false",

@@ -294,7 +294,8 @@ def build_dataset(
                 "The source is a CachedSource, which decodes and caches once for every pipeline; pass "
                 "cache=False (caching again would keep a second copy)."
             )
-        source = CachedSource(source, cache=True if cache is True else os.fspath(cache))  # this pipeline's own copy
+        # This pipeline's own decoded copy (pipelines that share a split share one CachedSource).
+        source = CachedSource(source, cache=True if cache is True else os.fspath(cache))
     mixing = training and (mixup_alpha > 0 or cutmix_alpha > 0)
     label_format = _label_format(label_format, source, mixing)
     drop_remainder = training if drop_remainder is None else bool(drop_remainder)
@@ -369,8 +370,8 @@ def build_dataset(
 def _check_stream_start(training, repeat, epoch, position):
     """`epoch` / `position` (data/stream.py): where a training pipeline starts in its stream."""
     if (epoch is not None or position is not None) and not training:
-        raise ValueError("epoch and position place a training pipeline in its stream; evaluation (training=False) "
-                         "reads the split in order: leave them out.")
+        raise ValueError("epoch and position place a training pipeline in its stream; evaluation "
+                         "(training=False) reads the split in order: leave them out.")
     if epoch is not None and position is not None:
         raise ValueError("Give either epoch (the pass to read) or position (the examples of the stream already "
                          "read), not both.")
@@ -379,4 +380,3 @@ def _check_stream_start(training, repeat, epoch, position):
                          "steps_per_epoch).")
     start_reader(epoch, "epoch")  # a clear error now for a value that cannot be read
     start_reader(position, "position")
-

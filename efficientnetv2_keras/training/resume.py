@@ -75,6 +75,7 @@ def seed_generators(model):
     Their states (which masks come next) are variables of the layers but not weights, so `save_weights`
     leaves them out; a run resumed without them would draw the masks of its first epochs again.
     """
+    # Keras tracks a layer's generators in `_seed_generators` (its `variables` list their states).
     return {f"{layer.name}/{index}": generator
             for layer in model._flatten_layers(include_self=True)
             for index, generator in enumerate(getattr(layer, "_seed_generators", ()))}
