@@ -311,17 +311,18 @@ def build_dataset(
 
     pass_examples = None
     if training:
-        examples, pass_examples = training_examples(
+        examples, fetch, pass_examples = training_examples(
             source, split, input_context=input_context, base_key=_stage_seed(seed, image_size, pipeline_id, 0),
             shuffle_buffer=shuffle_buffer, endless=repeat, epoch=epoch, position=position,
         )
     else:  # the split in its order; evaluation draws nothing at random
         examples = source.as_dataset(split, input_context=input_context).map(
             lambda *example: (example, tf.zeros([2], tf.int64)))
+        fetch = lambda example: example  # noqa: E731  (decoded already)
     num_classes = source.num_classes
 
-    def prepare(example, element_seed):
-        image, label = example
+    def prepare(item, element_seed):
+        image, label = fetch(item)
         image = preprocess_image(
             image,
             image_size,

@@ -175,13 +175,15 @@ def _passes(start, one_pass, endless, base_key):
 
 def training_examples(source, split, *, input_context, base_key, shuffle_buffer, endless, epoch=None,
                       position=None):  # fmt: skip
-    """Decoded ((image, label), example seed [2]) of the training stream; see the module docstring.
+    """The training stream; see the module docstring.
 
-    Returns (dataset, examples per pass when every pass yields exactly that many, else None).
+    Returns (dataset of (item, example seed [2]), fetch, examples per pass when every pass yields exactly
+    that many, else None): `fetch(item)` gives the decoded (image, label), to be called in the pipeline's
+    per-example map (one map per example instead of two). Sources that skip unreadable files are fetched
+    here already, so those can be dropped (fetch is then the identity).
     """
     base_key = secrets.randbits(62) if base_key is None else base_key
     indexed = source.indexed_records(split, input_context)
-    decoded = source.records_decoded
     if indexed is not None:
         records, count = indexed
         one_pass, pass_size = _index_pass(count), count
@@ -192,15 +194,14 @@ def training_examples(source, split, *, input_context, base_key, shuffle_buffer,
         pass_size = _estimated_shard_size(source, split, input_context) if position is not None else None
     dataset = _passes(_start(epoch, position, pass_size, endless), one_pass, endless, base_key)
 
-    def fetch(record, seed):
-        record = tf.data.experimental.at(records, record) if records is not None else record
-        return (record if decoded else source.decode(record)), seed
+    def fetch(item):
+        record = tf.data.experimental.at(records, item) if records is not None else item
+        return record if source.records_decoded else source.decode(record)
 
-    dataset = dataset.map(fetch, num_parallel_calls=AUTOTUNE)
     if source.skip_decode_errors:  # unreadable files (and a cache without them) are dropped, and logged
-        dataset = dataset.ignore_errors(log_warning=True)
-        count = None
-    return dataset, count
+        dataset = dataset.map(lambda item, seed: (fetch(item), seed), num_parallel_calls=AUTOTUNE)
+        return dataset.ignore_errors(log_warning=True), (lambda example: example), None
+    return dataset, fetch, count
 
 
 def _records_for(source, split, input_context, base_key):
