@@ -237,8 +237,9 @@ def build_dataset(
       flip: random horizontal flips in training (turn off for digits and text).
       eval_crop_padding: evaluation crops size/(size+padding) of the image when size < 320 (official 32);
         0 = resize the whole image.
-      shuffle_buffer: records in the shuffle buffer (training, streaming sources only: in-memory sources,
-        image folders and a memory `CachedSource` draw every pass as a full permutation instead).
+      shuffle_buffer: records in the shuffle buffer of streaming sources (tensorflow-datasets, TFRecords, a
+        file cache); in-memory sources, image folders and a memory `CachedSource` draw every pass as a full
+        permutation instead. 0: no shuffling (in-memory sources read every pass in the split's order).
       cache: False, True (decoded images in memory) or a file-name prefix; caches before augmentation, for
         this pipeline alone (a `CachedSource` of its own: for pipelines that share a split pass one).
       input_context: `tf.distribute.InputContext` for per-worker sharding and batch size.

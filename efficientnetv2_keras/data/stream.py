@@ -11,8 +11,9 @@ What each kind of source guarantees:
 
 * Random access (`DigitsSource`, `ArraySource`, `ImageFolderSource`, and a `CachedSource` in memory
   whose split size per worker is known): every pass is a fresh, uniformly random permutation of the
-  shard, whatever `shuffle_buffer` (which these sources do not use), so a class-sorted folder is mixed
-  from the first batch. A position is reached by skipping indices: nothing is decoded.
+  shard, whatever `shuffle_buffer` (only 0 matters: no shuffling, every pass in the split's order), so
+  a class-sorted folder is mixed from the first batch. A position is reached by skipping indices:
+  nothing is decoded.
 * Streaming (tensorflow-datasets, TFRecords, a `CachedSource` with a file cache): each pass reads the
   files in a seeded order (a file cache: in the order it was filled) through a seeded shuffle buffer of
   `shuffle_buffer` records, so examples are mixed only as far as the file order and the buffer reach
@@ -23,6 +24,7 @@ What each kind of source guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 
 import keras
@@ -129,12 +131,15 @@ def _pass_keys(stream_key, pass_index):
                                        dtype=tf.int64)
 
 
-def _index_pass(count):
-    """Pass -> (record index, example seed) for every example of a random-access shard, permuted."""
+def _index_pass(count, shuffle):
+    """Pass -> (record index, example seed) for every example of a random-access shard, permuted
+    (`shuffle`) or in the split's order."""
 
     def one_pass(pass_index, skip, stream_key):
         keys = _pass_keys(stream_key, pass_index)
-        order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), seed=keys[:2])
+        order = tf.range(count, dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(order, seed=keys[:2])
         within = tf.range(skip, count, dtype=tf.int64)
         seeds = tf.stack([tf.fill(tf.shape(within), keys[2]), within], axis=1)
         return tf.data.Dataset.from_tensor_slices((order[skip:], seeds))
@@ -147,13 +152,30 @@ def _streaming_pass(records_for, shuffle_buffer):
 
     def one_pass(pass_index, skip, stream_key):
         keys = _pass_keys(stream_key, pass_index)
-        records = records_for(keys[0])
-        if shuffle_buffer > 1:
-            records = records.shuffle(shuffle_buffer, seed=keys[1], reshuffle_each_iteration=False)
+        with _without_global_seed():
+            records = records_for(keys[0])
+            if shuffle_buffer > 1:
+                records = records.shuffle(shuffle_buffer, seed=keys[1], reshuffle_each_iteration=False)
         seeds = tf.data.Dataset.range(INT64_MAX).map(lambda within: tf.stack([keys[2], within]))
         return tf.data.Dataset.zip(records, seeds).skip(skip)
 
     return one_pass
+
+
+@contextlib.contextmanager
+def _without_global_seed():
+    """While a pass function is traced: no global seed in its graph.
+
+    `Dataset.shuffle(seed=<tensor>)` compares (global seed, seed) with (0, 0) in Python, which under a
+    global seed of 0 (`keras.utils.set_random_seed(0)`, as the trainer calls) asks for a symbolic tensor's
+    truth value and fails. The pass seeds are complete without the global seed, so it is set aside.
+    """
+    graph = tf.compat.v1.get_default_graph()
+    global_seed, graph.seed = graph.seed, None
+    try:
+        yield
+    finally:
+        graph.seed = global_seed
 
 
 def _passes(start, one_pass, endless, base_key):
@@ -186,7 +208,7 @@ def training_examples(source, split, *, input_context, base_key, shuffle_buffer,
     indexed = source.indexed_records(split, input_context)
     if indexed is not None:
         records, count = indexed
-        one_pass, pass_size = _index_pass(count), count
+        one_pass, pass_size = _index_pass(count, shuffle=shuffle_buffer > 0), count
     else:
         records, count = None, None
         one_pass = _streaming_pass(_records_for(source, split, input_context, base_key), shuffle_buffer)

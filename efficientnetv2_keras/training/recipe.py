@@ -376,8 +376,9 @@ class Recipe:
         if self.fit_steps_per_epoch is None:
             return {"epoch": callback.epoch}
         per_step = examples_per_step(batch_size, input_context)
-        position = callback.stream_position(stage, per_step) if stage else callback.stream_position(per_step)
-        return {"repeat": True, "position": position}
+        if stage is None:  # a FitEpoch
+            return {"repeat": True, "position": callback.stream_position(per_step)}
+        return {"repeat": True, "position": callback.stream_position(stage, per_step)}
 
     def stage_dataset(self, stage, input_context=None, progressive=None):
         """The training pipeline of one progressive stage: its image size, regularization and (batch
