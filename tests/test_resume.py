@@ -180,3 +180,82 @@ def test_a_diverging_run_stops_at_the_first_nan_and_keeps_the_last_good_checkpoi
     weights = keras.models.load_model(model_dir / "last.keras").get_weights()
     assert all(np.isfinite(w).all() for w in weights)
     assert not (model_dir / "results.json").exists()
+
+
+def _seed_states(model):
+    """The states of the model's random generators (dropout, stochastic depth): not among its weights."""
+    return [v.numpy() for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def test_run_backup_restores_the_dropout_random_state_and_reads_older_backups(tiny_spec, tmp_path):
+    x, y = _data()
+    model = _tiny_model(tiny_spec)
+    assert len(_seed_states(model)) == 4  # stochastic depth in 3 blocks, head dropout
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[resume.RunBackup(tmp_path / "backup", verbose=0)])
+    again = _tiny_model(tiny_spec)
+    assert resume.RunBackup(tmp_path / "backup", verbose=0).restore(again) == 2
+    for got, expected in zip(_seed_states(again), _seed_states(model), strict=True):
+        np.testing.assert_array_equal(got, expected)  # the next dropout masks are the uninterrupted run's
+    # A backup of an earlier version (weights and optimizer only) still restores.
+    (tmp_path / "older").mkdir()
+    model.save_weights(tmp_path / "older" / "epoch-0001.weights.h5")
+    assert resume.RunBackup(tmp_path / "older", verbose=0).restore(again) == 1
+
+
+class _Killed(Exception):
+    pass
+
+
+def _train_in_process(model_dir, table, overrides, kill_at_epoch=None):
+    """The trainer on the tiny table; kill_at_epoch (1-based) stops it as a kill between two epochs would."""
+    from efficientnetv2_keras.hparams import load_config
+    from efficientnetv2_keras.training.trainer import train_and_evaluate
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        if epoch + 1 == kill_at_epoch:
+            raise _Killed(epoch)
+
+    config = load_config("digits_demo", overrides=[*overrides, f"model.name={table}"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(resume.StopOnNonFiniteLoss, "on_epoch_begin", on_epoch_begin)
+        for plot in ("efficientnetv2_keras.training.trainer.plot_training_curves",
+                     "efficientnetv2_keras.progressive.schedule.ProgressiveSchedule.plot"):
+            patch.setattr(plot, lambda *args, **kwargs: None)  # seconds of matplotlib per run, not the subject
+        try:
+            train_and_evaluate(config, str(model_dir), mode="train", verbose=0)
+        except _Killed:
+            pass
+    return [row["loss"] for row in resume.read_log(os.path.join(model_dir, "log.csv"))]
+
+
+# Random crops and dropout/stochastic depth, no RandAugment (its tracing would double the test's time;
+# tests/test_data_order.py checks that a stream restarted at a position augments the same way).
+LAYOUTS = {
+    # Progressive stages read as streams, epochs of 2 steps; the restart is inside stage 2's run.
+    "steps": (["train.epochs=4", "train.steps_per_epoch=2", "progressive.num_stages=2",
+               "progressive.image_size=[32,40]", "progressive.randaug_magnitude=[0,0]",
+               "data.source_options.image_size=40", "data.eval_size=32", "data.cache=true"], 4),
+    # One pass per epoch (64 examples, 4 steps), no progressive learning, no cache.
+    "one_pass": (["train.epochs=3", "progressive.enabled=false", "data.train_split=train[:64]", "data.minival=null",
+                  "data.train_size=32", "data.source_options.image_size=32", "data.eval_size=32", "data.cache=false",
+                  "data.randaug_magnitude=0"], 3),
+}
+
+
+# Slow: three trainer runs, ~35 s of CPU each layout. make test pins the pieces: the data a resumed recipe reads
+# (tests/test_data_order.py) and the seed generators in the backup (above).
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_a_resumed_run_trains_on_the_same_data_as_an_uninterrupted_one(tiny_spec, tmp_path, layout):
+    from efficientnetv2_keras.models.family import save_model_spec
+
+    table = save_model_spec(tiny_spec, tmp_path / "tiny.yaml")
+    overrides, kill_at = LAYOUTS[layout]
+    overrides = [*overrides, "train.batch_size=16", "eval.batch_size=180"]
+    uninterrupted = _train_in_process(tmp_path / "whole", table, overrides)
+    assert len(_train_in_process(tmp_path / "resumed", table, overrides, kill_at_epoch=kill_at)) == kill_at - 1
+    resumed = _train_in_process(tmp_path / "resumed", table, overrides)
+    # The same examples, crops, RandAugment and dropout masks in every epoch: the same losses.
+    np.testing.assert_allclose(resumed, uninterrupted, rtol=1e-5)
+    assert len(set(uninterrupted)) == len(uninterrupted)

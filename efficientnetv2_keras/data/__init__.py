@@ -5,8 +5,9 @@
                           randaug_magnitude=5, mixup_alpha=0.1, flip=False, crop_area_range=(0.5, 1.0))
 
 Images come out as float32 in [0, 255] (the models rescale inside with `include_preprocessing=True`).
-See `pipeline.build_dataset` for every argument, `randaugment` for the magnitude scale, `sources` for
-the data sources (`keras_datasets` for keras.datasets), `mixing` for mixup/CutMix.
+See `pipeline.build_dataset` for every argument, `stream` for the order of training examples (and
+resumed runs), `randaugment` for the magnitude scale, `sources` for the data sources (`keras_datasets`
+for keras.datasets), `mixing` for mixup/CutMix.
 """
 
 from efficientnetv2_keras.data.keras_datasets import (
@@ -43,9 +44,12 @@ from efficientnetv2_keras.data.sources import (
     get_source,
     stratified_split,
 )
+from efficientnetv2_keras.data.stream import FitEpoch, examples_per_step
 
 __all__ = [
     "build_dataset",
+    "FitEpoch",
+    "examples_per_step",
     "CachedSource",
     "encode_label",
     "default_label_format",

@@ -1,9 +1,10 @@
 """`build_dataset`: the complete tf.data pipeline for one training stage or for evaluation.
 
-Order (as the released code's google/automl `efficientnetv2/datasets.py`): records (per-worker shard,
-file shuffle) -> [decode -> cache] -> shuffle records -> [repeat] -> decode + preprocess + RandAugment
-+ label encoding (parallel, AUTOTUNE) -> batch (drop_remainder for training: static batch shapes) ->
-mixup/CutMix per batch -> prefetch.
+Order (as the released code's google/automl `efficientnetv2/datasets.py`, with the record order of
+`data/stream.py`): training records, pass after pass (each pass a seeded permutation of this worker's
+shard, or a seeded file order + shuffle buffer for streaming sources) -> decode [or read the cache] ->
+preprocess + RandAugment + label encoding (parallel, AUTOTUNE) -> batch (drop_remainder for training:
+static batch shapes) -> mixup/CutMix per batch -> prefetch. Evaluation reads the split in its order.
 
 The progressive-learning callback calls `build_dataset` once per stage with that stage's image size,
 RandAugment magnitude and mixup/CutMix alphas. For the same other arguments the element structure is
@@ -14,10 +15,13 @@ which is one epoch for `fit` without `steps_per_epoch` (and for `ProgressiveLear
 `repeat=True` makes it endless, for `fit(steps_per_epoch=N)`; `ProgressiveLearning(steps_per_epoch=N)`
 repeats each stage's pipeline itself, so either works there.
 
-Randomness is stateless and per element: with `seed` set, a pipeline is reproducible (each epoch draws
-new augmentations, but the sequence of epochs is the same on every run) and `deterministic` defaults to
-True; unseeded training pipelines may reorder elements for speed (as the official code). Evaluation
-keeps the split's order.
+Randomness is stateless: pass p's order and the crop, flip and RandAugment of its k-th example come from
+(seed, pass, k), a batch's mixup/CutMix from its first example, so a pipeline is reproducible for a
+seed and `deterministic` defaults to True; unseeded training pipelines may reorder elements for speed
+(as the official code). Iterating a pipeline again reads the next pass; `epoch=` (the pass to read) or
+`position=` (the examples of the endless stream already read) start it where a resumed run continues,
+read when an iterator starts, so a `tf.Variable` set by a callback (`ProgressiveLearning.epoch`,
+`FitEpoch`) works.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from efficientnetv2_keras.data.mixing import mix_batch
 from efficientnetv2_keras.data.preprocessing import CROP_PADDING, TRAIN_AREA_RANGE, preprocess_image
 from efficientnetv2_keras.data.randaugment import RANDAUGMENT_OPS, RandAugment, validate_magnitude
 from efficientnetv2_keras.data.sources import Source, get_source
+from efficientnetv2_keras.data.stream import start_reader, training_examples
 
 AUTOTUNE = tf.data.AUTOTUNE
 LABEL_FORMATS = ("sparse", "one_hot", "multi_hot_normalized", "multi_hot")
@@ -97,17 +102,21 @@ class CachedSource(Source):
         dataset_fn = lambda stage: build_dataset(cached, "train", stage.image_size, 128, training=True,
                                                  randaug_magnitude=stage.randaug_magnitude)
 
-    The first pass over a split decodes it and fills the cache (in that pass's file order, which
-    later passes keep; the element shuffle after the cache still reshuffles every pass); every later
-    pass, epoch and stage reads the cache. One cache per split and input pipeline (`input_context`),
-    made on first use, for pipelines built eagerly (inside a `tf.function` each call makes its own).
-    Memory: one decoded copy per cached split, alive while this object or a pipeline built from it is.
+    The first pass over a split decodes it and fills the cache; every later pass, epoch and stage
+    reads the cache. In memory (`cache=True`) the cached examples keep the source's order and every
+    training pass reads them in a permutation of its own (random access, `data/stream.py`); a file
+    cache is filled in a shuffled file order and later passes go through the shuffle buffer. One cache
+    per split and input pipeline (`input_context`), made on first use, for pipelines built eagerly
+    (inside a `tf.function` each call makes its own). Memory: one decoded copy per cached split, alive
+    while this object or a pipeline built from it is.
 
     Args:
       source: a `Source` or a name for `get_source`.
       cache: True (memory) or a file-name prefix (the split and shard are appended).
       data_dir: tensorflow-datasets data_dir when `source` is a tfds name.
     """
+
+    records_decoded = True
 
     def __init__(self, source, cache=True, *, data_dir=None):
         source = get_source(source, data_dir=data_dir)
@@ -120,6 +129,7 @@ class CachedSource(Source):
         self.name = source.name
         self.num_classes = source.num_classes
         self.multi_label = source.multi_label
+        self.skip_decode_errors = source.skip_decode_errors  # fewer cached examples than records
         self._cached = {}
 
     @property
@@ -132,6 +142,19 @@ class CachedSource(Source):
 
     def num_examples(self, split):
         return self.source.num_examples(split)
+
+    def shard_size(self, split, input_context=None):
+        return self.source.shard_size(split, input_context)
+
+    def indexed_records(self, split, input_context=None):
+        """The split cached in memory in the source's order, when its size in this shard is known."""
+        count = self.shard_size(split, input_context)
+        if self.cache is not True or count is None:
+            return None
+        return self.records(split, input_context=input_context), count
+
+    def as_dataset(self, split, *, shuffle_files=False, input_context=None, seed=None):
+        return self.records(split, shuffle_files=shuffle_files, input_context=input_context, seed=seed)
 
     def records(self, split, *, shuffle_files=False, input_context=None, seed=None):
         """Decoded (image, label) examples of `split`, cached: the same dataset for the same split and shard."""
@@ -184,6 +207,8 @@ def build_dataset(
     deterministic=None,
     data_dir=None,
     data_format=None,
+    epoch=None,
+    position=None,
 ) -> tf.data.Dataset:
     """Builds the input pipeline of one stage: (float32 images [B, S, S, 3] in [0, 255], labels).
 
@@ -212,9 +237,11 @@ def build_dataset(
       flip: random horizontal flips in training (turn off for digits and text).
       eval_crop_padding: evaluation crops size/(size+padding) of the image when size < 320 (official 32);
         0 = resize the whole image.
-      shuffle_buffer: records in the shuffle buffer (training only).
-      cache: False, True (decoded images in memory) or a file path; caches before augmentation, for this
-        pipeline alone (one copy per call: for pipelines that share a split use `CachedSource`).
+      shuffle_buffer: records in the shuffle buffer of streaming sources (tensorflow-datasets, TFRecords, a
+        file cache); in-memory sources, image folders and a memory `CachedSource` draw every pass as a full
+        permutation instead. 0: no shuffling (in-memory sources read every pass in the split's order).
+      cache: False, True (decoded images in memory) or a file-name prefix; caches before augmentation, for
+        this pipeline alone (a `CachedSource` of its own: for pipelines that share a split pass one).
       input_context: `tf.distribute.InputContext` for per-worker sharding and batch size.
       seed: int for reproducible pipelines; None = random.
       repeat: repeat forever (then give `fit` a `steps_per_epoch`); default one finite pass, one epoch of
@@ -226,6 +253,13 @@ def build_dataset(
       data_format: "channels_last" (images [B, S, S, 3]) or "channels_first" ([B, 3, S, S], for models
         built channels_first); None = `keras.config.image_data_format()`. Only the final batches are
         transposed: augmentation and mixing always work on [B, S, S, 3].
+      epoch: training only: the pass to read (with `repeat`, the passes from it on), an int, a scalar
+        integer tf.Variable or a zero-argument function, read when an iterator starts; None = every
+        iteration of the dataset object reads the next pass (with `repeat`, a stream of its own), from
+        the first one in a new process.
+      position: training with `repeat=True` only: the examples of the endless stream already read (its
+        pass is position // examples per pass; the examples before it in that pass are skipped, not
+        decoded); same kinds as `epoch`. For epochs of a fixed number of steps after a restart.
     """
     if not _is_int(image_size) or image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"image_size must be an int >= {MIN_IMAGE_SIZE} (pixels per side), got {image_size!r}.")
@@ -252,13 +286,17 @@ def build_dataset(
     if data_format not in DATA_FORMATS:
         raise ValueError(f"data_format must be 'channels_last', 'channels_first' or None, got {data_format!r}.")
 
+    _check_stream_start(training, repeat, epoch, position)
+
     source = get_source(source, data_dir=data_dir)
-    decoded = isinstance(source, CachedSource)  # its records are decoded, cached examples
-    if decoded and cache:
-        raise ValueError(
-            "The source is a CachedSource, which decodes and caches once for every pipeline; pass "
-            "cache=False (caching again would keep a second copy)."
-        )
+    if cache:
+        if source.records_decoded:
+            raise ValueError(
+                "The source is a CachedSource, which decodes and caches once for every pipeline; pass "
+                "cache=False (caching again would keep a second copy)."
+            )
+        # This pipeline's own decoded copy (pipelines that share a split share one CachedSource).
+        source = CachedSource(source, cache=True if cache is True else os.fspath(cache))
     mixing = training and (mixup_alpha > 0 or cutmix_alpha > 0)
     label_format = _label_format(label_format, source, mixing)
     drop_remainder = training if drop_remainder is None else bool(drop_remainder)
@@ -272,30 +310,20 @@ def build_dataset(
     if training and augment in ("randaug", "ft") and randaug_magnitude > 0:
         randaugment = RandAugment(randaug_magnitude, randaug_layers, ops=tuple(randaug_ops or RANDAUGMENT_OPS))
 
-    dataset = source.records(
-        split,
-        shuffle_files=training,
-        input_context=input_context,
-        seed=_stage_seed(seed, image_size, pipeline_id, 0),
-    )
-    if cache:
-        dataset = source.decode_records(dataset)
-        dataset = dataset.cache() if cache is True else dataset.cache(str(cache))
-    if training and shuffle_buffer > 1:
-        shuffle_seed = _stage_seed(seed, image_size, pipeline_id, 1)
-        dataset = dataset.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
-    if repeat:
-        dataset = dataset.repeat()
-    if not cache and not decoded:
-        dataset = source.decode_records(dataset)
-
-    element_seeds = tf.data.Dataset.random(
-        seed=_stage_seed(seed, image_size, pipeline_id, 2), rerandomize_each_iteration=True
-    ).batch(2)
+    pass_examples = None
+    if training:
+        examples, fetch, pass_examples = training_examples(
+            source, split, input_context=input_context, base_key=_stage_seed(seed, image_size, pipeline_id, 0),
+            shuffle_buffer=shuffle_buffer, endless=repeat, epoch=epoch, position=position,
+        )
+    else:  # the split in its order; evaluation draws nothing at random
+        examples = source.as_dataset(split, input_context=input_context).map(
+            lambda *example: (example, tf.zeros([2], tf.int64)))
+        fetch = lambda example: example  # noqa: E731  (decoded already)
     num_classes = source.num_classes
 
-    def prepare(example, element_seed):
-        image, label = example
+    def prepare(item, element_seed):
+        image, label = fetch(item)
         image = preprocess_image(
             image,
             image_size,
@@ -307,26 +335,30 @@ def build_dataset(
             flip=flip,
             crop_padding=eval_crop_padding,
         )
-        return image, encode_label(label, label_format, num_classes)
+        label = encode_label(label, label_format, num_classes)
+        return (image, label, element_seed) if mixing else (image, label)
 
-    dataset = tf.data.Dataset.zip((dataset, element_seeds))
-    dataset = dataset.map(prepare, num_parallel_calls=AUTOTUNE)
+    dataset = examples.map(prepare, num_parallel_calls=AUTOTUNE)
     dataset = dataset.batch(per_worker_batch, drop_remainder=drop_remainder)
 
     if mixing:
-        batch_seeds = tf.data.Dataset.random(
-            seed=_stage_seed(seed, image_size, pipeline_id, 3), rerandomize_each_iteration=True
-        ).batch(2)
 
-        def mix(batch, batch_seed):
-            images, labels = batch
-            return mix_batch(images, labels, mixup_alpha, cutmix_alpha, batch_seed)
+        def mix(images, labels, element_seeds):
+            # Keyed by the batch's first example: the same batch mixes the same way after a restart.
+            seed = tf.random.experimental.stateless_fold_in(element_seeds[0], 1)
+            return mix_batch(images, labels, mixup_alpha, cutmix_alpha, seed)
 
-        dataset = tf.data.Dataset.zip((dataset, batch_seeds)).map(mix, num_parallel_calls=AUTOTUNE)
+        dataset = dataset.map(mix, num_parallel_calls=AUTOTUNE)
 
     if data_format == "channels_first":
         dataset = dataset.map(lambda images, labels: (tf.transpose(images, (0, 3, 1, 2)), labels),
                               num_parallel_calls=AUTOTUNE)
+    if training and (repeat or pass_examples is not None):
+        # Known lengths for Keras (progress bar, one-pass epochs): endless, or the batches of one pass.
+        batches = tf.data.INFINITE_CARDINALITY if repeat else pass_examples // per_worker_batch
+        if not repeat and not drop_remainder:
+            batches = -(-pass_examples // per_worker_batch)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
 
     dataset = dataset.prefetch(AUTOTUNE)
     options = tf.data.Options()
@@ -336,3 +368,17 @@ def build_dataset(
     options.threading.max_intra_op_parallelism = 1
     return dataset.with_options(options)
 
+
+def _check_stream_start(training, repeat, epoch, position):
+    """`epoch` / `position` (data/stream.py): where a training pipeline starts in its stream."""
+    if (epoch is not None or position is not None) and not training:
+        raise ValueError("epoch and position place a training pipeline in its stream; evaluation "
+                         "(training=False) reads the split in order: leave them out.")
+    if epoch is not None and position is not None:
+        raise ValueError("Give either epoch (the pass to read) or position (the examples of the stream already "
+                         "read), not both.")
+    if position is not None and not repeat:
+        raise ValueError("position is a place in the endless training stream: pass repeat=True (and give fit a "
+                         "steps_per_epoch).")
+    start_reader(epoch, "epoch")  # a clear error now for a value that cannot be read
+    start_reader(position, "position")

@@ -1,9 +1,11 @@
 """Example sources: datasets of (uint8 image [H, W, 3], label) with a known class count and split sizes.
 
 A source produces *records* (cheap to shuffle: encoded bytes, file paths, tiny arrays) and a `decode`
-that turns one record into (image, label). The pipeline shuffles records and decodes afterwards, as the
+that turns one record into (image, label). The pipeline orders records and decodes afterwards, as the
 official pipeline shuffles serialized examples: a shuffle buffer of decoded ImageNet images would need
-gigabytes.
+gigabytes. In-memory sources (digits, arrays, image folders) give random access to their records
+(`indexed_records`), so every training pass is a fresh permutation of them; the others stream through
+a seeded file order and shuffle buffer (`data/stream.py`).
 
 Labels: single-label sources give an int32 class index (0-based); multi-label sources (ImageNet-21k)
 give a multi-hot float32 vector of 0/1 over all classes. `build_dataset(label_format=...)` re-encodes.
@@ -91,9 +93,20 @@ def _decode_image(image_bytes):
 
 
 def _shard(dataset, input_context):
-    if input_context is not None and input_context.num_input_pipelines > 1:
+    if _pipelines(input_context) > 1:
         dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     return dataset
+
+
+def _pipelines(input_context):
+    return input_context.num_input_pipelines if input_context is not None else 1
+
+
+def _shard_count(total, input_context):
+    """Examples of `total` in this input pipeline's shard (`Dataset.shard`: every n-th from its id)."""
+    if _pipelines(input_context) == 1:
+        return total
+    return len(range(input_context.input_pipeline_id, total, input_context.num_input_pipelines))
 
 
 def stratified_split(labels, test_size, seed=0):
@@ -142,6 +155,7 @@ class Source:
     num_classes: int = 0
     multi_label: bool = False
     skip_decode_errors: bool = False
+    records_decoded: bool = False  # records are decoded examples already (a CachedSource)
 
     @property
     def split_sizes(self) -> dict:
@@ -164,6 +178,17 @@ class Source:
     def decode(self, record):
         """One record -> (uint8 image [H, W, 3], label)."""
         return record
+
+    def indexed_records(self, split, input_context=None):
+        """(records, count) when this shard's records allow random access (`tf.data.experimental.at`),
+        else None. Training pipelines draw each pass of a random-access source as a permutation of
+        indices (data/stream.py); other sources stream through a shuffle buffer."""
+        return None
+
+    def shard_size(self, split, input_context=None):
+        """The exact number of records of `split` this input pipeline reads, or None when unknown (files
+        spread over several workers)."""
+        return self.num_examples(split) if _pipelines(input_context) == 1 else None
 
     def hold_out(self, split, size, *, seed=0):
         """Carves `size` examples (a count, or a fraction in (0, 1)) out of `split`, deterministically.
@@ -256,9 +281,18 @@ class _InMemoryIndexSource(Source):
         return tuple(a[selected] for a in arrays)
 
     def records(self, split, *, shuffle_files=False, input_context=None, seed=None):
-        del shuffle_files, seed  # one "file": the pipeline's element shuffle does the work
-        dataset = tf.data.Dataset.from_tensor_slices(self._arrays(split))
-        return _shard(dataset, input_context)
+        """The split's rows (sharded per `input_context`); `shuffle_files`: in an order permuted with `seed`."""
+        arrays = self._arrays(split)
+        if shuffle_files:  # e.g. the order a CachedSource with a file cache is filled in
+            order = np.random.default_rng(seed).permutation(len(arrays[0]))
+            arrays = tuple(array[order] for array in arrays)
+        return _shard(tf.data.Dataset.from_tensor_slices(arrays), input_context)
+
+    def indexed_records(self, split, input_context=None):
+        return self.records(split, input_context=input_context), self.shard_size(split, input_context)
+
+    def shard_size(self, split, input_context=None):
+        return _shard_count(len(self._arrays(split)[1]), input_context)
 
     def hold_out(self, split, size, *, seed=0):
         """Stratified by label (`stratified_split` with `seed`): splits "train-minival" and "minival"."""
@@ -443,7 +477,7 @@ class TFDSSource(Source):
 
     def records(self, split, *, shuffle_files=False, input_context=None, seed=None):
         tfds_split = self._resolve(split)
-        pipelines = input_context.num_input_pipelines if input_context is not None else 1
+        pipelines = _pipelines(input_context)
         info_split = self._builder.info.splits[tfds_split] if self._builder.info.splits else None
         by_file = pipelines > 1 and info_split is not None and info_split.num_shards >= pipelines
         read_config = self._tfds.ReadConfig(
@@ -562,7 +596,7 @@ class TFRecordSource(Source):
                 f"TFRecordSource does not slice splits ({split!r}); use split_patterns to choose files."
             )
         files = self._files[base]
-        pipelines = input_context.num_input_pipelines if input_context is not None else 1
+        pipelines = _pipelines(input_context)
         dataset = tf.data.Dataset.from_tensor_slices(files)
         by_file = len(files) >= pipelines
         if by_file:  # each worker reads its own files (official: file-level shard per host)

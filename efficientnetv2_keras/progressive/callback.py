@@ -51,10 +51,12 @@ class ProgressiveLearning(keras.callbacks.Callback):
         progressive = ProgressiveLearning(
             schedule, lambda stage: build_dataset(cached, "train", stage.image_size, 128,
                 training=True, randaug_magnitude=stage.randaug_magnitude,
-                mixup_alpha=stage.mixup_alpha, cutmix_alpha=stage.cutmix_alpha))
+                mixup_alpha=stage.mixup_alpha, cutmix_alpha=stage.cutmix_alpha,
+                seed=0, epoch=progressive.epoch))  # epoch k reads pass k, also in a resumed run
         model.fit(progressive.dataset, epochs=schedule.total, callbacks=[progressive])
 
-    Epochs of a fixed number of steps (e.g. shorter than one pass over a huge dataset):
+    Epochs of a fixed number of steps (e.g. shorter than one pass over a huge dataset), each stage
+    one endless stream (`build_dataset(repeat=True, position=progressive.stream_position(...))`):
         progressive = ProgressiveLearning(schedule, dataset_fn, steps_per_epoch=1000)
         model.fit(progressive.dataset, epochs=progressive.epochs, steps_per_epoch=1000,
                   callbacks=[progressive])
@@ -74,6 +76,8 @@ class ProgressiveLearning(keras.callbacks.Callback):
       verbose: print a line when a stage starts.
     Attributes:
       current_stage: the `Stage` in effect.
+      epoch: a tf.Variable holding the epoch being trained, set before Keras makes its iterator (for
+        `build_dataset(epoch=...)`); `stream_position` gives the `position=` of the steps layout.
       epochs: the epochs the schedule covers, for `fit(epochs=...)`: `schedule.total`, or for a step
         schedule ceil(total steps / steps_per_epoch).
     """
@@ -100,8 +104,12 @@ class ProgressiveLearning(keras.callbacks.Callback):
         # The stage of every epoch, looked up by the dataset at run time (epochs past the end keep
         # the last stage).
         self._stage_of_epoch = [self.stage_for_epoch(epoch).index for epoch in range(self.epochs)]
-        with tf.init_scope():  # a plain host variable, also when created under a strategy scope
-            self._epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="progressive_epoch")
+        with tf.init_scope():  # plain host variables, also when created under a strategy scope
+            # The epoch being trained, set before Keras makes the epoch's iterator: stage pipelines read
+            # it (build_dataset(epoch=progressive.epoch)) to draw that epoch's pass.
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="progressive_epoch")
+            # steps_per_epoch layout: the epoch at which the run of epochs being started begins.
+            self._run_start = tf.Variable(0, dtype=tf.int64, trainable=False, name="progressive_run_start")
 
     # -- the dataset ---------------------------------------------------------------------------
 
@@ -149,7 +157,7 @@ class ProgressiveLearning(keras.callbacks.Callback):
         return self._fixed_steps_per_epoch(datasets)
 
     def _current_stage_tensor(self):
-        epoch = tf.minimum(self._epoch_variable.read_value(), len(self._stage_of_epoch) - 1)
+        epoch = tf.minimum(self.epoch.read_value(), len(self._stage_of_epoch) - 1)
         return tf.gather(tf.constant(self._stage_of_epoch, tf.int64), epoch)
 
     def _one_pass_per_epoch(self, datasets):
@@ -192,20 +200,45 @@ class ProgressiveLearning(keras.callbacks.Callback):
         def run_batches(stage, first, end, last):
             # Evaluated when the run is reached, i.e. after on_epoch_begin of the first epoch of
             # this fit: a resumed fit starts inside its run, later runs start at their first epoch.
-            start = tf.maximum(first, self._epoch_variable.read_value())
-            count = tf.where(last, tf.constant(-1, tf.int64), (end - start) * steps)
+            start = tf.maximum(first, self.epoch.read_value())
+            with tf.control_dependencies([self._run_start.assign(start)]):  # for stream_position
+                count = tf.where(last, tf.constant(-1, tf.int64), (end - start) * steps)
             choice = tf.data.Dataset.from_tensors(stage).repeat()
             # Only the chosen pipeline is read; the others' iterators are made but never started.
             return tf.data.Dataset.choose_from_datasets(repeated, choice).take(count)
 
         plan = tf.data.Dataset.from_tensor_slices((stages, firsts, ends, is_last))
-        plan = plan.filter(lambda stage, first, end, last: last | (end > self._epoch_variable.read_value()))
+        plan = plan.filter(lambda stage, first, end, last: last | (end > self.epoch.read_value()))
         # Options (determinism, threading) reach the stream from its direct inputs only; the stage
         # pipelines are inside flat_map, so pass theirs on.
         options = datasets[0].options()
         for dataset in datasets[1:]:
             options = options.merge(dataset.options())
         return plan.flat_map(run_batches).with_options(options)
+
+    def stream_position(self, stage, examples_per_step):
+        """For a `dataset_fn` with `steps_per_epoch`: a function giving how many examples of `stage`'s
+        stream earlier epochs read, evaluated when the stage's pipeline starts (a run of its epochs
+        begins, or a resumed fit starts inside one):
+
+            dataset_fn = lambda stage: build_dataset(source, "train", stage.image_size, 64, training=True,
+                seed=0, repeat=True, position=progressive.stream_position(stage, examples_per_step(64)))
+
+        Without `steps_per_epoch` (one pass per epoch) pass `epoch=progressive.epoch` instead.
+        """
+        if self.steps_per_epoch is None:
+            raise ValueError("stream_position is for ProgressiveLearning(steps_per_epoch=N); with one pass per epoch "
+                             "build the stage pipelines with epoch=progressive.epoch.")
+        of_stage = tf.constant([index == stage.index for index in self._stage_of_epoch], tf.int64)
+        beyond = int(stage.index == self._stage_of_epoch[-1])  # fit past the schedule keeps the last stage
+        per_epoch = self.steps_per_epoch * examples_per_step
+
+        def position():
+            start = self._run_start.read_value()
+            past_end = tf.maximum(start - len(self._stage_of_epoch), 0) * beyond
+            return (tf.reduce_sum(of_stage[:start]) + past_end) * per_epoch
+
+        return position
 
     # -- the callback --------------------------------------------------------------------------
 
@@ -261,7 +294,7 @@ class ProgressiveLearning(keras.callbacks.Callback):
         return self.schedule.stage_at(min(position, self.schedule.total - 1))
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_variable.assign(epoch)  # read by the dataset (before this epoch's first batch)
+        self.epoch.assign(epoch)  # read by the dataset (before this epoch's first batch)
         stage = self.stage_for_epoch(epoch)
         if stage is self.current_stage:
             return

@@ -9,9 +9,9 @@
     with strategy.scope():
         model = recipe.build_model()                         # model.init_checkpoint loaded, head skipped
         recipe.compile(model)                                # LR schedule, optimizer + EMA, loss, metrics
-    train, progressive = recipe.train_dataset(strategy)      # one dataset for every stage + its callback
+    train, steering = recipe.train_dataset(strategy)         # one dataset for every stage + its callback
     model.fit(train, epochs=recipe.fit_epochs, steps_per_epoch=recipe.fit_steps_per_epoch,
-              validation_freq=recipe.validation_freq, callbacks=[progressive] if progressive else [])
+              validation_freq=recipe.validation_freq, callbacks=[steering])
 
 `hparams.py` only knows the schema: which keys exist, their types and ranges. Everything derived from
 the values (image sizes from the variant, static augmentation, the progressive schedule, steps and
@@ -400,8 +400,9 @@ class Recipe:
 
     @property
     def fit_steps_per_epoch(self):
-        """fit's `steps_per_epoch`: set when batch-scaled, else None (one pass, or train.steps_per_epoch batches)."""
-        return self.steps_per_epoch if self.batch_scaled else None
+        """fit's `steps_per_epoch`: with train.steps_per_epoch, or batch-scaled stages, epochs of that many
+        steps read the training data as one stream; else None (every epoch is one pass)."""
+        return self.steps_per_epoch if self.batch_scaled or self.config.train.steps_per_epoch else None
 
     @property
     def validation_freq(self):
@@ -424,47 +425,66 @@ class Recipe:
         options.pop("cache")  # applied once, to train_source (resolve_recipe), not per pipeline
         return options
 
-    def _limit(self, dataset):
-        """`train.steps_per_epoch`: epochs shorter than one pass over the data (batch-scaled stages read
-        their data as a stream instead: fit's steps_per_epoch ends the epochs)."""
-        steps = self.config.train.steps_per_epoch
-        return dataset.take(steps) if steps and not self.batch_scaled else dataset
+    def _stream_start(self, batch_size, input_context, callback, stage=None):
+        """Where a training pipeline starts reading, from the callback that tells it the epoch: pass `epoch`
+        (one pass per epoch), or with fit_steps_per_epoch the stream's position (data/stream.py)."""
+        from efficientnetv2_keras.data import examples_per_step
 
-    def stage_dataset(self, stage, input_context=None):
+        if callback is None:
+            return {}
+        if self.fit_steps_per_epoch is None:
+            return {"epoch": callback.epoch}
+        per_step = examples_per_step(batch_size, input_context)
+        if stage is None:  # a FitEpoch
+            return {"repeat": True, "position": callback.stream_position(per_step)}
+        return {"repeat": True, "position": callback.stream_position(stage, per_step)}
+
+    def stage_dataset(self, stage, input_context=None, progressive=None):
         """The training pipeline of one progressive stage: its image size, regularization and (batch
-        scaling) batch size."""
+        scaling) batch size; `progressive` (the `ProgressiveLearning` callback) tells it where to start."""
         from efficientnetv2_keras.data import build_dataset
 
-        return self._limit(build_dataset(
-            self.train_source, self.train_split, stage.image_size, stage.batch_size or self.batch_size, training=True,
+        batch_size = stage.batch_size or self.batch_size
+        return build_dataset(
+            self.train_source, self.train_split, stage.image_size, batch_size, training=True,
             randaug_magnitude=stage.randaug_magnitude, mixup_alpha=stage.mixup_alpha,
             cutmix_alpha=stage.cutmix_alpha, input_context=input_context, **self._dataset_options(),
-        ))
+            **self._stream_start(batch_size, input_context, progressive, stage),
+        )
 
-    def static_dataset(self, input_context=None):
-        """The training pipeline without progressive learning: train_size, the static augmentation."""
+    def static_dataset(self, input_context=None, fit_epoch=None):
+        """The training pipeline without progressive learning: train_size, the static augmentation;
+        `fit_epoch` (a `data.FitEpoch` callback) tells it where to start."""
         from efficientnetv2_keras.data import build_dataset
 
-        return self._limit(build_dataset(
+        return build_dataset(
             self.train_source, self.train_split, self.train_size, self.batch_size, training=True,
             input_context=input_context, **static_augmentation(self.config), **self._dataset_options(),
-        ))
+            **self._stream_start(self.batch_size, input_context, fit_epoch),
+        )
 
     def train_dataset(self, strategy=None, verbose=1):
-        """(the dataset for `fit`, the `ProgressiveLearning` callback or None).
+        """(the dataset for `fit`, the callback that steers it): the `ProgressiveLearning` callback, or
+        without progressive learning a `data.FitEpoch`. Pass the callback to `fit`: it tells the pipelines
+        the epoch, so a resumed run reads the data the uninterrupted run would have.
 
         Under MultiWorkerMirroredStrategy each worker builds its own shard (`input_context`).
         """
+        from efficientnetv2_keras.data import FitEpoch
         from efficientnetv2_keras.progressive import ProgressiveLearning
 
         multi_worker = strategy is not None and _is_multi_worker(strategy)
         if self.schedule is not None:
-            progressive = ProgressiveLearning(self.schedule, self.stage_dataset, steps_per_epoch=self.fit_steps_per_epoch,
-                                              verbose=verbose)
+            progressive = ProgressiveLearning(
+                self.schedule, lambda stage, context=None: self.stage_dataset(stage, context, progressive),
+                steps_per_epoch=self.fit_steps_per_epoch, verbose=verbose,
+            )
             return (progressive.distribute(strategy) if multi_worker else progressive.dataset), progressive
+        fit_epoch = FitEpoch(self.fit_steps_per_epoch)
         if multi_worker:
-            return strategy.distribute_datasets_from_function(self.static_dataset), None
-        return self.static_dataset(), None
+            dataset_fn = lambda context: self.static_dataset(context, fit_epoch)  # noqa: E731
+            return strategy.distribute_datasets_from_function(dataset_fn), fit_epoch
+        return self.static_dataset(fit_epoch=fit_epoch), fit_epoch
 
     def eval_dataset(self, split=None):
         """`split` (default: the test split, data.eval_split) at the eval size, evaluation preprocessing."""

@@ -1,7 +1,8 @@
 """Runs that survive: interruption, divergence and reruns of `train_and_evaluate`.
 
-* `RunBackup` backs the training state up (raw weights, optimizer slots, EMA) at the end of every
-  epoch as `backup/epoch-<N>.weights.h5`, each written atomically (temporary name, fsync, rename)
+* `RunBackup` backs the training state up (raw weights, optimizer slots, EMA, the dropout and
+  stochastic-depth seed generators' states) at the end of every epoch as
+  `backup/epoch-<N>.weights.h5`, each written atomically (temporary name, fsync, rename)
   and the previous epoch's kept: a kill at any moment leaves at least one whole backup, and a
   restart that finds the newest one unreadable (a truncated file) falls back to the previous one
   and says so. The backup stays after a finished run, so a larger `train.epochs` can continue it.
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 
+import h5py
 import keras
 from absl import logging
 
@@ -38,6 +40,7 @@ BACKUP_DIR = "backup"
 LOG_FILE = "log.csv"
 RESULTS_FILE = "results.json"
 _BACKUP_NAME = re.compile(r"^epoch-(\d+)\.weights\.h5$")
+SEED_GENERATORS = "seed_generators"  # the group of a backup holding the seed generators' states
 
 
 class TrainingDiverged(RuntimeError):
@@ -69,6 +72,41 @@ def backup_epochs(backup_dir):
 
 def backup_path(backup_dir, epoch):
     return os.path.join(backup_dir, f"epoch-{epoch:04d}.weights.h5")
+
+
+def seed_generators(model):
+    """The model's `keras.random.SeedGenerator`s (dropout, stochastic depth), by layer name and index.
+
+    Their states (which masks come next) are variables of the layers but not weights, so `save_weights`
+    leaves them out; a run resumed without them would draw the masks of its first epochs again.
+    """
+    # Keras tracks a layer's generators in `_seed_generators` (its `variables` list their states).
+    return {f"{layer.name}/{index}": generator
+            for layer in model._flatten_layers(include_self=True)
+            for index, generator in enumerate(getattr(layer, "_seed_generators", ()))}
+
+
+def save_training_state(model, path):
+    """`model.save_weights(path)` (weights, optimizer, EMA) plus the seed generators' states in the same
+    file (group `seed_generators`), so one atomic rename publishes both."""
+    model.save_weights(path)
+    with h5py.File(path, "a") as handle:
+        group = handle.create_group(SEED_GENERATORS)
+        for name, generator in seed_generators(model).items():
+            group.create_dataset(name, data=keras.ops.convert_to_numpy(generator.state))
+
+
+def load_training_state(model, path):
+    """Loads what `save_training_state` wrote; a backup of an earlier version (no seed states) restores the
+    weights alone."""
+    model.load_weights(path)
+    with h5py.File(path, "r") as handle:
+        if SEED_GENERATORS not in handle:
+            return
+        group = handle[SEED_GENERATORS]
+        for name, generator in seed_generators(model).items():
+            if name in group:
+                generator.state.assign(group[name][()])
 
 
 class RunBackup(keras.callbacks.Callback):
@@ -115,7 +153,7 @@ class RunBackup(keras.callbacks.Callback):
         for epoch in epochs:
             path = backup_path(self.write_dir, epoch)
             try:
-                model.load_weights(path)
+                load_training_state(model, path)
             except Exception as error:  # h5py raises OSError, KeyError, ValueError... for a damaged file
                 failures.append(f"{path} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
                 if self.verbose:
@@ -145,7 +183,7 @@ class RunBackup(keras.callbacks.Callback):
                 if name.startswith(".tmp-"):
                     remove_path(os.path.join(self.write_dir, name))
             self._cleaned = True
-        atomic_write(backup_path(self.write_dir, epoch + 1), lambda path: self.model.save_weights(path))
+        atomic_write(backup_path(self.write_dir, epoch + 1), lambda path: save_training_state(self.model, path))
         # Only once the new backup is complete: drop all but the newest `keep`.
         for old in backup_epochs(self.write_dir)[self.keep:]:
             remove_path(backup_path(self.write_dir, old))

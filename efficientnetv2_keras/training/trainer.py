@@ -148,7 +148,10 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
     if wants_synchronized_batch_norm(strategy, config.model.sync_batch_norm):
         synchronize_batch_norm(model)
     fit_multi_worker(model, strategy)  # two narrow Keras 3 fixes under MultiWorkerMirroredStrategy
-    train, progressive = recipe.train_dataset(strategy)
+    # The callback tells the pipelines the epoch (ProgressiveLearning, or FitEpoch without stages): a resumed
+    # run reads the data the uninterrupted run would have read.
+    train, steering = recipe.train_dataset(strategy)
+    progressive = steering if recipe.schedule is not None else None
 
     # Everything the recipe can get wrong has been checked (resolve_recipe: too few epochs for the stages,
     # ...; the model built): only now write into model_dir, so a failed start leaves nothing behind (and a
@@ -194,7 +197,7 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
     # after the stage switch (which adds the stage to the logs), before checkpointing and the loggers.
     # The backup last: once it is written, everything else of the epoch (checkpoints, log.csv) is too.
     callbacks = [resume.StopOnNonFiniteLoss(kept=lambda epoch: _kept_text(run_dir, epoch))]
-    callbacks += ([progressive] if progressive else []) + [LogL2Loss(), costs]
+    callbacks += [steering, LogL2Loss(), costs]
     callbacks += [
         EMACallback([BestAndLastCheckpoint(run_dir, monitor=recipe.monitor if with_validation else None,
                                            restore_best=resuming, record=record)]),
