@@ -17,7 +17,8 @@ from efficientnetv2_keras.hparams import load_config
 from efficientnetv2_keras.progressive import progressive_schedule
 from efficientnetv2_keras.training import optimizers
 from efficientnetv2_keras.training.optimizers import build_optimizer
-from efficientnetv2_keras.training.schedules import ProgressLR, TrainingProgress, build_lr_schedule, constant_with_warmup
+from efficientnetv2_keras.training.schedules import (ProgressLR, TrainingProgress, build_lr_schedule,
+                                                     constant_with_warmup)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, RATIOS = [3, 2, 4], [4.0, 2.0, 1.0]  # stage i: steps[i] optimizer steps of ratios[i] x the base batch
@@ -150,7 +151,8 @@ def test_fused_scaled_updates_match_the_keras_ops_formulas(make):
 
 
 def test_centered_rmsprop_and_amsgrad_refuse_the_rule_clearly():
-    for optimizer in (optimizers.RMSprop(_schedule("sqrt"), centered=True), optimizers.Adam(_schedule("sqrt"), amsgrad=True)):
+    centered, amsgrad = optimizers.RMSprop(_schedule("sqrt"), centered=True), optimizers.Adam(_schedule("sqrt"), amsgrad=True)
+    for optimizer in (centered, amsgrad):
         with pytest.raises(ValueError, match="progressive.lr_scaling=linear"):
             _values_at(optimizer, 0)
 

@@ -161,12 +161,12 @@ class ProgressiveSchedule:
             lines.append(line)
         if self.batch_scaled:
             k = f"k = batch / {self.batch_size}"
-            rule = (f"square-root scaling rule (Malladi et al. 2022), {k}: LR x sqrt(k); for RMSprop/Adam/AdamW also "
-                    f"1 - beta x k (rho, beta_1, beta_2; beta floored at {MIN_SCALED_DECAY}), epsilon / sqrt(k) (RMSprop: / k, epsilon "
-                    "under the root) and decoupled weight decay x sqrt(k)"
+            rule = (f"Square-root scaling rule (Malladi et al. 2022), {k}: LR x sqrt(k); for RMSprop/Adam/AdamW "
+                    f"also 1 - beta x k (rho, beta_1, beta_2; beta floored at {MIN_SCALED_DECAY}), epsilon / sqrt(k) "
+                    "(RMSprop: / k, epsilon under the root) and decoupled weight decay x sqrt(k)."
                     if self.lr_scaling == "sqrt" else
-                    f"linear scaling rule (Goyal et al. 2017), {k}: LR x k")
-            lines.append(f"Batch grows as the image shrinks (same activation memory, batch ~ 1/size^2); {rule}.")
+                    f"Linear scaling rule (Goyal et al. 2017), {k}: LR x k.")
+            lines += ["Batch grows as the image shrinks (same activation memory, batch ~ 1/size^2).", rule]
         return "\n".join(lines)
 
     __str__ = table
