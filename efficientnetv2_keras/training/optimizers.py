@@ -1,10 +1,12 @@
 """The optimizer of the recipes and weight decay that skips BatchNorm and bias parameters.
 
 RMSProp with decay (rho) 0.9, momentum 0.9 and epsilon 1e-3 (§5.1; the released `build_optimizer`),
-or SGD / momentum / Adam / AdamW. Keras' optimizers do the work; the classes here only add the
-EMA-decay ramp (`ema.EMAWarmupMixin`). One difference from the released TF1 RMSProp remains: TF1
-starts the mean-square accumulator at 1.0, Keras at 0.0; the 5-epoch warmup from lr 0 covers the
-first steps, where that matters.
+or SGD / momentum / Adam / AdamW. They are Keras' optimizers (same update rules, variables and saved
+state) with the EMA-decay ramp (`ema.EMAWarmupMixin`), the coupled L2 term below, one fused
+TensorFlow kernel per variable update and the square-root scaling rule's per-stage hyperparameters
+(`StepUpdateMixin`). One difference from the released TF1 RMSProp remains: TF1 starts the mean-square
+accumulator at 1.0, Keras at 0.0; the 5-epoch warmup from lr 0 covers the first steps, where that
+matters.
 
 Weight decay: the paper's "weight decay 1e-5" is, in the released code, an L2 *loss term*
 wd * sum(||w||^2 / 2) over the variables whose names are not bias/gamma/beta, so its gradient wd * w
