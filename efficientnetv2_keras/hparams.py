@@ -220,7 +220,8 @@ class ProgressiveConfig:
                                       "epochs.")
     lr_scaling: Optional[str] = _key(None, "LR rule for batch_scaling's larger batches: linear (LR x k, Goyal et "
                                            "al. 2017, for sgd/momentum) or sqrt (LR x sqrt(k), Malladi et al. "
-                                           "2022, for rmsprop/adam/adamw); null = by train.optimizer.",
+                                           "2022, for rmsprop/adam/adamw, which also take 1 - beta x k and "
+                                           "epsilon / sqrt(k)); null = by train.optimizer.",
                                      choices=LR_SCALING_RULES)
     max_batch_size: Optional[int] = _key(None, "Cap on a stage's batch with batch_scaling (what fits in memory at "
                                                "the first stage); null = no cap.", low=1)

@@ -169,11 +169,11 @@ def test_ema_decay_follows_training_progress():
     from efficientnetv2_keras.training.optimizers import SGD
 
     optimizer = SGD(0.1, use_ema=True, ema_momentum=0.9, ema_warmup=False)
-    optimizer.ema_progress = TrainingProgress([4, 8], [4.0, 1.0])
+    optimizer.progress = TrainingProgress([4, 8], [4.0, 1.0])
     momentum = [float(keras.ops.convert_to_numpy(optimizer.effective_ema_momentum(s))) for s in (0, 3, 4, 11)]
     np.testing.assert_allclose(momentum, [0.9 ** 4, 0.9 ** 4, 0.9, 0.9], rtol=1e-6)
     optimizer = SGD(0.1, use_ema=True, ema_momentum=0.99, ema_warmup=True)
-    optimizer.ema_progress = TrainingProgress([4, 8], [4.0, 1.0])
+    optimizer.progress = TrainingProgress([4, 8], [4.0, 1.0])
     # The ramp (1 + t) / (10 + t) counts base steps: step 1 of stage 0 ends at t = 8.
     value = float(keras.ops.convert_to_numpy(optimizer.effective_ema_momentum(1)))
     assert value == pytest.approx((9 / 18) ** 4, rel=1e-6)

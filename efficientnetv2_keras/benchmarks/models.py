@@ -1,13 +1,21 @@
 """Model speed: our EfficientNetV2 vs keras.applications', side by side in one process (CPU here).
 
-Both models have the same layers and weights, so the ratio should sit near 1.0; a drop would mean a
-change to our blocks (e.g. the StochasticDepth layers, present in every residual block) costs speed.
+Both models have the same layers and weights. Inference runs Keras' own layers in both, so its ratio
+should sit near 1.0. A train step differs: ours runs TensorFlow's fused BatchNorm
+(`models.batch_norm.FusedBatchNormalization`) and fused optimizer updates (`training.fused_updates`);
+"ours before" is our model with both turned off (`fused=False`: Keras' BatchNorm computation and Keras'
+per-variable updates), so the three train columns show what the fused step buys and where it stands
+against keras.applications. `--models_optimizer`: "sgd" (lr 0.01; keras.applications with
+keras.optimizers.SGD) or "rmsprop" (the recipe's RMSprop(rho 0.9, momentum 0.9, epsilon 1e-3) with
+weight EMA; keras.applications with keras.optimizers.RMSprop(use_ema=True)).
 Timed: process CPU time (user + system, which a shared machine disturbs less than wall time) and wall
 time of `predict_on_batch` / `train_on_batch`, median of alternating rounds, after two warm-up calls.
+With `--models_ops`, the ops of each traced train step (TensorFlow only).
 
     effnetv2-benchmark --sections=models [--models_variants=b0,s --models_sizes=128,192 --models_batches=16,64]
 """
 
+import collections
 import time
 
 import keras
@@ -21,6 +29,11 @@ flags.DEFINE_list("models_sizes", ["128"], "Image sizes (px).")
 flags.DEFINE_list("models_batches", ["16"], "Batch sizes.")
 flags.DEFINE_integer("models_repeats", 5, "Calls per timed round.")
 flags.DEFINE_integer("models_rounds", 5, "Alternating rounds (the median is reported).")
+flags.DEFINE_enum("models_optimizer", "sgd", ["sgd", "rmsprop"], "The train step's optimizer (module docstring).")
+flags.DEFINE_boolean("models_inference", True, "Also time inference (predict_on_batch).")
+flags.DEFINE_boolean("models_ops", False, "Also count the ops of each traced train step (TensorFlow).")
+
+LEARNING_RATE = 0.01
 
 
 def _rates(step, batch, repeats):
@@ -44,9 +57,106 @@ def _side_by_side(steps, batch, repeats, rounds):
     return [tuple(float(np.median([r[i] for r in result])) for i in range(2)) for result in results]
 
 
-def _compiled(model):
-    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
+def _optimizer(kind, ours, fused=True):
+    """The train step's optimizer: ours (fused or not) or Keras' own (for keras.applications)."""
+    from efficientnetv2_keras.training import optimizers
+
+    if kind == "sgd":
+        return optimizers.SGD(LEARNING_RATE, fused=fused) if ours else keras.optimizers.SGD(LEARNING_RATE)
+    settings = {"learning_rate": LEARNING_RATE, "rho": 0.9, "momentum": 0.9, "epsilon": 1e-3, "use_ema": True,
+                "ema_momentum": 0.9999}
+    if ours:
+        return optimizers.RMSprop(l2_weight_decay=1e-5, fused=fused, **settings)
+    return keras.optimizers.RMSprop(**settings)
+
+
+def set_fused(model, fused):
+    """Turns TensorFlow's fused BatchNorm on or off in every `FusedBatchNormalization` layer of `model`."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, ev2.FusedBatchNormalization):
+            layer.fused = fused
+
+
+def _compiled(model, optimizer):
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
     return model
+
+
+def comparison_models(variant, size, optimizer):
+    """{"before": ours unfused, "after": ours fused, "keras": keras.applications'}, same weights, compiled."""
+    shape = (size, size, 3)
+    reference = getattr(keras.applications, ev2.KERAS_APPLICATIONS[ev2.get_model_spec(variant).name])(
+        weights=None, input_shape=shape)
+    models = {}
+    for name, fused in (("before", False), ("after", True)):
+        model = ev2.build_model(variant, input_shape=shape)
+        ev2.load_weights_from_keras_applications(model, reference)
+        set_fused(model, fused)
+        models[name] = _compiled(model, _optimizer(optimizer, ours=True, fused=fused))
+    models["keras"] = _compiled(reference, _optimizer(optimizer, ours=False))
+    return models
+
+
+def train_step_op_counts(model):
+    """Ops of `model.train_step` traced by TensorFlow (functions it calls included), by op type.
+
+    The model must be compiled with a loss on sparse class ids; the batch size is left unknown.
+    """
+    import tensorflow as tf
+
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    spec = (tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32), tf.TensorSpec((None,), tf.int64))
+    graph = tf.function(model.train_step).get_concrete_function(spec).graph
+    types = collections.Counter()
+
+    def walk(graph):
+        for operation in graph.get_operations():
+            types[operation.type] += 1
+        for function in getattr(graph, "_functions", {}).values():
+            if hasattr(function, "graph"):
+                walk(function.graph)
+
+    walk(graph)
+    return types
+
+
+def _ops_line(variant, models):
+    counts = {name: sum(train_step_op_counts(model).values()) for name, model in models.items()}
+    return (f"| {variant} | {counts['before']} | {counts['after']} | {counts['keras']} "
+            f"| {counts['after'] / counts['before']:.2f} |")
+
+
+def _inference_line(variant, size, batch, models, images, repeats, rounds):
+    ours, reference = models["after"], models["keras"]
+    ours_rate, keras_rate = _side_by_side(
+        [lambda: ours.predict_on_batch(images), lambda: reference.predict_on_batch(images)], batch, repeats, rounds)
+    return (f"| {variant} | {size} | {batch} | {ours_rate[0]:.1f} | {keras_rate[0]:.1f} "
+            f"| {ours_rate[0] / keras_rate[0]:.2f} |")
+
+
+def _train_line(variant, size, batch, models, images, labels, repeats, rounds):
+    steps = [lambda model=model: model.train_on_batch(images, labels) for model in models.values()]
+    before, after, reference = _side_by_side(steps, batch, repeats, rounds)
+    return (f"| {variant} | {size} | {batch} | {before[0]:.1f} | {after[0]:.1f} | {reference[0]:.1f} "
+            f"| {after[0] / before[0]:.2f} | {after[0] / reference[0]:.2f} | {before[1]:.1f} | {after[1]:.1f} "
+            f"| {reference[1]:.1f} | {after[1] / reference[1]:.2f} |")
+
+
+TRAIN_HEADER = [
+    "Train step, images per second: CPU = process CPU time (user + system), wall = elapsed; "
+    "before = ours with fused=False (Keras' BatchNorm and optimizer updates), after = ours, keras = keras.applications",
+    "| model | size | batch | CPU before | CPU after | CPU keras | after/before | after/keras "
+    "| wall before | wall after | wall keras | after/keras (wall) |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+]
+INFERENCE_HEADER = [
+    "Inference, images per CPU-second (Keras' own layers in both: the ratio should be ~1)",
+    "| model | size | batch | ours | keras | ratio |",
+    "|---|---:|---:|---:|---:|---:|",
+]
+OPS_HEADER = ["Ops in the traced train step (unknown batch size)",
+              "| model | before | after | keras | after/before |", "|---|---:|---:|---:|---:|"]
 
 
 def run(flags_):
@@ -55,36 +165,24 @@ def run(flags_):
     sizes = [int(s) for s in flags_.models_sizes]
     batches = [int(b) for b in flags_.models_batches]
     repeats, rounds = (2, 2) if quick else (flags_.models_repeats, flags_.models_rounds)
-    lines = [
-        "CPU, float32, no XLA; images per CPU-second (process user + system) and per wall-second; "
-        "ratio = ours / keras.applications (CPU time)",
-        "| model | size | batch | infer ours | infer keras | ratio | train ours | train keras | ratio | train wall ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    tables = {"ops": list(OPS_HEADER), "train": list(TRAIN_HEADER), "inference": list(INFERENCE_HEADER)}
     rng = np.random.default_rng(0)
     for variant in variants:
+        if flags_.models_ops:  # the traced step has unknown batch and size: one count per variant
+            tables["ops"].append(_ops_line(variant, comparison_models(variant, sizes[0], flags_.models_optimizer)))
+            keras.backend.clear_session()
         for size in sizes:
             for batch in batches:
                 images = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
                 labels = rng.integers(0, 1000, batch)
-                ours = ev2.build_model(variant, input_shape=(size, size, 3))
-                constructor = ev2.KERAS_APPLICATIONS[ev2.get_model_spec(variant).name]
-                reference = getattr(keras.applications, constructor)(weights=None, input_shape=(size, size, 3))
-                ev2.load_weights_from_keras_applications(ours, reference)
-                ours, reference = _compiled(ours), _compiled(reference)
-                ours_infer, ref_infer = _side_by_side(
-                    [lambda: ours.predict_on_batch(images), lambda: reference.predict_on_batch(images)],
-                    batch, repeats, rounds,
-                )
-                ours_train, ref_train = _side_by_side(
-                    [lambda: ours.train_on_batch(images, labels), lambda: reference.train_on_batch(images, labels)],
-                    batch, repeats, rounds,
-                )
-                lines.append(
-                    f"| {variant} | {size} | {batch} | {ours_infer[0]:.1f} | {ref_infer[0]:.1f} "
-                    f"| {ours_infer[0] / ref_infer[0]:.2f} | {ours_train[0]:.1f} | {ref_train[0]:.1f} "
-                    f"| {ours_train[0] / ref_train[0]:.2f} | {ours_train[1] / ref_train[1]:.2f} |"
-                )
-                print(lines[-1], flush=True)
+                models = comparison_models(variant, size, flags_.models_optimizer)
+                if flags_.models_inference:
+                    tables["inference"].append(_inference_line(variant, size, batch, models, images, repeats, rounds))
+                tables["train"].append(_train_line(variant, size, batch, models, images, labels, repeats, rounds))
+                print(tables["train"][-1], flush=True)
                 keras.backend.clear_session()
-    return "\n".join(lines)
+    header = (f"CPU, float32, no XLA; optimizer {flags_.models_optimizer}; median of {rounds} alternating rounds of "
+              f"{repeats} calls")
+    shown = [tables["train"]] + ([tables["inference"]] if flags_.models_inference else [])
+    shown += [tables["ops"]] if flags_.models_ops else []
+    return "\n\n".join([header] + ["\n".join(table) for table in shown])

@@ -1,5 +1,6 @@
 """The EfficientNetV2 family (keras only: runs on the TensorFlow, JAX and PyTorch backends)."""
 
+from efficientnetv2_keras.models.batch_norm import FusedBatchNormalization
 from efficientnetv2_keras.models.blocks import fused_mbconv_block, mbconv_block, squeeze_excite
 from efficientnetv2_keras.models.builder import (
     EfficientNetV2B0,
@@ -51,6 +52,7 @@ __all__ = [
     "VARIANTS",
     "get_model_spec",
     "AdjustableDropout",
+    "FusedBatchNormalization",
     "StochasticDepth",
     "set_regularization",
     "get_regularization",

@@ -11,6 +11,7 @@ import dataclasses
 
 from keras import layers
 
+from efficientnetv2_keras.models.batch_norm import FusedBatchNormalization
 from efficientnetv2_keras.models.layers import StochasticDepth
 
 # The released code's initializers (effnetv2_model.py `conv_kernel_initializer`,
@@ -40,8 +41,8 @@ class BlockSettings:
     bn_epsilon: float = 1e-3
 
     def batch_norm(self, name):
-        return layers.BatchNormalization(axis=self.bn_axis, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                                         name=name)
+        return FusedBatchNormalization(axis=self.bn_axis, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                                       name=name)
 
     def conv_bn_act(self, x, filters, kernel, stride, name, activate=True):
         """conv -> BN (-> activation): the layers `{name}_conv`, `{name}_bn`, `{name}_activation`."""

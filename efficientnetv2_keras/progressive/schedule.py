@@ -30,7 +30,10 @@ count and capped at `max_batch_size`. `Stage.batch_ratio` = B_i / B. The learnin
   "sqrt"   k-times the batch, sqrt(k)-times the learning rate: the square-root scaling rule that
            Malladi et al. 2022 ("On the SDEs and Scaling Rules for Adaptive Gradient Algorithms",
            NeurIPS, §4) derive for RMSprop and Adam, whose steps are normalized by the gradient's
-           second moment. The recipes pick it for adaptive optimizers (`training.recipe`).
+           second moment. The rule also shortens the moment averages' horizons k times
+           (1 - beta -> k (1 - beta) for RMSprop's rho and Adam's betas) and divides epsilon by
+           sqrt(k); RMSprop, Adam and AdamW apply that per stage (`training.optimizers.StepUpdateMixin`).
+           The recipes pick it for adaptive optimizers (`training.recipe`).
 
 A stage's length stays what it is in data: an epoch is still the recipe's number of steps
 (examples // B), so with k-times larger batches a stage of e epochs' worth of images takes e / k
@@ -61,6 +64,10 @@ MAX_RANDAUG_MAGNITUDE = 30.0
 MIN_IMAGE_SIZE = 32
 BATCH_MULTIPLE = 8  # stage batch sizes are multiples of this (and of the replica count)
 LR_SCALING_RULES = ("linear", "sqrt")  # batch_scaling's learning-rate rules (module docstring)
+# The square-root rule's floor for a scaled moment decay 1 - k (1 - beta): 0.5 averages over about
+# 1 / (1 - 0.5) = 2 steps; the rule itself has no value once k (1 - beta) >= 1
+# (`training.schedules.TrainingProgress.square_root_rule_decay`).
+MIN_SCALED_DECAY = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,10 +160,13 @@ class ProgressiveSchedule:
                 line += f" | {s.batch_size or '-':>5} | {s.lr_scale:>4.2f} | {self.passes(s):.2f}"
             lines.append(line)
         if self.batch_scaled:
-            rule = (f"LR x sqrt(batch / {self.batch_size}) (square-root scaling rule, Malladi et al. 2022)"
+            k = f"k = batch / {self.batch_size}"
+            rule = (f"Square-root scaling rule (Malladi et al. 2022), {k}: LR x sqrt(k); for RMSprop/Adam/AdamW "
+                    f"also 1 - beta x k (rho, beta_1, beta_2; beta floored at {MIN_SCALED_DECAY}), epsilon / sqrt(k) "
+                    "(RMSprop: / k, epsilon under the root) and decoupled weight decay x sqrt(k)."
                     if self.lr_scaling == "sqrt" else
-                    f"LR x batch / {self.batch_size} (linear scaling rule, Goyal et al. 2017)")
-            lines.append(f"Batch grows as the image shrinks (same activation memory, batch ~ 1/size^2); {rule}.")
+                    f"Linear scaling rule (Goyal et al. 2017), {k}: LR x k.")
+            lines += ["Batch grows as the image shrinks (same activation memory, batch ~ 1/size^2).", rule]
         return "\n".join(lines)
 
     __str__ = table

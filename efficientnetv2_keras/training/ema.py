@@ -42,6 +42,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from efficientnetv2_keras.training import fused_updates
+from efficientnetv2_keras.training.schedules import training_progress
+
 
 class _Untracked:
     """Holds model variables an optimizer refers to without owning them.
@@ -86,8 +89,9 @@ class EMAWarmupMixin:
         super().__init__(*args, **kwargs)
         self.ema_warmup = bool(ema_warmup)
         # A `schedules.TrainingProgress` when stages train with different batch sizes (set by
-        # `build_optimizer` from a `ProgressLR`): the decay is then defined over images seen.
-        self.ema_progress = None
+        # `build_optimizer` from a `ProgressLR`, else read from the learning-rate schedule): the decay
+        # is then defined over images seen.
+        self.progress = None
         self._ema_statistics = _Untracked()  # model variables
         self._ema_statistic_averages = _Untracked()  # their averages (optimizer variables)
 
@@ -128,36 +132,35 @@ class EMAWarmupMixin:
         """The decay used for the update at `step` (default: the next one), as a tensor."""
         step = self.iterations if step is None else step
         momentum = ops.convert_to_tensor(float(self.ema_momentum), "float32")
-        if self.ema_progress is None:
+        progress = training_progress(self)
+        if progress is None:
             t = ops.cast(step, "float32") + 1.0
             if self.ema_warmup:
                 momentum = ops.minimum(momentum, (1.0 + t) / (10.0 + t))
             return momentum
         # Over training progress: a step of r base batches decays the average as r base steps would
         # (momentum^r), and the warmup ramp counts base steps, so the average spans the same images.
-        ratio = self.ema_progress.ratio(step)
-        t = self.ema_progress.base_step(step) + ratio
+        ratio = progress.ratio(step)
+        t = progress.base_step(step) + ratio
         if self.ema_warmup:
             momentum = ops.minimum(momentum, (1.0 + t) / (10.0 + t))
         return ops.power(momentum, ratio)
 
     def _update_model_variables_moving_average(self, trainable_variables):
+        # Keras' update with the decay computed once per step (Keras recomputes it per variable) and one
+        # fused op per average on TensorFlow (`fused_updates.move_average`).
         if not self.use_ema:
             return
-        if self.ema_warmup or self.ema_progress is not None:
-            not_first_step = ops.cast(ops.not_equal(self.iterations, 0), "float32")
-            momentum32 = not_first_step * self.effective_ema_momentum()
-            pairs = zip(trainable_variables, self._model_variables_moving_average)
+        if self.ema_warmup or training_progress(self) is not None:
+            momentum = self.effective_ema_momentum()
         else:
-            super()._update_model_variables_moving_average(trainable_variables)  # Keras' own update
-            momentum32 = ops.cast(ops.not_equal(self.iterations, 0), "float32") * float(self.ema_momentum)
-            pairs = ()
-        for var, average in list(pairs) + self.ema_statistic_pairs():
-            if average is None:
-                continue
-            momentum = ops.cast(momentum32, average.dtype)
-            value = ops.cast(var, average.dtype)
-            average.assign(ops.add(ops.multiply(momentum, average), ops.multiply(ops.subtract(1, momentum), value)))
+            momentum = ops.convert_to_tensor(float(self.ema_momentum), "float32")
+        # As in Keras, the first step copies the weights into the average (decay 0, weight 1).
+        weight = 1.0 - ops.cast(ops.not_equal(self.iterations, 0), "float32") * momentum
+        pairs = list(zip(trainable_variables, self._model_variables_moving_average)) + self.ema_statistic_pairs()
+        for variable, average in pairs:
+            if average is not None:
+                fused_updates.move_average(average, variable, weight)
 
     def finalize_variable_values(self, var_list):
         super().finalize_variable_values(var_list)

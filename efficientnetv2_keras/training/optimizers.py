@@ -1,10 +1,12 @@
 """The optimizer of the recipes and weight decay that skips BatchNorm and bias parameters.
 
 RMSProp with decay (rho) 0.9, momentum 0.9 and epsilon 1e-3 (§5.1; the released `build_optimizer`),
-or SGD / momentum / Adam / AdamW. Keras' optimizers do the work; the classes here only add the
-EMA-decay ramp (`ema.EMAWarmupMixin`). One difference from the released TF1 RMSProp remains: TF1
-starts the mean-square accumulator at 1.0, Keras at 0.0; the 5-epoch warmup from lr 0 covers the
-first steps, where that matters.
+or SGD / momentum / Adam / AdamW. They are Keras' optimizers (same update rules, variables and saved
+state) with the EMA-decay ramp (`ema.EMAWarmupMixin`), the coupled L2 term below, one fused
+TensorFlow kernel per variable update and the square-root scaling rule's per-stage hyperparameters
+(`StepUpdateMixin`). One difference from the released TF1 RMSProp remains: TF1 starts the mean-square
+accumulator at 1.0, Keras at 0.0; the 5-epoch warmup from lr 0 covers the first steps, where that
+matters.
 
 Weight decay: the paper's "weight decay 1e-5" is, in the released code, an L2 *loss term*
 wd * sum(||w||^2 / 2) over the variables whose names are not bias/gamma/beta, so its gradient wd * w
@@ -29,7 +31,9 @@ import numpy as np
 from keras import ops
 
 from efficientnetv2_keras.hparams import OPTIMIZERS
+from efficientnetv2_keras.training import fused_updates
 from efficientnetv2_keras.training.ema import EMAWarmupMixin, batch_norm_statistics
+from efficientnetv2_keras.training.schedules import training_progress
 
 # The released code's exclusions (efficientnetv2 `main.py`, the weight-decay term of `model_fn`).
 EXCLUDED_NAMES = ("bias", "gamma", "beta")
@@ -94,25 +98,197 @@ class L2WeightDecayMixin:
         return config
 
 
-@keras.saving.register_keras_serializable(package="efficientnetv2_keras")
-class RMSprop(EMAWarmupMixin, L2WeightDecayMixin, keras.optimizers.RMSprop):
-    """keras.optimizers.RMSprop + `ema_warmup`, averaged BN statistics (`ema.EMAWarmupMixin`) and
-    `l2_weight_decay` (`L2WeightDecayMixin`)."""
+class StepUpdateMixin:
+    """This step's hyperparameters once per step, then each variable's update in one fused op.
+
+    Keras computes the step's scalars (learning-rate casts, Adam's bias corrections) again for every
+    variable; here `step_values` computes them once per step (in the replica context under
+    tf.distribute, passed to every variable's update) and, on TensorFlow, `_fused_update` applies each
+    variable's update with TensorFlow's fused kernel (`fused_updates`). Where no kernel computes Keras'
+    update (sparse gradients, bfloat16, centered RMSprop, RMSprop without momentum, amsgrad) or on
+    another backend, Keras' own `update_step` runs, or the same formulas in keras ops when the square-
+    root scaling rule changes the hyperparameters per stage. Keras' decoupled `weight_decay` (AdamW)
+    is applied in the same per-variable update, with the step's learning rate. The optimizer's
+    variables (slots, their order and names) are Keras', so checkpoints and backups load either way.
+
+    The square-root scaling rule (Malladi et al. 2022, arXiv 2205.10287): when the learning rate is a
+    `schedules.ProgressLR` whose stages follow the "sqrt" rule (or `progress` says so), an adaptive
+    optimizer (RMSprop, Adam, AdamW) trains a stage of k-times the base batch with its moment
+    averages' horizons shortened k times (1 - beta -> k (1 - beta), floored:
+    `TrainingProgress.square_root_rule_decay`), epsilon / sqrt(k) (RMSprop: epsilon / k, as Keras adds
+    it under the square root: sqrt(v + epsilon)) and decoupled weight decay x sqrt(k) (so the decay per
+    image seen is kept, as the LR x sqrt(k) keeps the step's). The values are functions of the
+    optimizer step, so a restored step restores them. Left alone: RMSprop's and SGD's heavy-ball
+    momentum (shortening its horizon would shrink the effective step lr / (1 - momentum), which the LR
+    rule already scales) and the coupled L2 term (part of the loss, whose gradient the rule scales).
+
+    fused: False runs Keras' update everywhere (comparisons and benchmarks).
+    """
+
+    ADAPTIVE = False  # whether the square-root rule scales moment decays and epsilon
+
+    def __init__(self, *args, fused=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fused = bool(fused)
+
+    def scaling_progress(self):
+        """The `TrainingProgress` whose stages scale this optimizer's hyperparameters, or None."""
+        if not self.ADAPTIVE:
+            return None
+        progress = training_progress(self)
+        return progress if progress is not None and progress.scales_moments else None
+
+    def step_values(self, learning_rate):
+        """This step's hyperparameters, float32 tensors by name ("learning_rate", "beta_1", ...)."""
+        values = {"learning_rate": ops.cast(learning_rate, "float32")}
+        progress = self.scaling_progress()
+        if self.weight_decay is not None:
+            scale = 1.0 if progress is None else progress.stage_value(self.iterations, _square_roots(progress.ratios))
+            values["weight_decay"] = values["learning_rate"] * float(self.weight_decay) * scale
+        values.update(self._rule_values(progress))
+        return values
+
+    def _stage_value(self, progress, per_stage, constant):
+        """`per_stage(progress)` at this step under the square-root rule, else `constant` (float32)."""
+        if progress is None:
+            return ops.convert_to_tensor(float(constant), "float32")
+        return progress.stage_value(self.iterations, per_stage(progress))
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        super()._backend_update_step(grads, trainable_variables, self.step_values(learning_rate))
+
+    def _apply_weight_decay(self, variables):
+        """Keras applies decoupled weight decay here, per variable; `update_step` does it instead."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        values = learning_rate if isinstance(learning_rate, dict) else self.step_values(learning_rate)
+        values = {name: ops.cast(value, variable.dtype) for name, value in values.items()}
+        if "weight_decay" in values and self._use_weight_decay(variable):
+            self.assign_sub(variable, ops.multiply(variable, values["weight_decay"]))
+        if self.fused and fused_updates.fusable(gradient, variable) and self._fused_update(
+                ops.cast(gradient, variable.dtype), variable, values):
+            return
+        if self.scaling_progress() is not None:
+            self._scaled_update(ops.cast(gradient, variable.dtype), variable, values)
+        else:
+            super().update_step(gradient, variable, values["learning_rate"])
+
+    def _rule_values(self, progress):
+        return {}
+
+    def _fused_update(self, gradient, variable, values):
+        """Applies the update with a TensorFlow kernel; False where none computes Keras' update."""
+        return False
+
+    def _scaled_update(self, gradient, variable, values):
+        raise NotImplementedError
+
+    def _slot(self, slots, variable):
+        return slots[self._get_variable_index(variable)]
+
+    def get_config(self):
+        return {**super().get_config(), "fused": self.fused}
+
+
+def _square_roots(values):
+    return [math.sqrt(v) for v in values]
 
 
 @keras.saving.register_keras_serializable(package="efficientnetv2_keras")
-class SGD(EMAWarmupMixin, L2WeightDecayMixin, keras.optimizers.SGD):
-    """keras.optimizers.SGD + `ema_warmup`, averaged BN statistics and `l2_weight_decay`."""
+class RMSprop(EMAWarmupMixin, L2WeightDecayMixin, StepUpdateMixin, keras.optimizers.RMSprop):
+    """keras.optimizers.RMSprop + `ema_warmup`, averaged BN statistics (`ema.EMAWarmupMixin`),
+    `l2_weight_decay` (`L2WeightDecayMixin`), fused updates and the square-root rule (`StepUpdateMixin`)."""
+
+    ADAPTIVE = True
+
+    def _rule_values(self, progress):
+        if progress is not None and self.centered:
+            raise ValueError("The square-root scaling rule's per-stage rho and epsilon are not implemented for "
+                             "centered RMSprop: use centered=False or progressive.lr_scaling=linear.")
+        return {
+            "rho": self._stage_value(progress, lambda p: p.square_root_rule_decay(self.rho), self.rho),
+            "momentum": ops.convert_to_tensor(float(self.momentum), "float32"),
+            # epsilon sits under Keras' square root (sqrt(v + epsilon)): the rule's epsilon / sqrt(k) on
+            # sqrt(v) is epsilon / k here.
+            "epsilon": self._stage_value(progress, lambda p: [self.epsilon / r for r in p.ratios], self.epsilon),
+        }
+
+    def _fused_update(self, gradient, variable, values):
+        if self.centered or self.momentum <= 0:  # ResourceApplyRMSProp needs the momentum slot
+            return False
+        fused_updates.apply_rmsprop(variable, self._slot(self._velocities, variable),
+                                    self._slot(self._momentums, variable), gradient, values)
+        return True
+
+    def _scaled_update(self, gradient, variable, values):
+        momentum = self._slot(self._momentums, variable) if self.momentum > 0 else None
+        fused_updates.rmsprop_update(self, variable, self._slot(self._velocities, variable), momentum, gradient,
+                                     values)
 
 
 @keras.saving.register_keras_serializable(package="efficientnetv2_keras")
-class Adam(EMAWarmupMixin, L2WeightDecayMixin, keras.optimizers.Adam):
-    """keras.optimizers.Adam + `ema_warmup`, averaged BN statistics and `l2_weight_decay`."""
+class SGD(EMAWarmupMixin, L2WeightDecayMixin, StepUpdateMixin, keras.optimizers.SGD):
+    """keras.optimizers.SGD + `ema_warmup`, averaged BN statistics, `l2_weight_decay` and fused updates."""
+
+    def _rule_values(self, progress):
+        return {"momentum": ops.convert_to_tensor(float(self.momentum), "float32")}
+
+    def _fused_update(self, gradient, variable, values):
+        if self.momentum == 0:
+            fused_updates.apply_gradient_descent(variable, gradient, values["learning_rate"])
+        else:
+            fused_updates.apply_keras_momentum(variable, self._slot(self.momentums, variable), gradient,
+                                               values["learning_rate"], values["momentum"], self.nesterov)
+        return True
+
+
+class _AdamUpdates(StepUpdateMixin):
+    """Adam's step values (betas, epsilon, bias corrections; per stage under the square-root rule) and
+    its fused update, shared by Adam and AdamW."""
+
+    ADAPTIVE = True
+
+    def _rule_values(self, progress):
+        if progress is not None and self.amsgrad:
+            raise ValueError("The square-root scaling rule's per-stage betas and epsilon are not implemented "
+                             "with amsgrad: use amsgrad=False or progressive.lr_scaling=linear.")
+        steps_taken = ops.cast(self.iterations + 1, "float32")  # t of the bias corrections, 1 at the first step
+        values = {"epsilon": self._stage_value(progress, lambda p: [self.epsilon / math.sqrt(r) for r in p.ratios],
+                                               self.epsilon)}
+        for name in ("beta_1", "beta_2"):
+            beta = float(getattr(self, name))
+            if progress is None:
+                values[name] = ops.convert_to_tensor(beta, "float32")
+                values[name + "_power"] = ops.power(values[name], steps_taken)
+            else:
+                # The bias correction of an average whose decay changes per stage: 1 - prod(beta_s).
+                betas = progress.square_root_rule_decay(beta)
+                values[name] = progress.stage_value(self.iterations, betas)
+                values[name + "_power"] = progress.stage_product(steps_taken, betas)
+        return values
+
+    def _fused_update(self, gradient, variable, values):
+        if self.amsgrad:
+            return False
+        fused_updates.apply_adam(variable, self._slot(self._momentums, variable),
+                                 self._slot(self._velocities, variable), gradient, values)
+        return True
+
+    def _scaled_update(self, gradient, variable, values):
+        fused_updates.adam_update(self, variable, self._slot(self._momentums, variable),
+                                  self._slot(self._velocities, variable), gradient, values)
 
 
 @keras.saving.register_keras_serializable(package="efficientnetv2_keras")
-class AdamW(EMAWarmupMixin, keras.optimizers.AdamW):
-    """keras.optimizers.AdamW (decoupled weight decay) + `ema_warmup` and averaged BN statistics."""
+class Adam(EMAWarmupMixin, L2WeightDecayMixin, _AdamUpdates, keras.optimizers.Adam):
+    """keras.optimizers.Adam + `ema_warmup`, averaged BN statistics, `l2_weight_decay`, fused updates and
+    the square-root rule."""
+
+
+@keras.saving.register_keras_serializable(package="efficientnetv2_keras")
+class AdamW(EMAWarmupMixin, _AdamUpdates, keras.optimizers.AdamW):
+    """keras.optimizers.AdamW (decoupled weight decay) + `ema_warmup`, averaged BN statistics, fused
+    updates and the square-root rule."""
 
 
 class LogL2Loss(keras.callbacks.Callback):
@@ -180,6 +356,7 @@ def build_optimizer(config, lr_schedule, model=None):
         raise ValueError(f"Unknown train.optimizer {name!r}; choose one of {OPTIMIZERS}.")
     if average_statistics:
         optimizer.average_statistics(batch_norm_statistics(model))
-    # Stages with their own batch size: the EMA decay follows training progress like the LR does.
-    optimizer.ema_progress = getattr(lr_schedule, "progress", None)
+    # Stages with their own batch size: the EMA decay follows training progress like the LR does, and
+    # under the square-root rule the adaptive optimizers' betas and epsilon follow the stages.
+    optimizer.progress = getattr(lr_schedule, "progress", None)
     return optimizer
