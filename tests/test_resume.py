@@ -77,15 +77,19 @@ def test_killed_while_writing_a_backup_then_a_damaged_backup_then_a_rerun(tmp_pa
     assert f"{model_dir} holds a finished run (3 of 3 epochs" in again.stdout and "--overwrite" in again.stdout
     assert "Epoch " not in again.stdout
     assert {name: (model_dir / name).stat().st_mtime_ns for name in before} == before
-    # 4. A larger train.epochs continues the finished run from its last backup, and the log goes on.
-    longer = train(model_dir, overrides=OVERRIDES.replace("train.epochs=3", "train.epochs=4"))
-    assert longer.returncode == 0, longer.stdout[-2000:] + longer.stderr[-3000:]
-    assert f"resuming {model_dir} at epoch 4 of 4 (stage 3 of 3, image size 40)" in longer.stdout
-    assert "Epoch 3/4" not in longer.stdout and "Epoch 4/4" in longer.stdout
-    header, *rows = read_csv(model_dir / "log.csv")
-    assert [int(row[0]) for row in rows] == [1, 2, 3, 4] and all(len(row) == len(header) for row in rows)
-    assert json.loads((model_dir / "results.json").read_text())["epochs"] == 4
-    assert json.loads((model_dir / "last.json").read_text())["epoch"] == 4
+    # 4. Continuing it with another train.epochs would lay the stages out again (12 epochs: 4 per stage, the
+    #    run back at its first stage's size): refused before anything is written, with the two ways out.
+    before = {name: (model_dir / name).stat().st_mtime_ns for name in ("last.keras", "log.csv", "results.json",
+                                                                       "config.yaml")}
+    longer = train(model_dir, overrides=OVERRIDES.replace("train.epochs=3", "train.epochs=12"))
+    assert longer.returncode == 2, longer.stdout[-2000:] + longer.stderr[-3000:]
+    assert "Traceback" not in longer.stderr and "Epoch " not in longer.stdout
+    (error,) = [line for line in longer.stderr.splitlines() if ": error: " in line]
+    assert (f"{model_dir} was trained with 3 epochs in 3 stages (epoch 1 at 32 px, epoch 2 at 36 px, epoch 3 at "
+            "40 px); this recipe lays out 12 epochs in 3 stages (epochs 1-4 at 32 px, epochs 5-8 at 36 px, epochs "
+            "9-12 at 40 px)") in error
+    assert "--overwrite" in error and f"model.init_checkpoint={model_dir / 'last.keras'}" in error
+    assert {name: (model_dir / name).stat().st_mtime_ns for name in before} == before
 
 
 # ------------------------------------------------------------------------------------------------
@@ -127,6 +131,28 @@ def test_run_backup_keeps_two_and_restores_the_newest_readable(tiny_spec, tmp_pa
     (tmp_path / "backup" / "epoch-0002.weights.h5").write_bytes(b"")
     with pytest.raises(OSError, match="No backup in .* can be read.*Move the folder away"):
         resume.RunBackup(tmp_path / "backup", verbose=0).restore(third)
+
+
+def test_a_run_continues_only_with_the_schedule_its_backups_were_written_under(tiny_spec, tmp_path):
+    from efficientnetv2_keras.hparams import ConfigError
+
+    x, y = _data()
+    trained = resume.training_layout(4, [(0, 2, 32), (2, 4, 40)])  # 4 epochs, 2 stages
+    model = _tiny_model(tiny_spec)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0,
+              callbacks=[resume.RunBackup(tmp_path / "backup", layout=trained, verbose=0)])
+    resume.check_continuation(tmp_path, trained)  # an interrupted run, the same recipe: it resumes
+    assert resume.check_continuation(tmp_path / "elsewhere", trained) is None  # nothing to continue
+    longer = resume.training_layout(12, [(0, 6, 32), (6, 12, 40)])
+    with pytest.raises(ConfigError) as caught:
+        resume.check_continuation(tmp_path, longer)
+    assert str(caught.value).startswith(
+        f"{tmp_path} was trained with 4 epochs in 2 stages (epochs 1-2 at 32 px, epochs 3-4 at 40 px); this recipe "
+        "lays out 12 epochs in 2 stages (epochs 1-6 at 32 px, epochs 7-12 at 40 px)")
+    assert "\n" not in str(caught.value)
+    # The same epochs with other stages (progressive.num_stages=1) is another schedule too.
+    with pytest.raises(ConfigError, match="this recipe lays out 4 epochs in 1 stage \\(epochs 1-4 at 40 px\\)"):
+        resume.check_continuation(tmp_path, resume.training_layout(4, [(0, 4, 40)]))
 
 
 def test_run_log_is_the_whole_run_with_one_header(tmp_path):

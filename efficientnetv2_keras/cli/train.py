@@ -7,8 +7,9 @@
 --hparams is a recipe name shipped with the package (`effnetv2-train --list` shows them) or a YAML
 path. Rerunning the same command resumes an interrupted run from its newest readable backup
 (model_dir/backup) and says where ("resuming runs/s at epoch 120 of 350 (stage 2 of 4, image size 192)").
-Rerunning a finished run reports it and exits 0; --overwrite trains it again from scratch, a larger
-train.epochs continues it. A NaN/inf loss stops the run with one line naming the epoch, step and
+Rerunning a finished run reports it and exits 0; --overwrite trains it again from scratch. A run
+continues only with the train.epochs and stages it was trained with (another layout stops with the
+ways out: --overwrite, or a new --model_dir with model.init_checkpoint=<run>/best.keras). A NaN/inf loss stops the run with one line naming the epoch, step and
 learning rate (exit status 3), keeping the last good checkpoints.
 """
 

@@ -8,6 +8,12 @@ always has a best.keras; `checkpoint_plan` prints the epochs fit validates, from
 Decision: a run with fewer epochs than `progressive.num_stages` stops before writing anything, with
 the override that fixes it; it does not shrink the stages itself, because the schedule (sizes,
 regularization per stage) is part of the recipe the run's config.yaml records.
+
+Decision: a run continues only with the epochs and stages it was trained with. Rerunning a finished or
+interrupted run with another `train.epochs` (or stage layout) stops before training, naming what differs
+and the two ways out: --overwrite (train again from scratch in that folder), or a new --model_dir with
+`model.init_checkpoint=<old run>/best.keras` (finetune from it). Continuing would lay the stages out
+again, back to the first stage's size and a high learning rate (training/resume.py).
 """
 
 from efficientnetv2_keras.hparams import ConfigError
@@ -46,7 +52,8 @@ def checkpoint_plan(model_dir, validated, monitor=None, selected_on=None, resumi
     monitor: the metric that selects best.keras (None: no validation, so no best.keras).
     """
     lines = [f"Checkpoints in {model_dir}: last.keras (+ last.json) after every epoch; backup/ after every "
-             "epoch for resuming (rerun the same command), kept after the run (a rerun then reports it finished)."]
+             "epoch for resuming (rerun the same command, same train.epochs), kept after the run (a rerun then "
+             "reports it finished)."]
     if monitor is None:
         lines.append("No best.keras: this run does not validate (mode=train, or data.minival=null).")
         return lines

@@ -5,7 +5,14 @@
   `backup/epoch-<N>.weights.h5`, each written atomically (temporary name, fsync, rename)
   and the previous epoch's kept: a kill at any moment leaves at least one whole backup, and a
   restart that finds the newest one unreadable (a truncated file) falls back to the previous one
-  and says so. The backup stays after a finished run, so a larger `train.epochs` can continue it.
+  and says so. The backup stays after a finished run (a rerun then reports it finished).
+* A run continues only with the schedule it was trained with: every backup records its
+  `training_layout` (fit's epochs, each stage's epochs and image size), and a restart under another
+  `train.epochs` or stage layout (a finished run given more epochs, or an interrupted one) stops before
+  anything is written, naming --overwrite (train again from scratch there) and a new --model_dir with
+  `model.init_checkpoint=<run>/best.keras` (finetune from it) (`check_continuation`). Continuing would
+  lay the stages out again: the run would go back to its first stage's size and regularization, and a
+  cosine learning rate back up.
 * `RunLog` keeps the whole run's `log.csv` (one header over every column, rows of the epochs before
   an interruption kept, rows of epochs that are trained again replaced), rewritten atomically each
   epoch; the plots and the per-stage table of results.json come from its rows.
@@ -35,12 +42,14 @@ import keras
 from absl import logging
 
 from efficientnetv2_keras.files import atomic_write, atomic_write_text, remove_path
+from efficientnetv2_keras.hparams import ConfigError
 
 BACKUP_DIR = "backup"
 LOG_FILE = "log.csv"
 RESULTS_FILE = "results.json"
 _BACKUP_NAME = re.compile(r"^epoch-(\d+)\.weights\.h5$")
 SEED_GENERATORS = "seed_generators"  # the group of a backup holding the seed generators' states
+LAYOUT_ATTRIBUTE = "training_layout"  # a backup's record of the epochs and stages it was trained under
 
 
 class TrainingDiverged(RuntimeError):
@@ -86,11 +95,14 @@ def seed_generators(model):
             for index, generator in enumerate(getattr(layer, "_seed_generators", ()))}
 
 
-def save_training_state(model, path):
+def save_training_state(model, path, layout=None):
     """`model.save_weights(path)` (weights, optimizer, EMA) plus the seed generators' states in the same
-    file (group `seed_generators`), so one atomic rename publishes both."""
+    file (group `seed_generators`), so one atomic rename publishes both; `layout` (`training_layout`) is
+    kept as an attribute of the file."""
     model.save_weights(path)
     with h5py.File(path, "a") as handle:
+        if layout is not None:
+            handle.attrs[LAYOUT_ATTRIBUTE] = json.dumps(layout)
         group = handle.create_group(SEED_GENERATORS)
         for name, generator in seed_generators(model).items():
             group.create_dataset(name, data=keras.ops.convert_to_numpy(generator.state))
@@ -121,9 +133,11 @@ class RunBackup(keras.callbacks.Callback):
     write_dir: where they are written (default backup_dir); a non-chief worker of a multi-worker run
       passes a private folder, and restores from it (see `worker_backup_dir`).
     keep: how many backups to keep (2: the newest and the previous good one).
+    layout: the run's `training_layout`, recorded in every backup: a restart under another one is
+      refused (`check_continuation`).
     """
 
-    def __init__(self, backup_dir, write_dir=None, keep=2, verbose=1):
+    def __init__(self, backup_dir, write_dir=None, keep=2, verbose=1, layout=None):
         super().__init__()
         if keep < 2:
             raise ValueError(f"keep must be at least 2 (the newest backup and the previous one), got {keep}.")
@@ -131,6 +145,7 @@ class RunBackup(keras.callbacks.Callback):
         self.write_dir = os.fspath(write_dir or backup_dir)
         self.keep = keep
         self.verbose = verbose
+        self.layout = layout
         self.restored_epoch = None  # the epoch the run continues after; None: nothing restored
         self._restored = False
         self._cleaned = False
@@ -183,7 +198,7 @@ class RunBackup(keras.callbacks.Callback):
                 if name.startswith(".tmp-"):
                     remove_path(os.path.join(self.write_dir, name))
             self._cleaned = True
-        atomic_write(backup_path(self.write_dir, epoch + 1), lambda path: save_training_state(self.model, path))
+        atomic_write(backup_path(self.write_dir, epoch + 1), lambda path: save_training_state(self.model, path, self.layout))
         # Only once the new backup is complete: drop all but the newest `keep`.
         for old in backup_epochs(self.write_dir)[self.keep:]:
             remove_path(backup_path(self.write_dir, old))
@@ -380,6 +395,59 @@ def finished_run(model_dir, epochs):
     except (OSError, ValueError):
         return None
     return results if results.get("epochs") == epochs else None
+
+
+def training_layout(epochs, stages=()):
+    """What a run is continued under: fit's epochs and each progressive stage's (start, end, image size),
+    epochs counted from 0 and `end` exclusive, as in `progressive.Stage`; no stages without progressive
+    learning. Recorded in every backup."""
+    return {"epochs": int(epochs), "stages": [[int(start), int(end), int(size)] for start, end, size in stages]}
+
+
+def layout_text(layout):
+    """'4 epochs in 2 stages (epochs 1-2 at 32 px, epochs 3-4 at 40 px)'."""
+    text = f"{layout['epochs']} epochs"
+    stages = layout["stages"]
+    if stages:
+        spans = [f"epoch {end}" if end == start + 1 else f"epochs {start + 1}-{end}" for start, end, _ in stages]
+        text += f" in {len(stages)} stage{'s' if len(stages) > 1 else ''} (" + ", ".join(
+            f"{span} at {size} px" for span, (_, _, size) in zip(spans, stages)) + ")"
+    return text
+
+
+def backup_layout(path):
+    """The `training_layout` a backup was written under; None when it has none (an earlier version's
+    backup) or cannot be read."""
+    try:
+        with h5py.File(path, "r") as handle:
+            text = handle.attrs.get(LAYOUT_ATTRIBUTE)
+        return json.loads(text) if text is not None else None
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def check_continuation(run_dir, layout, model_dir=None):
+    """Raises ConfigError when run_dir's newest backup was written under another `training_layout`.
+
+    Continuing a run under another train.epochs (or stage layout) would lay the stages out again (a
+    finished 4-epoch, 2-stage run continued with 12 epochs would go back to its first stage's size, and
+    a cosine learning rate back up): refused, naming --overwrite and finetuning from the run's
+    checkpoint instead. A run continues only with the schedule it was trained with.
+    """
+    backup_dir = os.path.join(run_dir, BACKUP_DIR)
+    trained = next((found for epoch in backup_epochs(backup_dir)
+                    if (found := backup_layout(backup_path(backup_dir, epoch))) is not None), None)
+    if trained is None or trained == layout:
+        return
+    model_dir = os.fspath(model_dir or run_dir)
+    checkpoint = os.path.join(model_dir, "best.keras" if os.path.exists(os.path.join(run_dir, "best.keras"))
+                              else "last.keras")
+    raise ConfigError(
+        f"{model_dir} was trained with {layout_text(trained)}; this recipe lays out {layout_text(layout)}, and "
+        "a run continues only with the schedule it was trained with. Pass --overwrite to train it again from "
+        f"scratch in {model_dir}, or train into a new --model_dir with --override=model.init_checkpoint="
+        f"{checkpoint} to finetune from it."
+    )
 
 
 def resume_text(model_dir, epoch, epochs, progressive=None):

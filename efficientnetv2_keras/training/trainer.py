@@ -91,7 +91,9 @@ def train_and_evaluate(config, model_dir, mode="traineval", strategy=None, verbo
 
     Rerunning resumes an interrupted run from its newest readable backup (and says so). A finished run
     (all train.epochs trained, results.json written) is not trained again: its results are returned;
-    a larger train.epochs continues it, overwrite=True trains it again from scratch.
+    overwrite=True trains it again from scratch. A run continues only with the epochs and stages it was
+    trained with: another train.epochs or stage layout is a ConfigError naming the ways out
+    (`resume.check_continuation`).
     Raises `resume.TrainingDiverged` at the first NaN/inf loss (the last good checkpoints stay).
     """
     if mode not in MODES:
@@ -129,12 +131,15 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
 
     if overwrite:
         resume.clear_run(run_dir)
-    # A finished run is reported, not trained again (before anything of it is rewritten).
+    # Before anything of an earlier run is rewritten: it continues only under the schedule it was trained
+    # with, and a finished run is reported, not trained again.
+    layout = _training_layout(recipe)
+    resume.check_continuation(run_dir, layout, model_dir)
     finished = resume.finished_run(run_dir, recipe.fit_epochs)
     if finished is not None and finished.get("mode") == mode:
         resume.say(f"{model_dir} holds a finished run ({recipe.epochs} of {recipe.epochs} epochs, "
                    f"{resume.RESULTS_FILE}): nothing to train. Pass --overwrite (overwrite=True) to train it "
-                   "again from scratch, or a larger train.epochs to continue it.")
+                   "again from scratch.")
         if verbose:
             print("\n" + format_results(finished))
         return finished
@@ -174,7 +179,7 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
 
     with_validation = mode == "traineval" and recipe.minival is not None
     # Restore the newest readable backup before fit (fit starts after its epoch), and say where.
-    backup = resume.RunBackup(os.path.join(run_dir, resume.BACKUP_DIR), verbose=verbose)
+    backup = resume.RunBackup(os.path.join(run_dir, resume.BACKUP_DIR), verbose=verbose, layout=layout)
     with strategy.scope():
         resumed_epoch = backup.restore(model)
     resuming = resumed_epoch is not None
@@ -238,6 +243,12 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     write_results(results, run_dir, verbose)
     return results
+
+
+def _training_layout(recipe):
+    """The epochs and stages this recipe trains (`resume.training_layout`)."""
+    stages = [(s.start, s.end, s.image_size) for s in recipe.schedule.stages] if recipe.schedule else ()
+    return resume.training_layout(recipe.fit_epochs, stages)
 
 
 def _kept_text(model_dir, epoch):
