@@ -193,6 +193,9 @@ class TrainConfig:
     jit_compile: Union[bool, str] = _key("auto", "XLA: auto (Keras decides; off on CPU where it is slower), "
                                                   "true or false.")
     steps_per_execution: int = _key(1, "Train steps per compiled call.", low=1)
+    backup_interval_s: float = _key(300.0, "Seconds of training between backups (and last.keras), which are "
+                                           "also written at every stage's end and after the last epoch; 0 = "
+                                           "after every epoch.", low=0.0)
 
 
 @dataclasses.dataclass

@@ -92,6 +92,30 @@ def test_killed_while_writing_a_backup_then_a_damaged_backup_then_a_rerun(tmp_pa
     assert {name: (model_dir / name).stat().st_mtime_ns for name in before} == before
 
 
+def test_a_run_killed_between_two_backups_resumes_from_the_last_one_and_says_which(tmp_path):
+    model_dir = tmp_path / "run"
+    # 4 epochs in 2 stages, an hour between backups: backed up at the stage ends (epochs 2 and 4) only.
+    overrides = ",".join([
+        "train.epochs=4", "train.steps_per_epoch=1", "train.batch_size=16", "progressive.num_stages=2",
+        "progressive.image_size=[32,40]", "data.source_options.image_size=40", "data.eval_size=32",
+        "data.cache=false", "train.backup_interval_s=3600",
+    ])
+    killed = train(model_dir, env={"RUNNER_KILL_AT_EPOCH": "4"}, overrides=overrides)  # after epoch 3
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert "backup/ at the end of each stage, after the last epoch and every 3600 s" in killed.stdout
+    assert resume.backup_epochs(model_dir / "backup") == [2]  # epoch 3 was not backed up...
+    assert json.loads((model_dir / "last.json").read_text())["epoch"] == 2  # ...nor written to last.keras
+    assert [row["epoch"] for row in resume.read_log(model_dir / "log.csv")] == [0, 1, 2]
+    resumed = train(model_dir, overrides=overrides)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    assert (f"resuming {model_dir} at epoch 3 of 4 (stage 2 of 2, image size 40) from the backup after epoch 2"
+            in resumed.stdout)
+    assert "Epoch 2/4" not in resumed.stdout and "Epoch 3/4" in resumed.stdout
+    assert [row["epoch"] for row in resume.read_log(model_dir / "log.csv")] == [0, 1, 2, 3]
+    assert resume.backup_epochs(model_dir / "backup") == [4, 2]
+    assert json.loads((model_dir / "last.json").read_text())["epoch"] == 4
+
+
 # ------------------------------------------------------------------------------------------------
 # The pieces, in process.
 # ------------------------------------------------------------------------------------------------
@@ -192,6 +216,7 @@ def test_a_diverging_run_stops_at_the_first_nan_and_keeps_the_last_good_checkpoi
         "train.epochs=3", "train.steps_per_epoch=1", "train.batch_size=16", "progressive.enabled=false",
         "data.train_size=32", "data.source_options.image_size=32", "data.eval_size=32", "data.cache=false",
         "train.optimizer=momentum", "train.lr_base=1e20", "train.lr_warmup_epochs=0", "train.lr_schedule=constant",
+        "train.backup_interval_s=0",  # a backup (and last.keras) after every epoch
     ])
     result = train(model_dir, overrides=overrides)
     assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-3000:]

@@ -36,7 +36,7 @@ def test_train_py_traineval_runs_one_tiny_epoch_on_digits(tmp_path):
     for name in ("config.yaml", "labels.txt", "schedule.txt", "schedule.png", "last.keras", "best.keras",
                  "last.json", "best.json", "log.csv", "training_curves.png", "results.json"):
         assert (model_dir / name).exists(), name
-    assert resume_backups(model_dir / "backup") == [2, 1]  # kept: a larger train.epochs continues the run
+    assert resume_backups(model_dir / "backup") == [2, 1]  # kept after the run (a rerun reports it finished)
     results = json.loads((model_dir / "results.json").read_text())
     assert [row["image_size"] for row in results["stages"]] == [32, 40]
     # Selection on a minival carved from the training digits; the test split once, after training, for

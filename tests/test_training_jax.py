@@ -181,7 +181,7 @@ def test_train_py_runs_the_demo_recipe_on_jax_over_two_devices(tmp_path):
     assert record["weights"] == "EMA" and record["ema_bn_statistics"] is False  # not averaged on JAX
     for name in ("training_curves.png", "schedule.png", "best.keras", "labels.txt", "config.yaml"):
         assert (model_dir / name).exists(), name
-    assert resume_backups(model_dir / "backup") == [3, 2]  # kept: a larger train.epochs continues the run
+    assert resume_backups(model_dir / "backup") == [3, 2]  # kept after the run (a rerun reports it finished)
 
     # Eval mode, one device: the final model's test numbers again.
     again = subprocess.run(train + ["--mode=eval"], env=jax_env, capture_output=True, text=True, timeout=1800, cwd=ROOT)

@@ -37,48 +37,66 @@ def describe_checkpoint(path):
 
 
 class BestAndLastCheckpoint(keras.callbacks.Callback):
-    """Writes `last.keras` every epoch and `best.keras` when `monitor` improves, atomically.
+    """Writes `last.keras` (every epoch, or as `cadence` says) and `best.keras` when `monitor` improves,
+    atomically.
 
     Saves an uncompiled twin of the model (same weights, no optimizer state: a quarter of the size),
     so the files load with `keras.models.load_model` for evaluation, prediction and export. Put it
-    inside `EMACallback` to save the EMA weights. Next to each file, `last.json` / `best.json` say
-    which epoch it holds and (best) the value that selected it, plus `record` (e.g. the split).
+    inside `EMACallback` to save the EMA weights (swapped in only at the epochs it saves:
+    `saves_at_epoch_end`). Next to each file, `last.json` / `best.json` say which epoch it holds and
+    (best) the value that selected it, plus `record` (e.g. the split).
 
     restore_best: start from the value in best.json (a resumed run) instead of -inf, so the first
       validated epoch after a restart replaces best.keras only if it is better.
+    cadence: a `resume.BackupCadence`: last.keras is written when the run is backed up, the file that
+      evaluation, export and a diverged run's message name; None: after every epoch.
     """
 
-    def __init__(self, directory, monitor="val_accuracy", restore_best=False, record=None):
+    def __init__(self, directory, monitor="val_accuracy", restore_best=False, record=None, cadence=None):
         super().__init__()
         self.directory = directory
         self.monitor = monitor  # higher is better; None: only last.keras
         self.restore_best = restore_best
         self.record = dict(record or {})
+        self.cadence = cadence
         self.best = -math.inf
         self._twin = None
+        self._twin_epoch = None  # the epoch whose weights the twin holds
 
     def on_train_begin(self, logs=None):
         # From the config, not clone_model: a clone keeps the compile config (optimizer, schedule).
         self._twin = self.model.__class__.from_config(self.model.get_config())
+        self._twin_epoch = None
         if self.restore_best and self.monitor:
             saved = read_record(os.path.join(self.directory, "best.keras")) or {}
             if saved.get("monitor") == self.monitor and isinstance(saved.get("value"), (int, float)):
                 self.best = float(saved["value"])
 
-    def _save(self, name, record):
-        self._twin.set_weights(self.model.get_weights())
+    def _saves_last(self, epoch):
+        return self.cadence is None or self.cadence.due(epoch, stopping=self.model.stop_training)
+
+    def _improved(self, logs):
+        value = (logs or {}).get(self.monitor) if self.monitor else None
+        return value is not None and value > self.best
+
+    def saves_at_epoch_end(self, epoch, logs=None):
+        """Whether `on_epoch_end(epoch, logs)` writes a file (for `EMACallback`: no swap otherwise)."""
+        return self._saves_last(epoch) or self._improved(logs)
+
+    def _save(self, name, epoch, record):
+        if self._twin_epoch != epoch:  # one copy of the weights per epoch, for last.keras and best.keras
+            self._twin.set_weights(self.model.get_weights())
+            self._twin_epoch = epoch
         path = os.path.join(self.directory, name)
         atomic_write(path, self._twin.save)
         atomic_write_text(record_path(path), json.dumps({**self.record, **record}, indent=2) + "\n")
 
     def on_epoch_end(self, epoch, logs=None):
-        self._save("last.keras", {"epoch": epoch + 1})
-        value = (logs or {}).get(self.monitor) if self.monitor else None
-        if value is None:
-            return
-        if value > self.best:
-            self.best = float(value)
-            self._save("best.keras", {"epoch": epoch + 1, "monitor": self.monitor, "value": self.best})
+        if self._saves_last(epoch):
+            self._save("last.keras", epoch, {"epoch": epoch + 1})
+        if self._improved(logs):
+            self.best = float(logs[self.monitor])
+            self._save("best.keras", epoch, {"epoch": epoch + 1, "monitor": self.monitor, "value": self.best})
 
 
 class CSVLogger(keras.callbacks.CSVLogger):

@@ -370,13 +370,18 @@ class EMACallback(keras.callbacks.Callback):
         if self.evaluate:
             self._swap_out()
 
-    # Saving with the EMA weights.
+    # Saving with the EMA weights: a swap copies every weight twice, so it happens only when a wrapped
+    # callback saves (one with `saves_at_epoch_end(epoch, logs)` says whether it will; others always may).
     def on_epoch_end(self, epoch, logs=None):
-        self._delegate_with_ema("on_epoch_end", epoch, logs)
+        if any(getattr(c, "saves_at_epoch_end", lambda *args: True)(epoch, logs) for c in self.callbacks):
+            self._delegate_with_ema("on_epoch_end", epoch, logs)
+        else:
+            self._delegate("on_epoch_end", epoch, logs)
 
     def on_train_end(self, logs=None):
         # Keras has already copied the averages into the model (finalize_variable_values).
-        self._delegate_with_ema("on_train_end", logs)
+        if any(not getattr(c.on_train_end, "_is_default", False) for c in self.callbacks):
+            self._delegate_with_ema("on_train_end", logs)
 
     # Everything else passes through.
     def on_train_begin(self, logs=None):

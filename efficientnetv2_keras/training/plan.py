@@ -45,15 +45,25 @@ def _epoch_list(epochs):
     return shown + (f", ... {epochs[-1]}" if len(epochs) > 4 else "")
 
 
-def checkpoint_plan(model_dir, validated, monitor=None, selected_on=None, resuming=False):
+def backup_text(backup_interval_s, stages=True):
+    """When last.keras and backup/ are written (`train.backup_interval_s`, training/resume.BackupCadence)."""
+    if backup_interval_s <= 0:
+        return "after every epoch"
+    return (("at the end of each stage, " if stages else "") + "after the last epoch and every "
+            f"{backup_interval_s:g} s of training in between (train.backup_interval_s)")
+
+
+def checkpoint_plan(model_dir, validated, monitor=None, selected_on=None, resuming=False, backup_interval_s=0,
+                    stages=True):
     """Lines that say which checkpoints a run writes into model_dir, and when.
 
     validated: the 1-based epochs that fit validates (the list `fit` is given: `Recipe.validation_freq`).
     monitor: the metric that selects best.keras (None: no validation, so no best.keras).
+    backup_interval_s, stages: when last.keras and backup/ are written (`backup_text`).
     """
-    lines = [f"Checkpoints in {model_dir}: last.keras (+ last.json) after every epoch; backup/ after every "
-             "epoch for resuming (rerun the same command, same train.epochs), kept after the run (a rerun then "
-             "reports it finished)."]
+    lines = [f"Checkpoints in {model_dir}: last.keras (+ last.json) and backup/ {backup_text(backup_interval_s, stages)}; "
+             "a rerun of the same command (same train.epochs) resumes from backup/, which is kept after the run (a "
+             "rerun then reports it finished). A kill loses at most the training since the last backup."]
     if monitor is None:
         lines.append("No best.keras: this run does not validate (mode=train, or data.minival=null).")
         return lines

@@ -121,6 +121,46 @@ def load_training_state(model, path):
                 generator.state.assign(group[name][()])
 
 
+class BackupCadence:
+    """When a run's state is saved (the backup, and last.keras with it): on a wall-time interval, at the
+    epochs in `always` (stage ends, the last epoch) and where training stops; interval_s 0: every epoch.
+
+    The interval is kept from one backup to the next: an epoch end saves when waiting for the next one
+    would pass `interval_s` since the last backup (judged by the epoch just ended), so backups are at most
+    `interval_s` apart while epochs are shorter than it. Every callback that asks at an epoch's end gets
+    the same answer (asked once per epoch); `agree` (multi-worker runs) turns this process's answer into
+    the one every worker uses.
+    always: 1-based epoch counts after which to save whatever the time.
+    """
+
+    def __init__(self, interval_s=0, always=(), clock=time.monotonic, agree=None):
+        self.interval_s = float(interval_s)
+        self.always = frozenset(int(epoch) for epoch in always)
+        self.clock = clock
+        self.agree = agree
+        self.start()
+
+    def start(self):
+        """Starts the interval (at the start of training)."""
+        self._last_save = self._last_epoch_end = self.clock()
+        self._decided = None  # (epoch, answer) of the last epoch asked about
+
+    def due(self, epoch, stopping=False):
+        """Whether the state after `epoch` (0-based, just ended) is saved."""
+        if self._decided is not None and self._decided[0] == epoch:
+            return self._decided[1]
+        now = self.clock()
+        epoch_seconds, self._last_epoch_end = now - self._last_epoch_end, now
+        answer = (self.interval_s <= 0 or stopping or epoch + 1 in self.always
+                  or now - self._last_save + epoch_seconds > self.interval_s)
+        if self.agree is not None:
+            answer = self.agree(answer)
+        if answer:
+            self._last_save = now
+        self._decided = (epoch, answer)
+        return answer
+
+
 class RunBackup(keras.callbacks.Callback):
     """Backs up the training state every epoch and restores it when a run starts again.
 
@@ -135,9 +175,10 @@ class RunBackup(keras.callbacks.Callback):
     keep: how many backups to keep (2: the newest and the previous good one).
     layout: the run's `training_layout`, recorded in every backup: a restart under another one is
       refused (`check_continuation`).
+    cadence: a `BackupCadence` saying after which epochs to back up; None: after every epoch.
     """
 
-    def __init__(self, backup_dir, write_dir=None, keep=2, verbose=1, layout=None):
+    def __init__(self, backup_dir, write_dir=None, keep=2, verbose=1, layout=None, cadence=None):
         super().__init__()
         if keep < 2:
             raise ValueError(f"keep must be at least 2 (the newest backup and the previous one), got {keep}.")
@@ -146,6 +187,7 @@ class RunBackup(keras.callbacks.Callback):
         self.keep = keep
         self.verbose = verbose
         self.layout = layout
+        self.cadence = cadence or BackupCadence()
         self.restored_epoch = None  # the epoch the run continues after; None: nothing restored
         self._restored = False
         self._cleaned = False
@@ -190,8 +232,11 @@ class RunBackup(keras.callbacks.Callback):
             self.restore()
         elif self.restored_epoch is not None:
             self.model._initial_epoch = self.restored_epoch
+        self.cadence.start()
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self.cadence.due(epoch, stopping=self.model.stop_training):
+            return
         os.makedirs(self.write_dir, exist_ok=True)
         if not self._cleaned:  # temporaries of a write that a kill interrupted
             for name in os.listdir(self.write_dir):
@@ -451,14 +496,15 @@ def check_continuation(run_dir, layout, model_dir=None):
 
 
 def resume_text(model_dir, epoch, epochs, progressive=None):
-    """'resuming runs/x at epoch 9 of 24 (stage 2 of 3, image size 40)'; epoch: the epochs done."""
+    """'resuming runs/x at epoch 9 of 24 (stage 2 of 3, image size 40) from the backup after epoch 8';
+    epoch: the epochs done (those of the backup restored)."""
     text = f"resuming {model_dir} at epoch {epoch + 1} of {epochs}"
     if epoch >= epochs:
         text = f"resuming {model_dir} after its last epoch ({epochs}): training is done, finishing the run"
     if progressive is not None:
         stage = progressive.stage_for_epoch(min(epoch, epochs - 1))
         text += f" (stage {stage.index + 1} of {progressive.schedule.num_stages}, image size {stage.image_size})"
-    return text
+    return text + f" from the backup after epoch {epoch}"
 
 
 def clear_run(model_dir):

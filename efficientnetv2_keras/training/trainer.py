@@ -37,7 +37,7 @@ import keras
 from efficientnetv2_keras import hparams
 from efficientnetv2_keras.files import atomic_write_text
 from efficientnetv2_keras.training import plan, resume
-from efficientnetv2_keras.training.callbacks import BestAndLastCheckpoint
+from efficientnetv2_keras.training.callbacks import BestAndLastCheckpoint, read_record
 from efficientnetv2_keras.training.costs import CostTimer
 from efficientnetv2_keras.training.ema import EMACallback, ema_optimizer
 from efficientnetv2_keras.training.evaluation import (  # noqa: F401  (the names users import from here)
@@ -179,14 +179,17 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
 
     with_validation = mode == "traineval" and recipe.minival is not None
     # Restore the newest readable backup before fit (fit starts after its epoch), and say where.
-    backup = resume.RunBackup(os.path.join(run_dir, resume.BACKUP_DIR), verbose=verbose, layout=layout)
+    cadence = resume.BackupCadence(config.train.backup_interval_s, always=_stage_ends(recipe, progressive))
+    backup = resume.RunBackup(os.path.join(run_dir, resume.BACKUP_DIR), verbose=verbose, layout=layout,
+                              cadence=cadence)
     with strategy.scope():
         resumed_epoch = backup.restore(model)
     resuming = resumed_epoch is not None
     if verbose:
         print("\n".join(plan.checkpoint_plan(
             model_dir, recipe.validation_freq, recipe.monitor if with_validation else None,
-            minival_text(recipe.minival_info, short=True) if with_validation else None, resuming)))
+            minival_text(recipe.minival_info, short=True) if with_validation else None, resuming,
+            backup_interval_s=config.train.backup_interval_s, stages=progressive is not None)))
     if resuming:
         resume.say(resume.resume_text(model_dir, resumed_epoch, recipe.fit_epochs, progressive))
         results["resumed_at_epoch"] = resumed_epoch + 1
@@ -205,7 +208,7 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
     callbacks += [steering, LogL2Loss(), costs]
     callbacks += [
         EMACallback([BestAndLastCheckpoint(run_dir, monitor=recipe.monitor if with_validation else None,
-                                           restore_best=resuming, record=record)]),
+                                           restore_best=resuming, record=record, cadence=cadence)]),
         run_log,
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
         backup,
@@ -251,9 +254,21 @@ def _training_layout(recipe):
     return resume.training_layout(recipe.fit_epochs, stages)
 
 
+def _stage_ends(recipe, progressive):
+    """The 1-based epochs after which a stage ends, the last epoch included: always backed up."""
+    epochs = recipe.fit_epochs
+    if progressive is None:
+        return {epochs}
+    return {epoch + 1 for epoch in range(epochs - 1)
+            if progressive.stage_for_epoch(epoch) is not progressive.stage_for_epoch(epoch + 1)} | {epochs}
+
+
 def _kept_text(model_dir, epoch):
-    """What a diverged run keeps: the backup and last.keras of the epoch before `epoch` (0-based)."""
-    if epoch == 0:
-        return "no checkpoint yet (it diverged in the first epoch)"
-    return (f"{os.path.join(model_dir, 'last.keras')} and the backup after epoch {epoch}, from before the "
-            "divergence")
+    """What a diverged run keeps: last.keras and the newest backup, both from before `epoch` (0-based)."""
+    last = os.path.join(model_dir, "last.keras")
+    backups = resume.backup_epochs(os.path.join(model_dir, resume.BACKUP_DIR))
+    if not backups:
+        return "no backup yet (it diverged before the first one)"
+    written = (read_record(last) or {}).get("epoch")
+    last_text = "" if written is None else last + (" and " if written == backups[0] else f" (after epoch {written}) and ")
+    return f"{last_text}the backup after epoch {backups[0]}, from before the divergence"
