@@ -20,13 +20,14 @@
   naming the epoch, step and learning rate (`TrainingDiverged`).
 * `finished_run` / `resume_text`: what a rerun says.
 
-Multi-worker training (`worker_directory`) follows tf.distribute: every worker runs the same callbacks
-(their collective ops must match), only the chief writes into the run directory; the others write
-to a private folder of their own (their backups are restored from there after a restart).
+Multi-worker training (training/workers.py): every worker runs the same callbacks (their collective ops must
+match), only the chief writes into the run directory, the others into a private folder of their own. The
+chief's backups are the run's: on a restart the workers agree on the newest of them every worker can restore
+(a worker's own copy standing in for a file it cannot read) and say so; a worker that can restore none stops
+the run with one line naming it.
 """
 
 import csv
-import hashlib
 import io
 import json
 import logging as python_logging
@@ -34,7 +35,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 
 import h5py
@@ -161,24 +161,42 @@ class BackupCadence:
         return answer
 
 
+class BackupError(OSError):
+    """No backup of the run can be restored (by this process, or by one of the workers)."""
+
+
+def _first_line(error):
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+
+
+def readable_backup(path):
+    """None when `path` opens as an HDF5 file (a truncated or foreign file does not), else why not."""
+    try:
+        with h5py.File(path, "r"):
+            return None
+    except Exception as error:  # h5py raises OSError, ValueError... for a damaged file
+        return _first_line(error)
+
+
 class RunBackup(keras.callbacks.Callback):
-    """Backs up the training state every epoch and restores it when a run starts again.
+    """Backs up the training state (every epoch, or as `cadence` says) and restores it when a run starts again.
 
     Like `keras.callbacks.BackupAndRestore` (a rerun of the same `fit` continues from the epoch after
     the newest backup), but crash-safe: each backup is written atomically and the previous one is
-    kept until the next is complete, so a kill while a backup is being written costs one epoch, not
-    the run. A backup that cannot be read is reported and the previous one is used.
+    kept until the next is complete, so a kill while a backup is being written costs one backup
+    interval, not the run. A backup that cannot be read is reported and the previous one is used.
 
-    backup_dir: where the backups are read from.
+    backup_dir: the run's backups, restored from.
     write_dir: where they are written (default backup_dir); a non-chief worker of a multi-worker run
-      passes a private folder, and restores from it (see `worker_backup_dir`).
+      passes a private folder, its copy of a backup it cannot read in backup_dir (see training/workers.py).
     keep: how many backups to keep (2: the newest and the previous good one).
     layout: the run's `training_layout`, recorded in every backup: a restart under another one is
       refused (`check_continuation`).
     cadence: a `BackupCadence` saying after which epochs to back up; None: after every epoch.
+    meeting: a `workers.WorkerMeeting` (multi-worker runs): the workers agree on the epoch to resume after.
     """
 
-    def __init__(self, backup_dir, write_dir=None, keep=2, verbose=1, layout=None, cadence=None):
+    def __init__(self, backup_dir, write_dir=None, keep=2, verbose=1, layout=None, cadence=None, meeting=None):
         super().__init__()
         if keep < 2:
             raise ValueError(f"keep must be at least 2 (the newest backup and the previous one), got {keep}.")
@@ -188,44 +206,104 @@ class RunBackup(keras.callbacks.Callback):
         self.verbose = verbose
         self.layout = layout
         self.cadence = cadence or BackupCadence()
+        self.meeting = meeting
         self.restored_epoch = None  # the epoch the run continues after; None: nothing restored
         self._restored = False
         self._cleaned = False
+
+    def _say(self, text):
+        if self.verbose:
+            say(text)
+
+    def _readable(self):
+        """({epoch: path} newest first, [unreadable backup_dir files]): the run's backups this process can
+        read; a worker's own copy stands in for a file it cannot read in backup_dir."""
+        found, failures = {}, []
+        folders = [self.backup_dir] + ([self.write_dir] if self.write_dir != self.backup_dir else [])
+        for epoch in sorted({e for folder in folders for e in backup_epochs(folder)}, reverse=True):
+            for folder in folders:
+                path = backup_path(folder, epoch)
+                if not os.path.exists(path):
+                    continue
+                why = readable_backup(path)
+                if why is None:
+                    found[epoch] = path
+                    break
+                if folder == self.backup_dir:
+                    failures.append(f"{path} ({why})")
+                self._say(f"The backup {path} cannot be read ({why}); "
+                          + ("trying this worker's copy." if folder != self.write_dir else "falling back to the previous one."))
+        return found, failures
 
     def restore(self, model=None):
         """Loads the newest readable backup into `model` (default: the callback's); returns its epoch or None.
 
         Call it before `fit` to know where the run resumes (fit then starts at that epoch); otherwise
-        `fit` calls it when training begins.
+        `fit` calls it when training begins. The workers of a multi-worker run load the newest backup of
+        the chief's that every one of them can read (`workers.agree_on_epoch`) and say so.
         """
         model = model or self.model
         self._restored = True
         self.restored_epoch = None
-        epochs = backup_epochs(self.write_dir)
-        if not epochs:
-            return None
-        if model.optimizer is not None and not model.optimizer.built:
+        found, failures = self._readable()
+        candidates = self._agree(found, failures) if self.meeting is not None else list(found)
+        if model.optimizer is not None and not model.optimizer.built and candidates:
             model.optimizer.build(model.trainable_variables)  # the backup holds its slots too
-        failures = []
-        for epoch in epochs:
-            path = backup_path(self.write_dir, epoch)
+        for epoch in candidates:
             try:
-                load_training_state(model, path)
-            except Exception as error:  # h5py raises OSError, KeyError, ValueError... for a damaged file
-                failures.append(f"{path} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
-                if self.verbose:
-                    say(f"The backup {path} cannot be read ({type(error).__name__}: {error}); "
-                        "falling back to the previous one.")
+                load_training_state(model, found[epoch])
+            except Exception as error:  # a file that opens but does not load (foreign, or damaged inside)
+                failures.append(self._load_failed(epoch, found[epoch], error))
                 continue
-            if failures and self.verbose:
-                say(f"Restored the backup after epoch {epoch} ({path}) instead.")
+            if failures:
+                self._say(f"Restored the backup after epoch {epoch} ({found[epoch]}) instead.")
             self.restored_epoch = epoch
             model._initial_epoch = epoch
-            return epoch
-        raise OSError(
-            "No backup in " + self.write_dir + " can be read: " + "; ".join(failures) + ". Move the folder "
-            "away to start the run again from scratch (the checkpoints last.keras/best.keras are not affected)."
-        )
+            break
+        if self.restored_epoch is None and failures:
+            raise BackupError(
+                f"No backup in {self.backup_dir} can be read: " + "; ".join(failures) + ". Move the folder away "
+                "to start the run again from scratch (the checkpoints last.keras/best.keras are not affected).")
+        self._drop_newer_than(self.restored_epoch or 0)
+        return self.restored_epoch
+
+    def _load_failed(self, epoch, path, error):
+        """Says that `path` does not load (the previous backup is tried next); raises on a multi-worker run,
+        whose workers agreed on this epoch."""
+        if self.meeting is not None:
+            raise BackupError(f"{self.meeting.name} cannot restore the backup after epoch {epoch} that the workers "
+                              f"agreed on: {path} ({_first_line(error)}).") from None
+        self._say(f"The backup {path} cannot be read ({_first_line(error)}); falling back to the previous one.")
+        return f"{path} ({_first_line(error)})"
+
+    def _agree(self, found, failures):
+        """[the epoch every worker resumes after] (or []), met with the other workers; says it, or raises."""
+        from efficientnetv2_keras.training.workers import agree_on_epoch
+
+        rows = self.meeting.gather(self.meeting.backups_row(found, unreadable=len(failures)))
+        chief_epochs, agreed, lacking, chief_unreadable = agree_on_epoch(rows)
+        if chief_unreadable:
+            raise BackupError(f"No backup in {self.backup_dir} can be read by the chief" + (
+                ": " + "; ".join(failures) if failures else "") + ". Move the folder away to start the run "
+                "again from scratch (the checkpoints last.keras/best.keras are not affected).")
+        if lacking:
+            raise BackupError(
+                f"{', '.join(lacking)} cannot restore the chief's backup after epoch {chief_epochs[0]} "
+                f"({backup_path(self.backup_dir, chief_epochs[0])}: not readable there, and no copy of its own): "
+                "put --model_dir on storage every worker can read, then rerun.")
+        if agreed is not None:
+            said = ", ".join(str(e) for e in chief_epochs)
+            self._say(f"{self.meeting.name}: the workers resume after epoch {agreed}, the newest backup every one "
+                      f"of them can restore (the chief's backups: after epoch{'s' if len(chief_epochs) > 1 else ''} "
+                      f"{said}).")
+        return [agreed] if agreed is not None else []
+
+    def _drop_newer_than(self, epoch):
+        """Removes this process's backups after `epoch` (damaged ones, or a worker's copy of an epoch the
+        chief lacks): the pruning keeps the newest by epoch, so none may outrank the run's own."""
+        for newer in backup_epochs(self.write_dir):
+            if newer > epoch:
+                remove_path(backup_path(self.write_dir, newer))
 
     def on_train_begin(self, logs=None):
         if not self._restored:
@@ -250,29 +328,6 @@ class RunBackup(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._restored = False  # a later fit on this callback restores again
-
-
-def is_chief(strategy=None):
-    """Whether this process writes the run's files: True except on non-chief multi-worker workers."""
-    resolver = getattr(getattr(strategy, "extended", None), "_cluster_resolver", None) if strategy else None
-    if resolver is None or not getattr(resolver, "task_type", None):
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    if task_type == "chief":
-        return True
-    has_chief = "chief" in (resolver.cluster_spec().as_dict() or {})
-    return task_type == "worker" and task_id == 0 and not has_chief
-
-
-def worker_directory(model_dir, strategy=None):
-    """Where this process writes the run: model_dir on the chief (and without multi-worker training);
-    on another worker a folder of its own in the temporary directory, fixed per run directory and
-    worker so that a restart finds its backups there."""
-    if is_chief(strategy):
-        return os.fspath(model_dir)
-    resolver = strategy.extended._cluster_resolver
-    key = hashlib.sha1(os.path.abspath(model_dir).encode()).hexdigest()[:12]
-    return os.path.join(tempfile.gettempdir(), f"efficientnetv2-keras-{key}-{resolver.task_type}{resolver.task_id}")
 
 
 # ------------------------------------------------------------------------------------------------

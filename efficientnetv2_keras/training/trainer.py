@@ -26,7 +26,8 @@ One `model.fit` runs every progressive-learning stage. `model_dir` receives:
 
 Rerunning resumes an interrupted run; a finished run is reported, not trained again (overwrite=True
 trains it again from scratch). Under MultiWorkerMirroredStrategy only the chief writes into model_dir
-(the other workers run the same callbacks on a private folder: `resume.worker_directory`).
+(the other workers run the same callbacks on a private folder, and resume from the chief's backups:
+training/workers.py).
 """
 
 import os
@@ -36,7 +37,7 @@ import keras
 
 from efficientnetv2_keras import hparams
 from efficientnetv2_keras.files import atomic_write_text
-from efficientnetv2_keras.training import plan, resume
+from efficientnetv2_keras.training import plan, resume, workers
 from efficientnetv2_keras.training.callbacks import BestAndLastCheckpoint, read_record
 from efficientnetv2_keras.training.costs import CostTimer
 from efficientnetv2_keras.training.ema import EMACallback, ema_optimizer
@@ -62,6 +63,7 @@ from efficientnetv2_keras.training.strategy import (
     distribution_scope,
     fit_multi_worker,
     get_strategy,
+    is_multi_worker,
     resolve_mixed_precision,
     synchronize_batch_norm,
     wants_synchronized_batch_norm,
@@ -109,7 +111,7 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
     started = time.perf_counter()
     # The chief writes into model_dir; every other worker of a multi-worker run runs the same callbacks
     # (so their collective ops match) on a private folder of its own.
-    run_dir = resume.worker_directory(model_dir, strategy)
+    run_dir = workers.worker_directory(model_dir, strategy)
     keras.utils.set_random_seed(config.runtime.seed)
     policy = configure_mixed_precision(resolve_mixed_precision(config.train.mixed_precision, strategy))
     recipe = resolve_recipe(config, num_replicas=strategy.num_replicas_in_sync)
@@ -129,14 +131,16 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
         write_results(results, run_dir, verbose)
         return results
 
+    layout = _training_layout(recipe)
     if overwrite:
         resume.clear_run(run_dir)
-    # Before anything of an earlier run is rewritten: it continues only under the schedule it was trained
-    # with, and a finished run is reported, not trained again.
-    layout = _training_layout(recipe)
-    resume.check_continuation(run_dir, layout, model_dir)
-    finished = resume.finished_run(run_dir, recipe.fit_epochs)
-    if finished is not None and finished.get("mode") == mode:
+    else:
+        # Before anything of an earlier run is rewritten: it continues only under the schedule it was
+        # trained with, and a finished run is reported, not trained again. The chief's folder says so for
+        # every worker (the run's backups and results are the chief's).
+        resume.check_continuation(model_dir, layout)
+        finished = resume.finished_run(model_dir, recipe.fit_epochs)
+    if not overwrite and finished is not None and finished.get("mode") == mode:
         resume.say(f"{model_dir} holds a finished run ({recipe.epochs} of {recipe.epochs} epochs, "
                    f"{resume.RESULTS_FILE}): nothing to train. Pass --overwrite (overwrite=True) to train it "
                    "again from scratch.")
@@ -179,9 +183,12 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
 
     with_validation = mode == "traineval" and recipe.minival is not None
     # Restore the newest readable backup before fit (fit starts after its epoch), and say where.
-    cadence = resume.BackupCadence(config.train.backup_interval_s, always=_stage_ends(recipe, progressive))
-    backup = resume.RunBackup(os.path.join(run_dir, resume.BACKUP_DIR), verbose=verbose, layout=layout,
-                              cadence=cadence)
+    # Multi-worker: the workers agree on the epoch to resume after, and on each epoch that is backed up.
+    meeting = workers.WorkerMeeting(strategy) if is_multi_worker(strategy) else None
+    cadence = resume.BackupCadence(config.train.backup_interval_s, always=_stage_ends(recipe, progressive),
+                                   agree=meeting.any if meeting else None)
+    backup = resume.RunBackup(os.path.join(model_dir, resume.BACKUP_DIR), os.path.join(run_dir, resume.BACKUP_DIR),
+                              verbose=verbose, layout=layout, cadence=cadence, meeting=meeting)
     with strategy.scope():
         resumed_epoch = backup.restore(model)
     resuming = resumed_epoch is not None
