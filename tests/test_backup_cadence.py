@@ -6,7 +6,9 @@ import keras
 import numpy as np
 
 import efficientnetv2_keras as ev2
-from efficientnetv2_keras.training import ema, resume
+from efficientnetv2_keras.runs import backup_epochs
+from efficientnetv2_keras.training import ema
+from efficientnetv2_keras.training.backup import BackupCadence, RunBackup
 from efficientnetv2_keras.training.callbacks import BestAndLastCheckpoint
 
 
@@ -30,20 +32,20 @@ def decisions(cadence, clock, epochs, seconds_per_epoch):
 def test_backups_on_the_interval_at_stage_ends_and_the_last_epoch():
     clock = FakeClock()
     # 3 s epochs, a 10 s interval: saved before the next epoch would pass 10 s since the last backup.
-    assert decisions(resume.BackupCadence(10, clock=clock), clock, 12, 3) == [3, 6, 9, 12]
+    assert decisions(BackupCadence(10, clock=clock), clock, 12, 3) == [3, 6, 9, 12]
     # Stage ends (after epochs 4 and 8) and the last epoch (10) always; the interval counts from there.
-    cadence = resume.BackupCadence(10, always=(4, 8, 10), clock=clock)
+    cadence = BackupCadence(10, always=(4, 8, 10), clock=clock)
     assert decisions(cadence, clock, 10, 3) == [3, 4, 7, 8, 10]
     # An hour: stage ends and the last epoch only.
-    assert decisions(resume.BackupCadence(3600, always=(4, 8, 10), clock=clock), clock, 10, 3) == [4, 8, 10]
+    assert decisions(BackupCadence(3600, always=(4, 8, 10), clock=clock), clock, 10, 3) == [4, 8, 10]
     # 0: every epoch (the default).
-    assert decisions(resume.BackupCadence(0, clock=clock), clock, 4, 3) == [1, 2, 3, 4]
-    assert decisions(resume.BackupCadence(clock=clock), clock, 2, 3) == [1, 2]
+    assert decisions(BackupCadence(0, clock=clock), clock, 4, 3) == [1, 2, 3, 4]
+    assert decisions(BackupCadence(clock=clock), clock, 2, 3) == [1, 2]
 
 
 def test_one_decision_per_epoch_for_every_callback_that_asks():
     clock = FakeClock()
-    cadence = resume.BackupCadence(10, clock=clock)
+    cadence = BackupCadence(10, clock=clock)
     cadence.start()
     clock.now = 12.0
     assert cadence.due(0) and cadence.due(0)  # last.keras, then the backup: the same answer
@@ -67,16 +69,18 @@ def test_last_keras_and_the_backup_at_the_same_cadence_and_the_ema_swapped_in_on
     y = keras.utils.to_categorical(np.arange(8) % 3, 3)
     swaps = []
     original_swap = ema.swap_ema_weights
-    monkeypatch.setattr(ema, "swap_ema_weights", lambda *args, **kwargs: (swaps.append(1), original_swap(*args, **kwargs)))
-    cadence = resume.BackupCadence(3600, always=(2, 4))  # stage ends after epochs 2 and 4
+    monkeypatch.setattr(ema, "swap_ema_weights",
+                        lambda *args, **kwargs: (swaps.append(1), original_swap(*args, **kwargs)))
+    cadence = BackupCadence(3600, always=(2, 4))  # stage ends after epochs 2 and 4
     checkpoint = BestAndLastCheckpoint(tmp_path, monitor=None, cadence=cadence)
-    backup = resume.RunBackup(tmp_path / "backup", cadence=cadence, verbose=0)
+    backup = RunBackup(tmp_path / "backup", cadence=cadence, verbose=0)
     saved_at = []
 
     class Watch(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            saved_at.append((json.loads((tmp_path / "last.json").read_text())["epoch"] if (tmp_path / "last.json").exists()
-                             else None, resume.backup_epochs(tmp_path / "backup")[:1]))
+            record = tmp_path / "last.json"
+            last = json.loads(record.read_text())["epoch"] if record.exists() else None
+            saved_at.append((last, backup_epochs(tmp_path / "backup")[:1]))
 
     model = _tiny_model(tiny_spec)
     model.fit(x, y, batch_size=8, epochs=4, verbose=0, callbacks=[ema.EMACallback([checkpoint]), backup, Watch()])

@@ -141,7 +141,7 @@ def test_a_finished_run_is_reported_once(tmp_path):
     """A rerun of a finished run says so once on the terminal (not a second time through absl logging)."""
     model_dir = tmp_path / "run"
     (model_dir / "backup").mkdir(parents=True)
-    # What a finished 2-epoch run leaves for `resume.finished_run`: its last backup and results.json.
+    # What a finished 2-epoch run leaves for `RunDir.finished`: its last backup and results.json.
     (model_dir / "backup" / "epoch-0002.weights.h5").write_bytes(b"")
     (model_dir / "results.json").write_text(json.dumps({"model": "efficientnetv2-tiny", "mode": "train",
                                                         "epochs": 2, "precision": "float32", "replicas": 1}))

@@ -32,7 +32,8 @@ def free_ports(count):
 
 def worker(index, addresses, model_dir, overrides, tmp_dir, mode="train", env=None, **popen):
     tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
-    env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(tmp_dir), **(env or {}))
+    env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(tmp_dir),
+               **(env or {}))
     return subprocess.Popen(
         [sys.executable, RUNNER, f"--model_dir={model_dir}", "--strategy=multi_worker", f"--mode={mode}",
          f"--override={overrides}"],
@@ -145,7 +146,7 @@ def _interrupted_two_worker_run(tmp_path):
     model_dir = tmp_path / "run"
     killed = _two_workers(tmp_path, model_dir, env={"RUNNER_KILL_AT_EPOCH": "3"})
     assert [code for code, _, _ in killed] == [-9, -9], killed[0][2][-3000:] + killed[1][2][-3000:]
-    from efficientnetv2_keras.training.resume import backup_epochs
+    from efficientnetv2_keras.runs import backup_epochs
 
     (private,) = [name for name in os.listdir(tmp_path / "tmp1") if name.endswith("-worker1")]
     assert backup_epochs(model_dir / "backup") == [2, 1] == backup_epochs(tmp_path / "tmp1" / private / "backup")
@@ -155,7 +156,8 @@ def _interrupted_two_worker_run(tmp_path):
 def _assert_resumed(finished, model_dir, after_epoch):
     for code, stdout, stderr in finished:
         assert code == 0, stdout[-2000:] + stderr[-3000:]
-        assert f"the workers resume after epoch {after_epoch}, the newest backup every one of them can restore" in stdout
+        said = f"the workers resume after epoch {after_epoch}, the newest backup every one of them can restore"
+        assert said in stdout
         assert f"Epoch {after_epoch + 1}/3" in stdout and f"Epoch {after_epoch}/3" not in stdout
     assert f"resuming {model_dir} at epoch {after_epoch + 1} of 3" in finished[0][1]
     results = json.loads((model_dir / "results.json").read_text())
@@ -184,7 +186,8 @@ def test_the_workers_agree_on_the_newest_of_the_chiefs_backups_every_one_can_res
     from efficientnetv2_keras.training.workers import MAX_EPOCHS_SAID, agree_on_epoch
 
     def row(chief, task_id, epochs, unreadable=0):  # WorkerMeeting.backups_row of a 'worker' task
-        return [float(chief), 0.0, float(task_id), float(unreadable), *epochs, *[0.0] * (MAX_EPOCHS_SAID - len(epochs))]
+        padding = [0.0] * (MAX_EPOCHS_SAID - len(epochs))
+        return [float(chief), 0.0, float(task_id), float(unreadable), *epochs, *padding]
 
     # Killed between the chief's backup write and worker 1's: the chief's newest is the run's.
     assert agree_on_epoch([row(1, 0, [4, 3]), row(0, 1, [3, 2])]) == ([4, 3], 3, [], False)
@@ -192,4 +195,5 @@ def test_the_workers_agree_on_the_newest_of_the_chiefs_backups_every_one_can_res
     # A fresh run; a chief whose backups are all unreadable; a worker that can read none of the chief's.
     assert agree_on_epoch([row(1, 0, []), row(0, 1, [2, 1])]) == ([], None, [], False)
     assert agree_on_epoch([row(1, 0, [], unreadable=2), row(0, 1, [])]) == ([], None, [], True)
-    assert agree_on_epoch([row(1, 0, [2, 1]), row(0, 1, []), row(0, 2, [2, 1])]) == ([2, 1], None, ["worker 1"], False)
+    three = [row(1, 0, [2, 1]), row(0, 1, []), row(0, 2, [2, 1])]
+    assert agree_on_epoch(three) == ([2, 1], None, ["worker 1"], False)

@@ -15,7 +15,11 @@ import numpy as np
 import pytest
 
 import efficientnetv2_keras as ev2
+from efficientnetv2_keras.runs import backup_epochs
 from efficientnetv2_keras.training import resume
+from efficientnetv2_keras.training.backup import RunBackup
+from efficientnetv2_keras.training.divergence import StopOnNonFiniteLoss
+from efficientnetv2_keras.training.run_log import RunLog, read_log, stage_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNNER = os.path.join(ROOT, "tests", "train_runner.py")
@@ -46,7 +50,7 @@ def test_killed_while_writing_a_backup_then_a_damaged_backup_then_a_rerun(tmp_pa
     killed = train(model_dir, env={"RUNNER_KILL_ON_RENAME": "epoch-0003.weights.h5:1"})
     assert killed.returncode == -9, killed.stderr[-3000:]
     backup = model_dir / "backup"
-    assert resume.backup_epochs(backup) == [2, 1]  # the newest and the previous one, both whole
+    assert backup_epochs(backup) == [2, 1]  # the newest and the previous one, both whole
     assert any(name.startswith(".tmp-") for name in os.listdir(backup))  # the interrupted write
     # 2. The newest backup is then damaged (a truncated copy, a full disk): the restart says so, falls
     #    back to the previous one and says where it resumes.
@@ -103,16 +107,16 @@ def test_a_run_killed_between_two_backups_resumes_from_the_last_one_and_says_whi
     killed = train(model_dir, env={"RUNNER_KILL_AT_EPOCH": "4"}, overrides=overrides)  # after epoch 3
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert "backup/ at the end of each stage, after the last epoch and every 3600 s" in killed.stdout
-    assert resume.backup_epochs(model_dir / "backup") == [2]  # epoch 3 was not backed up...
+    assert backup_epochs(model_dir / "backup") == [2]  # epoch 3 was not backed up...
     assert json.loads((model_dir / "last.json").read_text())["epoch"] == 2  # ...nor written to last.keras
-    assert [row["epoch"] for row in resume.read_log(model_dir / "log.csv")] == [0, 1, 2]
+    assert [row["epoch"] for row in read_log(model_dir / "log.csv")] == [0, 1, 2]
     resumed = train(model_dir, overrides=overrides)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     assert (f"resuming {model_dir} at epoch 3 of 4 (stage 2 of 2, image size 40) from the backup after epoch 2"
             in resumed.stdout)
     assert "Epoch 2/4" not in resumed.stdout and "Epoch 3/4" in resumed.stdout
-    assert [row["epoch"] for row in resume.read_log(model_dir / "log.csv")] == [0, 1, 2, 3]
-    assert resume.backup_epochs(model_dir / "backup") == [4, 2]
+    assert [row["epoch"] for row in read_log(model_dir / "log.csv")] == [0, 1, 2, 3]
+    assert backup_epochs(model_dir / "backup") == [4, 2]
     assert json.loads((model_dir / "last.json").read_text())["epoch"] == 4
 
 
@@ -137,13 +141,13 @@ def _data():
 def test_run_backup_keeps_two_and_restores_the_newest_readable(tiny_spec, tmp_path):
     x, y = _data()
     model = _tiny_model(tiny_spec)
-    backup = resume.RunBackup(tmp_path / "backup", verbose=0)
+    backup = RunBackup(tmp_path / "backup", verbose=0)
     model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[backup])
-    assert resume.backup_epochs(tmp_path / "backup") == [3, 2]
+    assert backup_epochs(tmp_path / "backup") == [3, 2]
     weights = [w.copy() for w in model.get_weights()]
 
     again = _tiny_model(tiny_spec)
-    assert resume.RunBackup(tmp_path / "backup", verbose=0).restore(again) == 3
+    assert RunBackup(tmp_path / "backup", verbose=0).restore(again) == 3
     for got, expected in zip(again.get_weights(), weights):
         np.testing.assert_array_equal(got, expected)
     # The optimizer state came back too (momentum slots).
@@ -151,10 +155,10 @@ def test_run_backup_keeps_two_and_restores_the_newest_readable(tiny_spec, tmp_pa
 
     (tmp_path / "backup" / "epoch-0003.weights.h5").write_bytes(b"\x89HDF\r\n")
     third = _tiny_model(tiny_spec)
-    assert resume.RunBackup(tmp_path / "backup", verbose=0).restore(third) == 2
+    assert RunBackup(tmp_path / "backup", verbose=0).restore(third) == 2
     (tmp_path / "backup" / "epoch-0002.weights.h5").write_bytes(b"")
     with pytest.raises(OSError, match="No backup in .* can be read.*Move the folder away"):
-        resume.RunBackup(tmp_path / "backup", verbose=0).restore(third)
+        RunBackup(tmp_path / "backup", verbose=0).restore(third)
 
 
 def test_a_run_continues_only_with_the_schedule_its_backups_were_written_under(tiny_spec, tmp_path):
@@ -164,7 +168,7 @@ def test_a_run_continues_only_with_the_schedule_its_backups_were_written_under(t
     trained = resume.training_layout(4, [(0, 2, 32), (2, 4, 40)])  # 4 epochs, 2 stages
     model = _tiny_model(tiny_spec)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0,
-              callbacks=[resume.RunBackup(tmp_path / "backup", layout=trained, verbose=0)])
+              callbacks=[RunBackup(tmp_path / "backup", layout=trained, verbose=0)])
     resume.check_continuation(tmp_path, trained)  # an interrupted run, the same recipe: it resumes
     assert resume.check_continuation(tmp_path / "elsewhere", trained) is None  # nothing to continue
     longer = resume.training_layout(12, [(0, 6, 32), (6, 12, 40)])
@@ -181,29 +185,29 @@ def test_a_run_continues_only_with_the_schedule_its_backups_were_written_under(t
 
 def test_run_log_is_the_whole_run_with_one_header(tmp_path):
     path = str(tmp_path / "log.csv")
-    log = resume.RunLog(path)
+    log = RunLog(path)
     log.on_train_begin()
     for epoch, logs in enumerate([{"loss": 2.0}, {"loss": 1.5, "val_accuracy": 0.5}, {"loss": 1.2}]):
         log.on_epoch_begin(epoch)
         log.on_epoch_end(epoch, logs)
     # Interrupted after epoch 3's row was written but before its backup: the restart resumes at epoch 3
     # (index 2) and trains it again, with a new column.
-    again = resume.RunLog(path)
+    again = RunLog(path)
     again.on_train_begin()
     again.on_epoch_begin(2)
     again.on_epoch_end(2, {"loss": 1.1, "l2_loss": 0.01})
     header, *rows = read_csv(path)
     assert header == ["epoch", "l2_loss", "loss", "train_seconds", "val_accuracy"]
     assert [row[0] for row in rows] == ["1", "2", "3"] and all(len(row) == 5 for row in rows)
-    assert [r["loss"] for r in resume.read_log(path)] == [2.0, 1.5, 1.1]
-    assert resume.read_log(path)[1]["val_accuracy"] == 0.5 and "val_accuracy" not in resume.read_log(path)[2]
+    assert [r["loss"] for r in read_log(path)] == [2.0, 1.5, 1.1]
+    assert read_log(path)[1]["val_accuracy"] == 0.5 and "val_accuracy" not in read_log(path)[2]
 
 
 def test_stage_rows_cover_every_epoch():
     rows = [{"epoch": 0, "stage": 1, "image_size": 32, "train_seconds": 2.0},
             {"epoch": 1, "stage": 2, "image_size": 40, "train_seconds": 1.0},
             {"epoch": 2, "stage": 2, "image_size": 40, "train_seconds": 3.0}]
-    assert resume.stage_rows(rows, 100) == [
+    assert stage_rows(rows, 100) == [
         {"stage": 1, "image_size": 32, "epochs": 1, "seconds": 2.0, "images_per_second": 50.0},
         {"stage": 2, "image_size": 40, "epochs": 2, "seconds": 4.0, "images_per_second": 50.0}]
 
@@ -226,8 +230,8 @@ def test_a_diverging_run_stops_at_the_first_nan_and_keeps_the_last_good_checkpoi
     assert f"kept: {model_dir / 'last.keras'} and the backup after epoch 1" in result.stderr
     # Nothing of the diverged epoch was written: last.keras, the backup and the log stop at epoch 1.
     assert json.loads((model_dir / "last.json").read_text())["epoch"] == 1
-    assert resume.backup_epochs(model_dir / "backup") == [1]
-    assert [row["epoch"] for row in resume.read_log(model_dir / "log.csv")] == [0]
+    assert backup_epochs(model_dir / "backup") == [1]
+    assert [row["epoch"] for row in read_log(model_dir / "log.csv")] == [0]
     weights = keras.models.load_model(model_dir / "last.keras").get_weights()
     assert all(np.isfinite(w).all() for w in weights)
     assert not (model_dir / "results.json").exists()
@@ -242,15 +246,15 @@ def test_run_backup_restores_the_dropout_random_state_and_reads_older_backups(ti
     x, y = _data()
     model = _tiny_model(tiny_spec)
     assert len(_seed_states(model)) == 4  # stochastic depth in 3 blocks, head dropout
-    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[resume.RunBackup(tmp_path / "backup", verbose=0)])
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[RunBackup(tmp_path / "backup", verbose=0)])
     again = _tiny_model(tiny_spec)
-    assert resume.RunBackup(tmp_path / "backup", verbose=0).restore(again) == 2
+    assert RunBackup(tmp_path / "backup", verbose=0).restore(again) == 2
     for got, expected in zip(_seed_states(again), _seed_states(model), strict=True):
         np.testing.assert_array_equal(got, expected)  # the next dropout masks are the uninterrupted run's
     # A backup of an earlier version (weights and optimizer only) still restores.
     (tmp_path / "older").mkdir()
     model.save_weights(tmp_path / "older" / "epoch-0001.weights.h5")
-    assert resume.RunBackup(tmp_path / "older", verbose=0).restore(again) == 1
+    assert RunBackup(tmp_path / "older", verbose=0).restore(again) == 1
 
 
 class _Killed(Exception):
@@ -269,7 +273,7 @@ def _train_in_process(model_dir, table, overrides, kill_at_epoch=None):
 
     config = load_config("digits_demo", overrides=[*overrides, f"model.name={table}"])
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(resume.StopOnNonFiniteLoss, "on_epoch_begin", on_epoch_begin)
+        patch.setattr(StopOnNonFiniteLoss, "on_epoch_begin", on_epoch_begin)
         for plot in ("efficientnetv2_keras.training.trainer.plot_training_curves",
                      "efficientnetv2_keras.progressive.schedule.ProgressiveSchedule.plot"):
             patch.setattr(plot, lambda *args, **kwargs: None)  # seconds of matplotlib per run, not the subject
@@ -277,7 +281,7 @@ def _train_in_process(model_dir, table, overrides, kill_at_epoch=None):
             train_and_evaluate(config, str(model_dir), mode="train", verbose=0)
         except _Killed:
             pass
-    return [row["loss"] for row in resume.read_log(os.path.join(model_dir, "log.csv"))]
+    return [row["loss"] for row in read_log(os.path.join(model_dir, "log.csv"))]
 
 
 # Random crops and dropout/stochastic depth, no RandAugment (its tracing would double the test's time;

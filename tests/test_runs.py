@@ -90,3 +90,25 @@ def test_predict_tool_reads_the_run_next_to_a_checkpoint(run_dir, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     line = run.stdout.strip().splitlines()[-1]
     assert line.startswith(str(image)) and any(name in line for name in ("zero", "one", "two")), run.stdout
+
+
+def test_run_dir_owns_the_folder_layout(tmp_path):
+    run = runs.RunDir(tmp_path)
+    assert (run.config, run.labels, run.log, run.results) == tuple(
+        str(tmp_path / name) for name in ("config.yaml", "labels.txt", "log.csv", "results.json"))
+    assert run.checkpoint() == run.best and not run.has_checkpoint()  # the path the "train first" error names
+    (tmp_path / "last.keras").write_bytes(b"")
+    assert run.checkpoint() == run.last and run.has_checkpoint()
+    (tmp_path / "config.yaml").write_text("")
+    (tmp_path / "backup").mkdir()
+    for epoch in (1, 2):
+        open(run.backup_file(epoch), "wb").close()
+    assert run.backup_epochs() == [2, 1] and run.backup_file(2).endswith("backup/epoch-0002.weights.h5")
+    assert run.finished(2) is None  # no results.json yet: interrupted after its last backup
+    (tmp_path / "results.json").write_text('{"epochs": 2}')
+    assert run.finished(2) == {"epochs": 2} and run.finished(3) is None
+    for name in ("best.keras", "best.json"):
+        (tmp_path / name).write_bytes(b"")
+    assert run.remove_selection() == ["best.keras", "best.json"] and run.checkpoint() == run.last
+    run.clear()  # --overwrite: everything a training run wrote, not the recipe
+    assert os.listdir(tmp_path) == ["config.yaml"]

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from efficientnetv2_keras.training.resume import backup_epochs as resume_backups
+from efficientnetv2_keras.runs import backup_epochs as resume_backups
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -136,7 +136,7 @@ def test_batch_scaled_progressive_run_trains_every_stage_at_its_batch_and_report
     header = log[0].split(",")
     assert [row.split(",")[header.index("batch_size")] for row in log[1:]] == ["72.0", "32.0", "32.0"]
     # Validation where the data seen crosses 2 epochs' worth: after epoch 1 (2.25) and epoch 3 (4.25).
-    # log.csv is the whole run's (training/resume.RunLog): an epoch without validation has an empty cell.
+    # log.csv is the whole run's (training/run_log.RunLog): an epoch without validation has an empty cell.
     assert [row.split(",")[header.index("val_accuracy")] not in ("", "NA") for row in log[1:]] == [True, False, True]
     costs = results["costs"]
     assert set(costs) >= {"first_step", "train", "validation", "epoch_end", "fit", "test_evaluation", "traces"}

@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from efficientnetv2_keras.training.resume import backup_epochs as resume_backups
+from efficientnetv2_keras.runs import backup_epochs as resume_backups
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,17 +127,17 @@ INTERRUPTED_RUN = textwrap.dedent(
     import json, sys
     import keras
     from efficientnetv2_keras.hparams import load_config
-    from efficientnetv2_keras.training import resume
+    from efficientnetv2_keras.training import backup
     from efficientnetv2_keras.training.trainer import train_and_evaluate
 
-    original = resume.RunBackup.on_epoch_end
+    original = backup.RunBackup.on_epoch_end
 
     def preempted(self, epoch, logs=None):  # the last callback: the backup and log.csv hold epoch 2
         original(self, epoch, logs)
         if epoch == 1:
             raise RuntimeError("simulated preemption")
 
-    resume.RunBackup.on_epoch_end = preempted
+    backup.RunBackup.on_epoch_end = preempted
     train_and_evaluate(load_config("digits_demo", json.loads(sys.argv[2])), sys.argv[1], "traineval")
     """
 )

@@ -47,14 +47,14 @@ kill_at_epoch = os.environ.get("RUNNER_KILL_AT_EPOCH")
 if kill_at_epoch:
     import keras
 
-    from efficientnetv2_keras.training import resume
+    from efficientnetv2_keras.training import divergence
 
     class _Kill(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             if epoch + 1 == int(kill_at_epoch):
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    original_init = resume.StopOnNonFiniteLoss.__init__
+    original_init = divergence.StopOnNonFiniteLoss.__init__
     # Rides on a callback every run has: the kill happens inside fit, between two epochs.
     def init(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
@@ -64,8 +64,8 @@ if kill_at_epoch:
         self._epoch = epoch
         self._kill.on_epoch_begin(epoch)
 
-    resume.StopOnNonFiniteLoss.__init__ = init
-    resume.StopOnNonFiniteLoss.on_epoch_begin = on_epoch_begin
+    divergence.StopOnNonFiniteLoss.__init__ = init
+    divergence.StopOnNonFiniteLoss.on_epoch_begin = on_epoch_begin
 
 sys.argv[0] = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "train.py")
 import runpy  # noqa: E402

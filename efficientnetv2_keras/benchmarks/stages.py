@@ -129,7 +129,7 @@ def pipeline_costs(recipe, stages, batches, rounds):
 def epoch_costs(run_dir):
     """Per stage of a finished run (1-based stage -> dict): epochs, steps and CPU seconds of its training
     steps, validation and epoch-end work, and the images it trained, from results.json and log.csv."""
-    from efficientnetv2_keras.training.resume import read_log
+    from efficientnetv2_keras.training.run_log import read_log
 
     with open(os.path.join(run_dir, "results.json"), encoding="utf-8") as handle:
         results = json.load(handle)

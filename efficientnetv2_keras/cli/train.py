@@ -44,7 +44,7 @@ def main(argv):
         return 0
     if not FLAGS.model_dir:
         raise app.UsageError("Pass --model_dir=DIR (where checkpoints, logs and plots go).")
-    from efficientnetv2_keras.training.resume import TrainingDiverged
+    from efficientnetv2_keras.training.divergence import TrainingDiverged
     from efficientnetv2_keras.training.trainer import train_and_evaluate
 
     overrides = list(FLAGS.override) + ([f"runtime.strategy={FLAGS.strategy}"] if FLAGS.strategy else [])

@@ -1,5 +1,6 @@
 """The trainer's own callbacks: best/last checkpoints with their records, and a 1-based log.csv for
-fit loops of your own (training/resume.py has the trainer's whole-run log, backups and divergence check)."""
+fit loops of your own (the trainer's whole-run log is training/run_log.py, its backups training/backup.py,
+its divergence check training/divergence.py)."""
 
 import json
 import math
@@ -8,11 +9,7 @@ import os
 import keras
 
 from efficientnetv2_keras.files import atomic_write, atomic_write_text
-
-
-def record_path(checkpoint_path):
-    """best.keras -> best.json: what the checkpoint holds (epoch, selection)."""
-    return os.path.splitext(checkpoint_path)[0] + ".json"
+from efficientnetv2_keras.runs import RunDir, record_path
 
 
 def read_record(checkpoint_path):
@@ -48,13 +45,14 @@ class BestAndLastCheckpoint(keras.callbacks.Callback):
 
     restore_best: start from the value in best.json (a resumed run) instead of -inf, so the first
       validated epoch after a restart replaces best.keras only if it is better.
-    cadence: a `resume.BackupCadence`: last.keras is written when the run is backed up, the file that
+    cadence: a `backup.BackupCadence`: last.keras is written when the run is backed up, the file that
       evaluation, export and a diverged run's message name; None: after every epoch.
     """
 
     def __init__(self, directory, monitor="val_accuracy", restore_best=False, record=None, cadence=None):
         super().__init__()
         self.directory = directory
+        self.run = RunDir(directory)
         self.monitor = monitor  # higher is better; None: only last.keras
         self.restore_best = restore_best
         self.record = dict(record or {})
@@ -68,7 +66,7 @@ class BestAndLastCheckpoint(keras.callbacks.Callback):
         self._twin = self.model.__class__.from_config(self.model.get_config())
         self._twin_epoch = None
         if self.restore_best and self.monitor:
-            saved = read_record(os.path.join(self.directory, "best.keras")) or {}
+            saved = read_record(self.run.best) or {}
             if saved.get("monitor") == self.monitor and isinstance(saved.get("value"), (int, float)):
                 self.best = float(saved["value"])
 
@@ -83,20 +81,19 @@ class BestAndLastCheckpoint(keras.callbacks.Callback):
         """Whether `on_epoch_end(epoch, logs)` writes a file (for `EMACallback`: no swap otherwise)."""
         return self._saves_last(epoch) or self._improved(logs)
 
-    def _save(self, name, epoch, record):
+    def _save(self, path, epoch, record):
         if self._twin_epoch != epoch:  # one copy of the weights per epoch, for last.keras and best.keras
             self._twin.set_weights(self.model.get_weights())
             self._twin_epoch = epoch
-        path = os.path.join(self.directory, name)
         atomic_write(path, self._twin.save)
         atomic_write_text(record_path(path), json.dumps({**self.record, **record}, indent=2) + "\n")
 
     def on_epoch_end(self, epoch, logs=None):
         if self._saves_last(epoch):
-            self._save("last.keras", epoch, {"epoch": epoch + 1})
+            self._save(self.run.last, epoch, {"epoch": epoch + 1})
         if self._improved(logs):
             self.best = float(logs[self.monitor])
-            self._save("best.keras", epoch, {"epoch": epoch + 1, "monitor": self.monitor, "value": self.best})
+            self._save(self.run.best, epoch, {"epoch": epoch + 1, "monitor": self.monitor, "value": self.best})
 
 
 class CSVLogger(keras.callbacks.CSVLogger):

@@ -6,6 +6,7 @@
 
 import os
 
+from efficientnetv2_keras.runs import RunDir
 from efficientnetv2_keras.training.callbacks import describe_checkpoint, read_record
 from efficientnetv2_keras.training.optimizers import weight_decay_loss
 from efficientnetv2_keras.training.recipe import (
@@ -20,10 +21,7 @@ from efficientnetv2_keras.training.recipe import (
 def find_checkpoint(model_dir):
     """model_dir's best.keras (selected on the minival), else its last.keras (the path of best.keras when
     neither exists). `describe_checkpoint` says which weights the file holds."""
-    for name in ("best.keras", "last.keras"):
-        if os.path.exists(os.path.join(model_dir, name)):
-            return os.path.join(model_dir, name)
-    return os.path.join(model_dir, "best.keras")
+    return RunDir(model_dir).checkpoint()
 
 
 def nothing_to_evaluate(reason):
@@ -82,7 +80,8 @@ def evaluate_checkpoints(config, model_dir, strategy, source, final=None):
         return evaluate_model(model, config, source, path, role=role)
 
     evaluations = []
-    last, best = (os.path.join(model_dir, name) for name in ("last.keras", "best.keras"))
+    run = RunDir(model_dir)
+    last, best = run.last, run.best
     if final is not None:
         evaluations.append({**final, "role": "final", "checkpoint": describe_checkpoint(last)})
     elif os.path.exists(last):

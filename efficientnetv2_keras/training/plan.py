@@ -46,7 +46,7 @@ def _epoch_list(epochs):
 
 
 def backup_text(backup_interval_s, stages=True):
-    """When last.keras and backup/ are written (`train.backup_interval_s`, training/resume.BackupCadence)."""
+    """When last.keras and backup/ are written (`train.backup_interval_s`, training/backup.BackupCadence)."""
     if backup_interval_s <= 0:
         return "after every epoch"
     return (("at the end of each stage, " if stages else "") + "after the last epoch and every "
@@ -61,8 +61,8 @@ def checkpoint_plan(model_dir, validated, monitor=None, selected_on=None, resumi
     monitor: the metric that selects best.keras (None: no validation, so no best.keras).
     backup_interval_s, stages: when last.keras and backup/ are written (`backup_text`).
     """
-    lines = [f"Checkpoints in {model_dir}: last.keras (+ last.json) and backup/ {backup_text(backup_interval_s, stages)}; "
-             "a rerun of the same command (same train.epochs) resumes from backup/, which is kept after the run (a "
+    lines = [f"Checkpoints in {model_dir}: last.keras (+ last.json) and backup/ "
+             f"{backup_text(backup_interval_s, stages)}; a rerun of the same command (same train.epochs) resumes from backup/, which is kept after the run (a "
              "rerun then reports it finished). A kill loses at most the training since the last backup."]
     if monitor is None:
         lines.append("No best.keras: this run does not validate (mode=train, or data.minival=null).")

@@ -1,9 +1,23 @@
-"""What a run reports: the training-curves plot, the results tables, results.json."""
+"""What a run says and reports: its messages (`say`), the training-curves plot, the results tables,
+results.json."""
 
 import json
-import os
+import logging as python_logging
+import sys
+
+from absl import logging
 
 from efficientnetv2_keras.files import atomic_write_text
+from efficientnetv2_keras.runs import RunDir
+
+
+def say(text):
+    """Printed for the person at the terminal, and logged (absl) for the job's log unless that log is the
+    terminal too (absl's handler writing to stderr, its default under absl.app.run): said once there."""
+    print(text, flush=True)
+    handler = logging.get_absl_handler()
+    if handler not in python_logging.getLogger().handlers or handler.python_handler.stream is not sys.stderr:
+        logging.info(text)
 
 
 def plot_training_curves(epoch_logs, path, title=""):
@@ -95,6 +109,6 @@ def format_results(results):
 
 def write_results(results, model_dir, verbose=1):
     """results.json in model_dir, and the tables printed."""
-    atomic_write_text(os.path.join(model_dir, "results.json"), json.dumps(results, indent=2) + "\n")
+    atomic_write_text(RunDir(model_dir).results, json.dumps(results, indent=2) + "\n")
     if verbose:
         print("\n" + format_results(results))

@@ -4,11 +4,13 @@ tf.distribute's rule: every worker runs the same callbacks (saving and loading v
 ops that must match), and only the chief writes into the run folder (`model_dir`); every other worker
 writes into a private folder of its own (`worker_directory`).
 
-The chief's backups are the run's: on a restart every worker reads the chief's backup folder (so
-`model_dir` must be on storage every worker can read, as for Keras' `BackupAndRestore`), its own copy
-standing in for a file it cannot read there. Before training the workers meet (`WorkerMeeting.gather`,
-one collective) and resume after the newest epoch every one of them can restore (`agree_on_epoch`); a
-worker left without any of the chief's epochs stops every worker with one line naming it.
+The chief's backups are the run's: on a restart every worker reads the chief's backup folder, its own
+copy (written in step with the chief's) standing in for a file it cannot read there. With `model_dir` on
+storage every worker reads, a worker whose private folder is lost (a replaced machine) resumes from the
+chief's files; without, each worker resumes from its own copy. Before training the workers meet
+(`WorkerMeeting.gather`, one collective) and resume after the newest of the chief's epochs every one of
+them can restore (`agree_on_epoch`), and say so; a worker left without the chief's newest epoch when no
+epoch is common stops every worker with one line naming it.
 """
 
 import hashlib
@@ -100,5 +102,7 @@ def agree_on_epoch(rows):
     for _, _, _, epochs in workers:
         common &= epochs
     newest = max(chief_epochs, default=None)
-    lacking = [] if common or newest is None else sorted({name for name, _, _, epochs in workers if newest not in epochs})
-    return sorted(chief_epochs, reverse=True), max(common, default=None), lacking, not chief_epochs and chief_unreadable > 0
+    lacking = [] if common or newest is None else sorted(
+        {name for name, _, _, epochs in workers if newest not in epochs})
+    only_unreadable = not chief_epochs and chief_unreadable > 0
+    return sorted(chief_epochs, reverse=True), max(common, default=None), lacking, only_unreadable
