@@ -307,7 +307,8 @@ def test_a_resumed_run_trains_on_the_same_data_as_an_uninterrupted_one(tiny_spec
 
     table = save_model_spec(tiny_spec, tmp_path / "tiny.yaml")
     overrides, kill_at = LAYOUTS[layout]
-    overrides = [*overrides, "train.batch_size=16", "eval.batch_size=180"]
+    # A backup after every epoch, so the restart restores the epoch before the kill (in `steps`: mid-stage).
+    overrides = [*overrides, "train.batch_size=16", "eval.batch_size=180", "train.backup_interval_s=0"]
     uninterrupted = _train_in_process(tmp_path / "whole", table, overrides)
     assert len(_train_in_process(tmp_path / "resumed", table, overrides, kill_at_epoch=kill_at)) == kill_at - 1
     resumed = _train_in_process(tmp_path / "resumed", table, overrides)
