@@ -119,6 +119,7 @@ def schedule_from_config(config, epochs, num_replicas=1):
         num_stages=config.progressive.num_stages,
         random_resize_every=config.progressive.random_resize_every,
         seed=config.runtime.seed,
+        size_multiple=config.progressive.size_multiple,
         **batching,
         **progressive_overrides(config),
     )
