@@ -1,6 +1,8 @@
 """Progressive learning with a per-stage batch size (batch_scaling): the schedule, the stream, the
 learning rate and EMA over training progress, and one trace for the whole run."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -352,3 +354,89 @@ def test_a_resumed_batch_scaled_recipe_reads_what_the_uninterrupted_run_would_ha
             for (images, labels), (images_again, labels_again) in zip(expected, got, strict=True):
                 np.testing.assert_array_equal(images, images_again)
                 np.testing.assert_array_equal(labels, labels_again)
+
+
+# -- the public callback scales the user's own learning rate ---------------------------------------
+
+
+def _user_fit(tiny_spec, optimizer, lr_scaling="linear", epochs=None, callbacks=(), model_dir=None):
+    """A fit of the 3-epochs-of-data, 2-stage batch-scaled schedule (stage 2 from step 3 of 18) with the
+    user's own compiled optimizer; returns (the step log's learning rates, the ProgressiveLearning)."""
+    schedule = progressive_schedule(tiny_spec, "paper", total_epochs=3, num_stages=2, image_size=(32, 64),
+                                    dropout_rate=None, batch_size=8, batch_scaling=True, lr_scaling=lr_scaling)
+    progressive = ProgressiveLearning(schedule, _id_dataset_fn(64), steps_per_epoch=8, verbose=0)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 3))
+    x = ev2.build_model(tiny_spec, include_top=False, pooling="avg")(ShapeRecorder(name="recorder")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    log = _StepLog()
+    model.fit(progressive.dataset, epochs=epochs or progressive.epochs, steps_per_epoch=progressive.steps_per_epoch,
+              callbacks=[progressive, log, *callbacks], verbose=0)
+    return [lr for _, _, lr in log.rows], progressive
+
+
+def _progress_steps(step):
+    """Base-batch steps before optimizer step `step`: stage 1's 2 steps are 4 base batches each."""
+    return 4 * step if step < 2 else 8 + (step - 2)
+
+
+def test_a_float_learning_rate_takes_each_stages_scale(tiny_spec):
+    rates, progressive = _user_fit(tiny_spec, keras.optimizers.SGD(0.05), lr_scaling="sqrt")
+    assert progressive.layout.stage_steps == (2, 16)
+    np.testing.assert_allclose(rates, [0.05 * 2] * 2 + [0.05] * 16, rtol=1e-6)  # sqrt(4) in the 4x batch
+
+
+def test_a_schedule_runs_over_training_progress_times_each_stages_scale(tiny_spec):
+    base = keras.optimizers.schedules.CosineDecay(0.1, 24)  # 24 base steps: the 3 epochs of data
+    rates, _ = _user_fit(tiny_spec, keras.optimizers.SGD(base))
+    expected = [float(base(_progress_steps(step))) * (4 if step < 2 else 1) for step in range(18)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_the_scaled_learning_rate_is_restored_with_the_optimizer_step(tiny_spec, tmp_path):
+    """A run killed after fit epoch 1 and resumed by BackupAndRestore, with a new model, optimizer and callback,
+    uses the learning rates of the uninterrupted run."""
+    base = keras.optimizers.schedules.CosineDecay(0.01, 24)
+    whole = [float(base(_progress_steps(step))) * (4 if step < 2 else 1) for step in range(18)]
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch, logs):
+        raise Killed
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(Killed):
+        _user_fit(tiny_spec, keras.optimizers.Adam(base), callbacks=[backup, keras.callbacks.LambdaCallback(on_epoch_end=kill)])
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    resumed, _ = _user_fit(tiny_spec, keras.optimizers.Adam(base), callbacks=[backup])
+    np.testing.assert_allclose(resumed, whole[9:], rtol=1e-5, atol=1e-8)
+
+
+def test_keras_adaptive_optimizers_are_told_what_they_miss_ours_take_the_whole_rule(tiny_spec):
+    from efficientnetv2_keras.training import optimizers
+
+    with pytest.warns(UserWarning, match="not the square-root rule's per-stage betas.*training.optimizers.Adam"):
+        _user_fit(tiny_spec, keras.optimizers.Adam(0.01), lr_scaling="sqrt", epochs=1)
+    ours = optimizers.Adam(0.01)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="ProgressiveLearning scales")
+        rates, _ = _user_fit(tiny_spec, ours, lr_scaling="sqrt", epochs=1)
+    np.testing.assert_allclose(rates, [0.02] * 2 + [0.01] * 7, rtol=1e-6)
+    # The betas follow the stages too: 1 - beta_2 x 4 in the 4x batch (floored at 0.5).
+    assert ours.scaling_progress() is not None
+    assert ours.scaling_progress().square_root_rule_decay(0.999) == pytest.approx([0.996, 0.999])
+
+
+def test_a_learning_rate_that_cannot_follow_progress_is_refused_at_fit_start(tiny_spec):
+    with pytest.raises(ValueError, match=r"^ProgressiveLearning scales the learning rate .* is a function: compile "
+                                         r"with a float or a keras.optimizers.schedules.LearningRateSchedule"):
+        _user_fit(tiny_spec, keras.optimizers.SGD(lambda: 0.05))
+    schedule = progressive_schedule(tiny_spec, "paper", total_epochs=3, num_stages=2, image_size=(32, 64),
+                                    batch_size=8, batch_scaling=True)
+    one_pass = ProgressiveLearning(schedule, _id_dataset_fn(64), verbose=0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match=r"need ProgressiveLearning\(schedule, dataset_fn, steps_per_epoch=N\)"):
+        one_pass.set_model(model)

@@ -24,8 +24,10 @@ The model-side regularizers (head dropout, stochastic depth) are Keras variables
 `on_epoch_begin`, or `on_train_batch_begin` for a stage that starts inside an epoch
 (`set_regularization`), read by the already compiled train step.
 
-Weights, optimizer state, the LR schedule and EMA simply carry over: it is one `fit`. The callback
-touches neither the model's train step nor the trainer, so it works the same on the TensorFlow,
+Weights, optimizer state, the LR schedule and EMA simply carry over: it is one `fit`. Batch-scaled
+stages put the optimizer's learning rate (a float or a `LearningRateSchedule`) under their rule when
+`fit` starts: x the stage's lr_scale, the schedule over training progress (`progressive.learning_rate`).
+The callback touches neither the model's train step nor the trainer, so it works the same on the TensorFlow,
 JAX and PyTorch backends (the stage pipelines are tf.data, which every Keras backend's `fit` reads).
 On TensorFlow the train step sees images of shape [batch, None, None, 3] and is traced once; XLA
 (`jit_compile=True`, and always on JAX) compiles once per stage's image size. A run resumed by `keras.callbacks.BackupAndRestore` starts at
@@ -264,6 +266,21 @@ class ProgressiveLearning(keras.callbacks.Callback):
         return position
 
     # -- the callback --------------------------------------------------------------------------
+
+    def set_model(self, model):
+        # fit calls this before any callback's on_train_begin (BackupAndRestore restores there), so the
+        # optimizer's variables are the same in the run that saves a backup and in the one restoring it.
+        super().set_model(model)
+        if self.schedule.batch_scaled and getattr(model, "optimizer", None) is not None:
+            if self.layout is None:
+                raise ValueError(
+                    "Batch-scaled stages need ProgressiveLearning(schedule, dataset_fn, steps_per_epoch=N), N = "
+                    "examples // base batch (one-pass epochs would differ in length), and "
+                    "fit(progressive.dataset, steps_per_epoch=progressive.steps_per_epoch, epochs=progressive.epochs)."
+                )
+            from efficientnetv2_keras.progressive.learning_rate import scale_learning_rate
+
+            scale_learning_rate(model.optimizer, self.schedule, self.layout)
 
     def on_train_begin(self, logs=None):
         self.current_stage = None
