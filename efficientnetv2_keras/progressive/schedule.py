@@ -526,16 +526,7 @@ def progressive_schedule(
         off (dropout/survival left to the model; augmentation off).
     """
     spec = get_model_spec(model_name)
-    if (total_epochs is None) == (total_steps is None):
-        raise ValueError("Give exactly one of total_epochs or total_steps.")
-    unit, total = ("epoch", total_epochs) if total_epochs is not None else ("step", total_steps)
-    if not isinstance(num_stages, int) or num_stages < 1:
-        raise ValueError(f"num_stages must be a positive integer, got {num_stages!r}.")
-    if not isinstance(total, int) or total < num_stages:
-        raise ValueError(
-            f"total_{unit}s must be an integer >= num_stages ({num_stages}) so every stage gets at "
-            f"least one {unit}, got {total!r}."
-        )
+    unit, total = _schedule_length(total_epochs, total_steps, num_stages)
     _check_batch_options(batch_size, batch_scaling, max_batch_size, num_replicas, random_resize_every)
     _check_size_multiple(size_multiple)
     if steps_per_epoch is not None and not _positive_int(steps_per_epoch):
@@ -564,12 +555,7 @@ def progressive_schedule(
     ]
     sizes = round_stage_sizes(planned_sizes, size_multiple)
     for i in range(num_stages):
-        values = {}
-        for name, value_range in ranges.items():
-            if value_range is None:
-                values[name] = None if name in ("dropout_rate", "survival_prob") else 0.0
-                continue
-            values[name] = float(_interpolate(*value_range, i, num_stages))
+        values = _regularization(ranges, i, num_stages)
         values["image_size"] = sizes[i]
         length = int((i + 1) * total / num_stages) - int(i * total / num_stages)
         if batch_size is not None:
@@ -577,9 +563,9 @@ def progressive_schedule(
                 scaled_batch_size(batch_size, values["image_size"], max(sizes), max_batch_size, num_replicas)
                 if batch_scaling else int(batch_size)
             )
-            values["batch_size"] = stage_batch
-            values["batch_ratio"] = stage_batch / batch_size
-            values["lr_scale"] = values["batch_ratio"] ** (0.5 if lr_scaling == "sqrt" else 1.0)
+            ratio = stage_batch / batch_size
+            values.update(batch_size=stage_batch, batch_ratio=ratio,
+                          lr_scale=ratio ** (0.5 if lr_scaling == "sqrt" else 1.0))
         # The range is the stage's data; batch-scaled stages take fewer steps for it (fit_layout).
         stages.append(Stage(index=i, start=start, end=start + length, **values))
         start += length
@@ -597,6 +583,33 @@ def progressive_schedule(
         planned_sizes=tuple(planned_sizes) if size_multiple is not None else (),
         steps_per_epoch=steps_per_epoch,
     )
+
+
+def _schedule_length(total_epochs, total_steps, num_stages):
+    """(unit, total) from exactly one of total_epochs and total_steps, long enough for num_stages."""
+    if (total_epochs is None) == (total_steps is None):
+        raise ValueError("Give exactly one of total_epochs or total_steps.")
+    unit, total = ("epoch", total_epochs) if total_epochs is not None else ("step", total_steps)
+    if not isinstance(num_stages, int) or num_stages < 1:
+        raise ValueError(f"num_stages must be a positive integer, got {num_stages!r}.")
+    if not isinstance(total, int) or total < num_stages:
+        raise ValueError(
+            f"total_{unit}s must be an integer >= num_stages ({num_stages}) so every stage gets at "
+            f"least one {unit}, got {total!r}."
+        )
+    return unit, total
+
+
+def _regularization(ranges, index, num_stages):
+    """Stage `index`'s value of every scheduled quantity (Algorithm 1's interpolation); unscheduled
+    dropout/survival None (the model's own), unscheduled augmentation 0."""
+    values = {}
+    for name, value_range in ranges.items():
+        if value_range is None:
+            values[name] = None if name in ("dropout_rate", "survival_prob") else 0.0
+        else:
+            values[name] = float(_interpolate(*value_range, index, num_stages))
+    return values
 
 
 def scaled_batch_size(batch_size, image_size, max_image_size, max_batch_size=None, num_replicas=1):
