@@ -228,6 +228,9 @@ class ProgressiveConfig:
                                      choices=LR_SCALING_RULES)
     max_batch_size: Optional[int] = _key(None, "Cap on a stage's batch with batch_scaling (what fits in memory at "
                                                "the first stage); null = no cap.", low=1)
+    size_multiple: Optional[int] = _key(16, "Round the stages between the first and the last below 128 px to "
+                                            "multiples of this (ties down): a stride-32 network pads 40 px up to "
+                                            "the cost of 48 px; null = Algorithm 1's sizes.", low=1)
 
 
 @dataclasses.dataclass

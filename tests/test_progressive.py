@@ -211,7 +211,7 @@ def test_callback_switches_stages_inside_one_fit_on_digits(tiny_spec):
     keras.utils.set_random_seed(0)
     source = DigitsSource(image_size=48)
     schedule = progressive_schedule(
-        tiny_spec, "paper", total_epochs=6, num_stages=3, image_size=(32, 48), randaug_magnitude=0,
+        tiny_spec, "paper", total_epochs=6, num_stages=3, image_size=(32, 48), size_multiple=None, randaug_magnitude=0,
         mixup_alpha=0, dropout_rate=(0.0, 0.3),
     )
 
@@ -270,7 +270,7 @@ def _indexed_dataset_fn(events, num_examples=10, batch_size=2, endless=False):
 @pytest.mark.parametrize("endless", [False, True], ids=["one-pass", "repeated"])
 def test_steps_per_epoch_stream_continues_through_each_stage_and_releases_finished_ones(tiny_spec, endless):
     # 3 stages x 2 epochs x 3 steps; a pass is 5 batches, so epochs end mid-pass.
-    schedule = progressive_schedule(tiny_spec, "paper", total_epochs=6, num_stages=3, image_size=(32, 48), dropout_rate=None)
+    schedule = progressive_schedule(tiny_spec, "paper", total_epochs=6, num_stages=3, image_size=(32, 48), size_multiple=None, dropout_rate=None)
     events = []
     progressive = ProgressiveLearning(schedule, _indexed_dataset_fn(events, endless=endless), steps_per_epoch=3, verbose=0)
     batches = [(int(x.shape[1]), [int(i) for i in y]) for x, y in progressive.dataset.take(18)]
@@ -293,7 +293,7 @@ def test_steps_per_epoch_stream_continues_through_each_stage_and_releases_finish
 def test_step_schedule_maps_stages_onto_epochs_of_steps_per_epoch(tiny_spec):
     # Stages cover steps [0, 10), [10, 20), [20, 30); epochs of 4 steps start at 0, 4, ..., 28 and take
     # the stage in effect there.
-    schedule = progressive_schedule(tiny_spec, "paper", total_steps=30, num_stages=3, image_size=(32, 48), dropout_rate=None)
+    schedule = progressive_schedule(tiny_spec, "paper", total_steps=30, num_stages=3, image_size=(32, 48), size_multiple=None, dropout_rate=None)
     with pytest.raises(ValueError, match="pass steps_per_epoch"):
         ProgressiveLearning(schedule, _indexed_dataset_fn([]))
     progressive = ProgressiveLearning(schedule, _indexed_dataset_fn([]), steps_per_epoch=4, verbose=0)
@@ -335,7 +335,7 @@ class _Interrupt(keras.callbacks.Callback):
 
 
 def test_fit_with_steps_per_epoch_starts_every_stage_with_its_own_batches(tiny_spec, tmp_path):
-    schedule = progressive_schedule(tiny_spec, "paper", total_epochs=6, num_stages=3, image_size=(32, 48), dropout_rate=(0.0, 0.4))
+    schedule = progressive_schedule(tiny_spec, "paper", total_epochs=6, num_stages=3, image_size=(32, 48), size_multiple=None, dropout_rate=(0.0, 0.4))
     logs, traces = [], []
 
     def run(extra_callbacks):

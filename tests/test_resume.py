@@ -26,8 +26,8 @@ RUNNER = os.path.join(ROOT, "tests", "train_runner.py")
 # 3 epochs, one per stage (32, 36, 40 px), one step each: the smallest run with every stage.
 OVERRIDES = ",".join([
     "train.epochs=3", "train.steps_per_epoch=1", "train.batch_size=16", "progressive.num_stages=3",
-    "progressive.image_size=[32,40]", "data.source_options.image_size=40", "data.eval_size=32",
-    "eval.batch_size=180", "data.cache=false",
+    "progressive.image_size=[32,40]", "progressive.size_multiple=null", "data.source_options.image_size=40",
+    "data.eval_size=32", "eval.batch_size=180", "data.cache=false",
 ])
 
 

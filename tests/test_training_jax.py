@@ -151,7 +151,7 @@ def test_train_py_runs_the_demo_recipe_on_jax_over_two_devices(tmp_path):
     then eval mode on one device, and export of the JAX-trained file on TensorFlow."""
     model_dir = tmp_path / "run"
     overrides = ["train.epochs=3", "train.steps_per_epoch=4", "progressive.num_stages=3", "progressive.image_size=[32,48]",
-                 "eval.validation_freq=1"]
+                 "progressive.size_multiple=null", "eval.validation_freq=1"]
     jax_env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
     two_devices = dict(jax_env, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     interrupted = subprocess.run([sys.executable, "-c", INTERRUPTED_RUN, str(model_dir), json.dumps(overrides)],

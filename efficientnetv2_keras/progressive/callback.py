@@ -9,19 +9,25 @@ in one of two ways:
   finite stage pipelines, steered by an epoch variable that `on_epoch_begin` sets, so every batch
   of an epoch comes from that epoch's stage. The epoch's iterator, with every buffer of its stage
   pipeline, is dropped at the end of the epoch.
-* `steps_per_epoch=N` (pass the same N to `fit`): Keras keeps one iterator for the whole run, so
-  switching on a variable would go wrong: prefetched batches of the old stage would start the new
-  one. Instead the dataset is a fixed sequence: for each run of epochs that share a stage, N
-  batches per epoch from that stage's (repeated) pipeline, continuing through the data from epoch
-  to epoch (epochs may be shorter than one pass). Which batch belongs to which stage is decided
-  by its position, not by timing. A stage's pipeline is started when its first batch is needed
-  and released (iterator, shuffle and prefetch buffers) when its last batch has been read.
+* `steps_per_epoch=N` (pass `progressive.steps_per_epoch` to `fit`): Keras keeps one iterator for
+  the whole run, so switching on a variable would go wrong: prefetched batches of the old stage
+  would start the new one. Instead the dataset is a fixed sequence: for each run of steps that share
+  a stage, that many batches from the stage's (repeated) pipeline, continuing through the data from
+  epoch to epoch (epochs may be shorter than one pass). Which batch belongs to which stage is
+  decided by its position, not by timing. A stage's pipeline is started when its first batch is
+  needed and released (iterator, shuffle and prefetch buffers) when its last batch has been read.
+  Stages with their own batch size (`batch_scaling`) train round(L_i N / k_i) steps each, their
+  range's data (`ProgressiveSchedule.fit_layout`), in fit epochs of `progressive.steps_per_epoch`
+  steps (near N); a stage then starts at its step, possibly inside a fit epoch.
 
 The model-side regularizers (head dropout, stochastic depth) are Keras variables set in
-`on_epoch_begin` (`set_regularization`), read by the already compiled train step.
+`on_epoch_begin`, or `on_train_batch_begin` for a stage that starts inside an epoch
+(`set_regularization`), read by the already compiled train step.
 
-Weights, optimizer state, the LR schedule and EMA simply carry over: it is one `fit`. The callback
-touches neither the model's train step nor the trainer, so it works the same on the TensorFlow,
+Weights, optimizer state, the LR schedule and EMA simply carry over: it is one `fit`. Batch-scaled
+stages put the optimizer's learning rate (a float or a `LearningRateSchedule`) under their rule when
+`fit` starts: x the stage's lr_scale, the schedule over training progress (`progressive.learning_rate`).
+The callback touches neither the model's train step nor the trainer, so it works the same on the TensorFlow,
 JAX and PyTorch backends (the stage pipelines are tf.data, which every Keras backend's `fit` reads).
 On TensorFlow the train step sees images of shape [batch, None, None, 3] and is traced once; XLA
 (`jit_compile=True`, and always on JAX) compiles once per stage's image size. A run resumed by `keras.callbacks.BackupAndRestore` starts at
@@ -58,8 +64,8 @@ class ProgressiveLearning(keras.callbacks.Callback):
     Epochs of a fixed number of steps (e.g. shorter than one pass over a huge dataset), each stage
     one endless stream (`build_dataset(repeat=True, position=progressive.stream_position(...))`):
         progressive = ProgressiveLearning(schedule, dataset_fn, steps_per_epoch=1000)
-        model.fit(progressive.dataset, epochs=progressive.epochs, steps_per_epoch=1000,
-                  callbacks=[progressive])
+        model.fit(progressive.dataset, epochs=progressive.epochs,
+                  steps_per_epoch=progressive.steps_per_epoch, callbacks=[progressive])
 
     Args:
       schedule: a `ProgressiveSchedule` (epochs; a step schedule needs `steps_per_epoch`).
@@ -69,17 +75,20 @@ class ProgressiveLearning(keras.callbacks.Callback):
         it must be finite: one pass is one epoch. With `steps_per_epoch` it may be finite (it is
         repeated) or repeated already (`build_dataset(repeat=True)`). It may take a second
         argument, the `tf.distribute.InputContext`, for `distribute()`.
-      steps_per_epoch: batches per epoch; give `fit` the same `steps_per_epoch`. Each stage then
-        reads its pipeline continuously over its epochs, N batches per epoch. Needed for step
-        schedules: the epoch starting at step e*N takes the stage in effect there (stage
-        boundaries are rounded to epoch starts).
+      steps_per_epoch: batches per epoch (of the base batch: examples // batch_size for an epoch of
+        data); give `fit` `progressive.steps_per_epoch`. Each stage then reads its pipeline
+        continuously over its epochs. Needed for step schedules: the epoch starting at step e*N
+        takes the stage in effect there (stage boundaries are rounded to epoch starts). Needed for
+        batch-scaled schedules, whose stages take `schedule.fit_layout(steps_per_epoch)`'s steps.
       verbose: print a line when a stage starts.
     Attributes:
       current_stage: the `Stage` in effect.
       epoch: a tf.Variable holding the epoch being trained, set before Keras makes its iterator (for
         `build_dataset(epoch=...)`); `stream_position` gives the `position=` of the steps layout.
-      epochs: the epochs the schedule covers, for `fit(epochs=...)`: `schedule.total`, or for a step
-        schedule ceil(total steps / steps_per_epoch).
+      epochs: the epochs the schedule covers, for `fit(epochs=...)`: `schedule.total`, for a step
+        schedule ceil(total steps / steps_per_epoch), for batch-scaled stages the layout's epochs.
+      steps_per_epoch: fit's `steps_per_epoch`: the one given, or the layout's for batch-scaled stages.
+      layout: the batch-scaled stages' `FitLayout` (None otherwise).
     """
 
     def __init__(self, schedule, dataset_fn, steps_per_epoch=None, verbose=1):
@@ -95,20 +104,26 @@ class ProgressiveLearning(keras.callbacks.Callback):
             )
         self.schedule = schedule
         self.dataset_fn = dataset_fn
+        self.layout = schedule.fit_layout(int(steps_per_epoch)) if schedule.batch_scaled and steps_per_epoch else None
         self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
+        if self.layout is not None:
+            self.steps_per_epoch, self.epochs = self.layout.steps_per_epoch, self.layout.epochs
+        else:
+            self.epochs = schedule.total if schedule.unit == "epoch" else -(-schedule.total // self.steps_per_epoch)
         self.verbose = verbose
         self.current_stage = None
         self._dataset = None
         self._pass_batches = None  # batches per epoch of one-pass stage pipelines, when known
-        self.epochs = schedule.total if schedule.unit == "epoch" else -(-schedule.total // self.steps_per_epoch)
-        # The stage of every epoch, looked up by the dataset at run time (epochs past the end keep
-        # the last stage).
+        self._first_step = 0  # the first step of the epoch being trained (steps_per_epoch layout)
+        # The stage of every epoch (at its first step), looked up by the dataset at run time (epochs
+        # past the end keep the last stage).
         self._stage_of_epoch = [self.stage_for_epoch(epoch).index for epoch in range(self.epochs)]
+        self._runs = self._step_runs() if self.steps_per_epoch else None
         with tf.init_scope():  # plain host variables, also when created under a strategy scope
             # The epoch being trained, set before Keras makes the epoch's iterator: stage pipelines read
             # it (build_dataset(epoch=progressive.epoch)) to draw that epoch's pass.
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="progressive_epoch")
-            # steps_per_epoch layout: the epoch at which the run of epochs being started begins.
+            # steps_per_epoch layout: the step at which the run of steps being started begins.
             self._run_start = tf.Variable(0, dtype=tf.int64, trainable=False, name="progressive_run_start")
 
     # -- the dataset ---------------------------------------------------------------------------
@@ -183,15 +198,23 @@ class ProgressiveLearning(keras.callbacks.Callback):
             switching = switching.apply(tf.data.experimental.assert_cardinality(self._pass_batches))
         return switching
 
-    def _fixed_steps_per_epoch(self, datasets):
-        # Runs of epochs with the same stage: (stage, first epoch, end epoch); the last run is
-        # open-ended, so fit(epochs > schedule.total) keeps the last stage, as without steps_per_epoch.
-        runs = []
+    def _step_runs(self):
+        """Runs of steps with the same stage, [stage index, first step, end step]: the layout's stages,
+        else runs of epochs. The last run is open-ended in the dataset, so fit(epochs > self.epochs)
+        keeps the last stage, as without steps_per_epoch."""
+        if self.layout is not None:
+            return [[index, first, first + steps]
+                    for index, (first, steps) in enumerate(zip(self.layout.stage_starts, self.layout.stage_steps))]
+        runs, steps = [], self.steps_per_epoch
         for epoch, stage in enumerate(self._stage_of_epoch):
             if runs and runs[-1][0] == stage:
-                runs[-1][2] = epoch + 1
+                runs[-1][2] = (epoch + 1) * steps
             else:
-                runs.append([stage, epoch, epoch + 1])
+                runs.append([stage, epoch * steps, (epoch + 1) * steps])
+        return runs
+
+    def _fixed_steps_per_epoch(self, datasets):
+        runs = self._runs
         stages, firsts, ends = (tf.constant(column, tf.int64) for column in zip(*runs))
         is_last = tf.range(len(runs)) == len(runs) - 1
         repeated = [dataset.repeat() for dataset in datasets]
@@ -199,16 +222,16 @@ class ProgressiveLearning(keras.callbacks.Callback):
 
         def run_batches(stage, first, end, last):
             # Evaluated when the run is reached, i.e. after on_epoch_begin of the first epoch of
-            # this fit: a resumed fit starts inside its run, later runs start at their first epoch.
-            start = tf.maximum(first, self.epoch.read_value())
+            # this fit: a resumed fit starts inside its run, later runs start at their first step.
+            start = tf.maximum(first, self.epoch.read_value() * steps)
             with tf.control_dependencies([self._run_start.assign(start)]):  # for stream_position
-                count = tf.where(last, tf.constant(-1, tf.int64), (end - start) * steps)
+                count = tf.where(last, tf.constant(-1, tf.int64), end - start)
             choice = tf.data.Dataset.from_tensors(stage).repeat()
             # Only the chosen pipeline is read; the others' iterators are made but never started.
             return tf.data.Dataset.choose_from_datasets(repeated, choice).take(count)
 
         plan = tf.data.Dataset.from_tensor_slices((stages, firsts, ends, is_last))
-        plan = plan.filter(lambda stage, first, end, last: last | (end > self.epoch.read_value()))
+        plan = plan.filter(lambda stage, first, end, last: last | (end > self.epoch.read_value() * steps))
         # Options (determinism, threading) reach the stream from its direct inputs only; the stage
         # pipelines are inside flat_map, so pass theirs on.
         options = datasets[0].options()
@@ -229,18 +252,35 @@ class ProgressiveLearning(keras.callbacks.Callback):
         if self.steps_per_epoch is None:
             raise ValueError("stream_position is for ProgressiveLearning(steps_per_epoch=N); with one pass per epoch "
                              "build the stage pipelines with epoch=progressive.epoch.")
-        of_stage = tf.constant([index == stage.index for index in self._stage_of_epoch], tf.int64)
-        beyond = int(stage.index == self._stage_of_epoch[-1])  # fit past the schedule keeps the last stage
-        per_epoch = self.steps_per_epoch * examples_per_step
+        runs = [(first, end) for index, first, end in self._runs if index == stage.index]
+        if self._runs[-1][0] == stage.index:  # fit past the schedule keeps the last stage
+            runs[-1] = (runs[-1][0], np.iinfo(np.int64).max)
+        firsts = tf.constant([first for first, _ in runs], tf.int64, shape=[len(runs)])
+        lengths = tf.constant([end - first for first, end in runs], tf.int64, shape=[len(runs)])
 
         def position():
+            # The steps of this stage's runs before the step the run being started begins at.
             start = self._run_start.read_value()
-            past_end = tf.maximum(start - len(self._stage_of_epoch), 0) * beyond
-            return (tf.reduce_sum(of_stage[:start]) + past_end) * per_epoch
+            return tf.reduce_sum(tf.clip_by_value(start - firsts, 0, lengths)) * examples_per_step
 
         return position
 
     # -- the callback --------------------------------------------------------------------------
+
+    def set_model(self, model):
+        # fit calls this before any callback's on_train_begin (BackupAndRestore restores there), so the
+        # optimizer's variables are the same in the run that saves a backup and in the one restoring it.
+        super().set_model(model)
+        if self.schedule.batch_scaled and getattr(model, "optimizer", None) is not None:
+            if self.layout is None:
+                raise ValueError(
+                    "Batch-scaled stages need ProgressiveLearning(schedule, dataset_fn, steps_per_epoch=N), N = "
+                    "examples // base batch (one-pass epochs would differ in length), and "
+                    "fit(progressive.dataset, steps_per_epoch=progressive.steps_per_epoch, epochs=progressive.epochs)."
+                )
+            from efficientnetv2_keras.progressive.learning_rate import scale_learning_rate
+
+            scale_learning_rate(model.optimizer, self.schedule, self.layout)
 
     def on_train_begin(self, logs=None):
         self.current_stage = None
@@ -276,10 +316,11 @@ class ProgressiveLearning(keras.callbacks.Callback):
                 )
             return
         if fit_steps != self.steps_per_epoch:
+            laid_out = " (its batch-scaled stages' fit_layout)" if self.layout is not None else ""
             raise ValueError(
-                f"ProgressiveLearning(steps_per_epoch={self.steps_per_epoch}) lays out {self.steps_per_epoch} "
-                f"batches per epoch, but fit runs {fit_steps or 'one pass of the dataset'} per epoch: call "
-                "fit(progressive.dataset, steps_per_epoch=progressive.steps_per_epoch, ...)."
+                f"ProgressiveLearning lays out {self.steps_per_epoch} batches per epoch{laid_out}, but fit runs "
+                f"{fit_steps or 'one pass of the dataset'} per epoch: call fit(progressive.dataset, "
+                "steps_per_epoch=progressive.steps_per_epoch, epochs=progressive.epochs, ...)."
             )
         per_execution = int(getattr(self.model, "steps_per_execution", 1) or 1)
         if self.steps_per_epoch % per_execution:
@@ -290,12 +331,27 @@ class ProgressiveLearning(keras.callbacks.Callback):
             )
 
     def stage_for_epoch(self, epoch):
+        """The stage in effect at the first step of `epoch` (0-based)."""
+        if self.layout is not None:
+            return self.schedule.stages[self.layout.stage_index_at(epoch * self.steps_per_epoch)]
         position = epoch * self.steps_per_epoch if self.schedule.unit == "step" else epoch
         return self.schedule.stage_at(min(position, self.schedule.total - 1))
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch.assign(epoch)  # read by the dataset (before this epoch's first batch)
-        stage = self.stage_for_epoch(epoch)
+        self._first_step = epoch * (self.steps_per_epoch or 0)
+        self._enter(self.stage_for_epoch(epoch), f"epoch {epoch + 1} runs")
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # Batch-scaled stages start at their own step, which may fall inside a fit epoch.
+        if self.layout is None:
+            return
+        step = self._first_step + batch
+        stage = self.schedule.stages[self.layout.stage_index_at(step)]
+        self._enter(stage, f"step {batch + 1} of epoch {self._first_step // self.steps_per_epoch + 1} starts")
+
+    def _enter(self, stage, where):
+        """Makes `stage` the one in effect (its model-side regularization), saying so when verbose."""
         if stage is self.current_stage:
             return
         if stage.dropout_rate is not None or stage.survival_prob is not None:
@@ -305,7 +361,7 @@ class ProgressiveLearning(keras.callbacks.Callback):
             settings = ", ".join(
                 f"{field} {getattr(stage, field):g}" for field in LOGGED_FIELDS if getattr(stage, field) is not None
             )
-            print(f"\nProgressive learning: epoch {epoch + 1} runs stage {stage.index + 1}/{self.schedule.num_stages} ({settings})")
+            print(f"\nProgressive learning: {where} stage {stage.index + 1}/{self.schedule.num_stages} ({settings})")
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or self.current_stage is None:

@@ -18,6 +18,17 @@ Any regularizer's range can be overridden: `image_size=(128, 256)`, `dropout_rat
 `randaug_magnitude=10` (a constant), `survival_prob=(1.0, 0.8)` (stochastic depth is not scheduled
 unless asked). Fractional sizes are truncated to integers, as the released code does.
 
+Stage sizes the network rewards (`size_multiple`, default 16; None keeps Algorithm 1's sizes): the
+network has stride 32 with "same" padding, so a feature map is ceil(size / 2^k) and 40 px ends at
+2x2 like 48 px. Measured on B0: a 40 px train step costs 88-95 % of a 48 px one (MACs per pixel vs
+32 px: 40 px 1.38x, 48 1.09, 56 1.05, 64 0.90, 72 1.11, 80 0.98; multiples of 16 are all <= 1.09).
+So the stages between the first and the last below `SIZE_ROUNDING_BELOW` (128 px) are rounded to the
+nearest multiple of 16, ties to the smaller size (the cheaper stage), kept within the first and last
+stage's sizes; sizes may repeat (regularization still grows with the stage index). The first and last
+stage keep their sizes, and so do sizes >= 128 px: the paper's and the released code's sizes there
+(V2-S: 185/242/300 and 171/214/257) waste only 4-10 % against the nearest multiple of 16, so both
+presets are unchanged by the rule; it changes small custom stages (`image_size=(32, 48)`).
+
 Per-stage batch size (`batch_scaling=True`, our extension of Algorithm 1; neither the paper nor the
 released code changes the batch): a small image needs less activation memory and, on every device we
 measured, a small batch of small images leaves the device underused (per-step launch and framework
@@ -35,10 +46,14 @@ count and capped at `max_batch_size`. `Stage.batch_ratio` = B_i / B. The learnin
            sqrt(k); RMSprop, Adam and AdamW apply that per stage (`training.optimizers.StepUpdateMixin`).
            The recipes pick it for adaptive optimizers (`training.recipe`).
 
-A stage's length stays what it is in data: an epoch is still the recipe's number of steps
-(examples // B), so with k-times larger batches a stage of e epochs' worth of images takes e / k
-epochs (rounded to whole epochs, at least one). `Stage.passes` gives the data it covers, in epochs
-of B-sized steps; the learning-rate schedule and the EMA are defined over those (training progress),
+A stage's range stays what it is in data: stage i still covers Algorithm 1's L_i epochs of data
+([start, end) in epochs of B-sized steps, as without batch scaling). With N steps of the base batch
+in an epoch of data (`steps_per_epoch`, examples // B), stage i trains round(L_i N / k_i) optimizer
+steps of its batch, so it sees its L_i epochs of data to within half a step, however short the run.
+One `fit` runs those steps in epochs of a fixed length N' near N (`fit_layout`, `FitLayout`), chosen
+so that the steps fill whole epochs; a stage may start inside a fit epoch (`ProgressiveLearning`
+switches at its step). `ProgressiveSchedule.passes` gives the data a stage trains, the table's data
+column; the learning-rate schedule and the EMA are defined over the data seen (training progress),
 see `training.schedules.TrainingProgress`.
 """
 
@@ -63,6 +78,13 @@ REGULARIZERS = ("image_size", "randaug_magnitude", "mixup_alpha", "cutmix_alpha"
 MAX_RANDAUG_MAGNITUDE = 30.0
 MIN_IMAGE_SIZE = 32
 BATCH_MULTIPLE = 8  # stage batch sizes are multiples of this (and of the replica count)
+# Stage sizes below SIZE_ROUNDING_BELOW are rounded to multiples of SIZE_MULTIPLE (module docstring:
+# B0's train step and MACs per pixel, measured with `effnetv2-benchmark --sections=stages`).
+SIZE_MULTIPLE = 16
+SIZE_ROUNDING_BELOW = 128
+# Batch-scaled stages in one fit (`fit_layout`): fit's epoch length may leave the last stage this
+# share of its steps over or under, so that epochs stay near one epoch of data in steps.
+LAST_STAGE_SLACK = 0.005
 LR_SCALING_RULES = ("linear", "sqrt")  # batch_scaling's learning-rate rules (module docstring)
 # The square-root rule's floor for a scaled moment decay 1 - k (1 - beta): 0.5 averages over about
 # 1 / (1 - 0.5) = 2 steps; the rule itself has no value once k (1 - beta) >= 1
@@ -107,6 +129,11 @@ class ProgressiveSchedule:
     seed: int = 0
     batch_size: Optional[int] = None  # the base batch (batch_ratio 1): set when stages have their own batch
     lr_scaling: str = "linear"  # the rule that gave each stage's lr_scale (module docstring)
+    size_multiple: Optional[int] = None  # stage sizes below SIZE_ROUNDING_BELOW rounded to multiples of it
+    planned_sizes: tuple = ()  # Algorithm 1's sizes before that rounding (empty: none was asked)
+    # Steps of the base batch in one epoch of data (examples // batch_size), when known: batch-scaled
+    # stages are then laid out in optimizer steps (`fit_layout`) and the table shows them.
+    steps_per_epoch: Optional[int] = None
 
     def __post_init__(self):
         _validate(self)
@@ -134,15 +161,31 @@ class ProgressiveSchedule:
         return any(s.batch_size is not None for s in self.stages)
 
     def passes(self, stage):
-        """The data `stage` covers, in epochs (steps) of the base batch: its length x batch_ratio."""
-        return (stage.end - stage.start) * stage.batch_ratio
+        """The data `stage` trains, in epochs (steps) of the base batch: its range, or for batch-scaled
+        stages laid out in steps (`steps_per_epoch` known) its steps x batch_ratio / steps_per_epoch."""
+        if self.batch_scaled and self.steps_per_epoch:
+            return self.fit_layout().data(stage.index)
+        return float(stage.end - stage.start)
+
+    def fit_layout(self, steps_per_epoch=None):
+        """The `FitLayout` of batch-scaled stages: each stage's optimizer steps and fit's epochs.
+
+        steps_per_epoch: steps of the base batch in one epoch of data (default: the schedule's own);
+        in a step schedule, the fit epoch length to aim for.
+        """
+        steps_per_epoch = steps_per_epoch or self.steps_per_epoch
+        if not self.batch_scaled or not steps_per_epoch:
+            raise ValueError("fit_layout is for batch-scaled schedules (batch_scaling=True) and needs steps_per_epoch: "
+                             "the steps of the base batch in one epoch of data (examples // batch_size).")
+        return layout_stage_steps(self.stages, int(steps_per_epoch), self.unit)
 
     def table(self):
         """The schedule as a text table."""
         # Ranges are 1-based and inclusive, like Keras' "Epoch 1/350" progress bar.
         header = f"{self.unit + 's':>13} | size | RandAug | mixup | cutmix | dropout | survival"
+        layout = self.fit_layout() if self.batch_scaled and self.steps_per_epoch else None
         if self.batch_scaled:
-            header += f" | batch | LR x | data ({self.unit}s of batch {self.batch_size})"
+            header += " | batch | LR x" + (" | steps" if layout else "") + f" | data ({self.unit}s of batch {self.batch_size})"
         lines = [
             f"Progressive learning: {self.model_name or 'custom'}, preset {self.preset!r}, "
             f"{self.num_stages} stages over {self.total} {self.unit}s"
@@ -157,7 +200,8 @@ class ProgressiveSchedule:
                 f"{s.mixup_alpha:>5.3f} | {s.cutmix_alpha:>6.3f} | {_fmt(s.dropout_rate):>7} | {_fmt(s.survival_prob):>8}"
             )
             if self.batch_scaled:
-                line += f" | {s.batch_size or '-':>5} | {s.lr_scale:>4.2f} | {self.passes(s):.2f}"
+                line += f" | {s.batch_size or '-':>5} | {s.lr_scale:>4.2f}"
+                line += (f" | {layout.stage_steps[s.index]:>5}" if layout else "") + f" | {self.passes(s):.2f}"
             lines.append(line)
         if self.batch_scaled:
             k = f"k = batch / {self.batch_size}"
@@ -167,7 +211,23 @@ class ProgressiveSchedule:
                     if self.lr_scaling == "sqrt" else
                     f"Linear scaling rule (Goyal et al. 2017), {k}: LR x k.")
             lines += ["Batch grows as the image shrinks (same activation memory, batch ~ 1/size^2).", rule]
+            lines.append(layout.describe(self.batch_size) if layout else
+                         f"Stage steps follow from the steps per {self.unit} of data (steps_per_epoch): each stage "
+                         "then trains its range's data to within half a step.")
+        rounded = self.rounded_sizes()
+        if rounded:
+            changes = ", ".join(f"stage {index + 1}: {planned} -> {size}" for index, planned, size in rounded)
+            lines.append(
+                f"Sizes below {SIZE_ROUNDING_BELOW} px rounded to multiples of {self.size_multiple} ({changes}): "
+                "a stride-32 network pads 40 px up to the cost of 48 px."
+            )
         return "\n".join(lines)
+
+    def rounded_sizes(self):
+        """(stage index, Algorithm 1's size, the stage's size) for every stage whose size `size_multiple`
+        rounded."""
+        return [(s.index, planned, s.image_size) for s, planned in zip(self.stages, self.planned_sizes)
+                if planned != s.image_size]
 
     __str__ = table
 
@@ -201,6 +261,90 @@ class ProgressiveSchedule:
         figure.savefig(path, dpi=110)
         plt.close(figure)
         return path
+
+
+@dataclasses.dataclass(frozen=True)
+class FitLayout:
+    """How one `fit` trains batch-scaled stages (`ProgressiveSchedule.fit_layout`).
+
+    Stage i runs `stage_steps[i]` optimizer steps of `ratios[i]` x the base batch, one stage after the
+    other, and fit runs all of them as `epochs` epochs of `steps_per_epoch` steps: a stage may start
+    inside a fit epoch. `base_steps` is the schedule's unit in steps of the base batch: one epoch of
+    data, or 1 in a step schedule.
+    """
+
+    stage_steps: tuple
+    ratios: tuple
+    steps_per_epoch: int
+    epochs: int
+    base_steps: int
+    unit: str = "epoch"
+
+    @property
+    def total_steps(self):
+        return sum(self.stage_steps)
+
+    @property
+    def stage_starts(self):
+        """The first optimizer step (0-based) of each stage."""
+        return tuple(int(start) for start in np.cumsum((0,) + self.stage_steps[:-1]))
+
+    def stage_index_at(self, step):
+        """The stage that optimizer step `step` (0-based) belongs to; steps past the end keep the last."""
+        return int(np.searchsorted(self.stage_starts, step, side="right")) - 1
+
+    def data(self, index):
+        """The data stage `index` trains, in the schedule's unit (epochs of the base batch)."""
+        return self.stage_steps[index] * self.ratios[index] / self.base_steps
+
+    def data_after(self, steps):
+        """The data the first `steps` optimizer steps train, in the schedule's unit (steps past the end
+        continue the last stage)."""
+        seen = 0.0
+        for index, (start, length) in enumerate(zip(self.stage_starts, self.stage_steps)):
+            done = max(steps - start, 0)
+            seen += (done if index == len(self.stage_steps) - 1 else min(done, length)) * self.ratios[index]
+        return seen / self.base_steps
+
+    def describe(self, batch_size):
+        data = (f"an epoch of data is {self.base_steps} steps of batch {batch_size}" if self.unit == "epoch"
+                else f"{self.unit}s of batch {batch_size}")
+        return (f"One fit: {self.epochs} epochs of {self.steps_per_epoch} steps ({self.total_steps} steps; {data}); "
+                "each stage starts at its own step, inside a fit epoch where it falls there.")
+
+
+def layout_stage_steps(stages, steps_per_epoch, unit="epoch"):
+    """The `FitLayout` of stages with their own batch: stage i trains its range's data in
+    round(length x base steps / batch_ratio) steps (at least one); fit's epoch length is chosen near
+    `steps_per_epoch` so that whole epochs hold every step, the last stage taking the few steps'
+    difference when none does exactly (`_fit_epochs`)."""
+    base_steps = steps_per_epoch if unit == "epoch" else 1
+    steps = [max(1, math.floor((s.end - s.start) * base_steps / s.batch_ratio + 0.5)) for s in stages]
+    epochs, fit_steps = _fit_epochs(sum(steps), steps_per_epoch, steps[-1])
+    steps[-1] += epochs * fit_steps - sum(steps)
+    return FitLayout(tuple(steps), tuple(float(s.batch_ratio) for s in stages), fit_steps, epochs, base_steps, unit)
+
+
+def _fit_epochs(total, target, last_stage_steps):
+    """(epochs, steps per epoch) for `total` steps: epochs nearest `target` steps whose product misses
+    `total` by at most LAST_STAGE_SLACK of the last stage (which takes the difference), else the
+    nearest product, with epochs of target / 2 to 2 x target steps where one divides nearly enough;
+    never leaving the last stage without a step."""
+    slack = math.floor(LAST_STAGE_SLACK * last_stage_steps)
+    shortest, longest = max(1, -(-target // 2)), 2 * target
+    # The lengths that divide `total` most nearly for each epoch count, and `target` itself.
+    counts = range(max(1, total // longest), total // shortest + 2)
+    lengths = {target} | {max(1, total // epochs + extra) for epochs in counts for extra in (0, 1)}
+    candidates = []
+    for length in lengths:
+        epochs = max(1, math.floor(total / length + 0.5))
+        difference = epochs * length - total
+        if last_stage_steps + difference >= 1:
+            # Within the slack the length nearest `target` wins; beyond it, the smallest difference.
+            beyond = max(abs(difference) - slack, 0)
+            candidates.append((beyond, abs(length - target), abs(difference), epochs, length))
+    *_, epochs, length = min(candidates)
+    return epochs, length
 
 
 def _fmt(value):
@@ -252,6 +396,10 @@ def _validate(schedule):
                 raise ValueError(f"Stage {stage.index}: {name} must be > 0, got {getattr(stage, name)}.")
     if schedule.lr_scaling not in LR_SCALING_RULES:
         raise ValueError(f"lr_scaling must be one of {LR_SCALING_RULES}, got {schedule.lr_scaling!r}.")
+    _check_size_multiple(schedule.size_multiple)
+    if schedule.planned_sizes and len(schedule.planned_sizes) != len(schedule.stages):
+        raise ValueError(f"planned_sizes needs one size per stage, got {len(schedule.planned_sizes)} for "
+                         f"{len(schedule.stages)} stages.")
     if schedule.random_resize_every is not None and schedule.random_resize_every < 1:
         raise ValueError(
             f"random_resize_every must be a positive number of {schedule.unit}s (the schedule's unit), got "
@@ -266,6 +414,28 @@ def _interpolate(low, high, i, num_stages, official_size=False):
     if num_stages == 1:
         return high
     return low + (high - low) * i / (num_stages - 1)
+
+
+def _check_size_multiple(multiple):
+    if multiple is not None and (isinstance(multiple, bool) or not isinstance(multiple, (int, np.integer)) or multiple < 1):
+        raise ValueError(f"size_multiple must be a positive integer (16: stage sizes a stride-32 network rewards) or "
+                         f"None (Algorithm 1's sizes), got {multiple!r}.")
+
+
+def round_stage_sizes(sizes, multiple=SIZE_MULTIPLE, below=SIZE_ROUNDING_BELOW):
+    """Stage sizes the network rewards (module docstring): each stage between the first and the last
+    whose size is below `below` goes to the nearest multiple of `multiple` (ties to the smaller, the
+    cheaper stage), kept within the first and last stage's sizes. `multiple` None: `sizes` unchanged."""
+    sizes = [int(size) for size in sizes]
+    if multiple is None or len(sizes) < 3:
+        return sizes
+    low, high = min(sizes[0], sizes[-1]), max(sizes[0], sizes[-1])
+    rounded = list(sizes)
+    for index in range(1, len(sizes) - 1):
+        if sizes[index] < below:
+            nearest = multiple * math.ceil(sizes[index] / multiple - 0.5)  # x.5 goes down: 40 -> 32
+            rounded[index] = min(max(nearest, low), high)
+    return rounded
 
 
 def _preset_ranges(spec, preset):
@@ -320,6 +490,8 @@ def progressive_schedule(
     max_batch_size=None,
     num_replicas=1,
     lr_scaling="linear",
+    size_multiple=SIZE_MULTIPLE,
+    steps_per_epoch=None,
     **overrides,
 ):
     """Builds the stages of progressive learning with adaptive regularization.
@@ -337,29 +509,28 @@ def progressive_schedule(
         stage then records it (`Stage.batch_size`).
       batch_scaling: grow the batch as the image shrinks, B_i = batch_size * (S_max / S_i)^2 rounded to
         a multiple of lcm(8, num_replicas) and capped at max_batch_size, with the learning rate
-        scaled by `lr_scaling` (module docstring). Stage lengths shrink by B_i / batch_size so each
-        stage still covers the same data; `total` is then fewer epochs (steps) than asked.
+        scaled by `lr_scaling` (module docstring). Stage ranges stay the data they cover; each stage
+        trains it in B_i / batch_size times fewer steps (`fit_layout`).
       max_batch_size: the largest stage batch (e.g. what fits in memory at the first stage's size;
         None: no cap).
       num_replicas: replicas the global batch is split over (stage batches are multiples of it).
       lr_scaling: "linear" (LR x B_i / batch_size, for SGD) or "sqrt" (LR x sqrt(B_i / batch_size),
         for RMSprop and Adam); module docstring.
+      size_multiple: round the stages between the first and the last below 128 px to multiples of it
+        (default 16: a stride-32 network pads 40 px up to the cost of 48 px; module docstring); None
+        keeps Algorithm 1's sizes. The table says which stages it changed.
+      steps_per_epoch: steps of the base batch in one epoch of data (examples // batch_size), when
+        known: the table then shows each batch-scaled stage's steps and the data they train.
       **overrides: a (min, max) pair or a constant for any of image_size, randaug_magnitude,
         mixup_alpha, cutmix_alpha, dropout_rate, survival_prob; None turns a regularizer's schedule
         off (dropout/survival left to the model; augmentation off).
     """
     spec = get_model_spec(model_name)
-    if (total_epochs is None) == (total_steps is None):
-        raise ValueError("Give exactly one of total_epochs or total_steps.")
-    unit, total = ("epoch", total_epochs) if total_epochs is not None else ("step", total_steps)
-    if not isinstance(num_stages, int) or num_stages < 1:
-        raise ValueError(f"num_stages must be a positive integer, got {num_stages!r}.")
-    if not isinstance(total, int) or total < num_stages:
-        raise ValueError(
-            f"total_{unit}s must be an integer >= num_stages ({num_stages}) so every stage gets at "
-            f"least one {unit}, got {total!r}."
-        )
+    unit, total = _schedule_length(total_epochs, total_steps, num_stages)
     _check_batch_options(batch_size, batch_scaling, max_batch_size, num_replicas, random_resize_every)
+    _check_size_multiple(size_multiple)
+    if steps_per_epoch is not None and not _positive_int(steps_per_epoch):
+        raise ValueError(f"steps_per_epoch must be a positive integer or None, got {steps_per_epoch!r}.")
     unknown = set(overrides) - set(REGULARIZERS)
     if unknown:
         raise ValueError(f"Unknown schedule override(s) {sorted(unknown)}; valid: {REGULARIZERS}.")
@@ -379,28 +550,23 @@ def progressive_schedule(
     official_sizes = preset == "official" and "image_size" not in overrides
     stages = []
     start = 0
-    sizes = [
+    planned_sizes = [
         int(_interpolate(*size_range, i, num_stages, official_size=official_sizes)) for i in range(num_stages)
     ]
+    sizes = round_stage_sizes(planned_sizes, size_multiple)
     for i in range(num_stages):
-        values = {}
-        for name, value_range in ranges.items():
-            if value_range is None:
-                values[name] = None if name in ("dropout_rate", "survival_prob") else 0.0
-                continue
-            value = _interpolate(*value_range, i, num_stages, official_size=official_sizes and name == "image_size")
-            values[name] = int(value) if name == "image_size" else float(value)
+        values = _regularization(ranges, i, num_stages)
+        values["image_size"] = sizes[i]
         length = int((i + 1) * total / num_stages) - int(i * total / num_stages)
         if batch_size is not None:
             stage_batch = (
                 scaled_batch_size(batch_size, values["image_size"], max(sizes), max_batch_size, num_replicas)
                 if batch_scaling else int(batch_size)
             )
-            values["batch_size"] = stage_batch
-            values["batch_ratio"] = stage_batch / batch_size
-            values["lr_scale"] = values["batch_ratio"] ** (0.5 if lr_scaling == "sqrt" else 1.0)
-            # The same data in fewer, larger steps: whole epochs (steps), at least one.
-            length = max(1, int(round(length / values["batch_ratio"])))
+            ratio = stage_batch / batch_size
+            values.update(batch_size=stage_batch, batch_ratio=ratio,
+                          lr_scale=ratio ** (0.5 if lr_scaling == "sqrt" else 1.0))
+        # The range is the stage's data; batch-scaled stages take fewer steps for it (fit_layout).
         stages.append(Stage(index=i, start=start, end=start + length, **values))
         start += length
     return ProgressiveSchedule(
@@ -413,7 +579,37 @@ def progressive_schedule(
         seed=seed,
         batch_size=None if batch_size is None else int(batch_size),
         lr_scaling=lr_scaling,
+        size_multiple=size_multiple,
+        planned_sizes=tuple(planned_sizes) if size_multiple is not None else (),
+        steps_per_epoch=steps_per_epoch,
     )
+
+
+def _schedule_length(total_epochs, total_steps, num_stages):
+    """(unit, total) from exactly one of total_epochs and total_steps, long enough for num_stages."""
+    if (total_epochs is None) == (total_steps is None):
+        raise ValueError("Give exactly one of total_epochs or total_steps.")
+    unit, total = ("epoch", total_epochs) if total_epochs is not None else ("step", total_steps)
+    if not isinstance(num_stages, int) or num_stages < 1:
+        raise ValueError(f"num_stages must be a positive integer, got {num_stages!r}.")
+    if not isinstance(total, int) or total < num_stages:
+        raise ValueError(
+            f"total_{unit}s must be an integer >= num_stages ({num_stages}) so every stage gets at "
+            f"least one {unit}, got {total!r}."
+        )
+    return unit, total
+
+
+def _regularization(ranges, index, num_stages):
+    """Stage `index`'s value of every scheduled quantity (Algorithm 1's interpolation); unscheduled
+    dropout/survival None (the model's own), unscheduled augmentation 0."""
+    values = {}
+    for name, value_range in ranges.items():
+        if value_range is None:
+            values[name] = None if name in ("dropout_rate", "survival_prob") else 0.0
+        else:
+            values[name] = float(_interpolate(*value_range, index, num_stages))
+    return values
 
 
 def scaled_batch_size(batch_size, image_size, max_image_size, max_batch_size=None, num_replicas=1):
@@ -434,10 +630,12 @@ def scaled_batch_size(batch_size, image_size, max_image_size, max_batch_size=Non
     return int(max(scaled, batch_size))
 
 
-def _check_batch_options(batch_size, batch_scaling, max_batch_size, num_replicas, random_resize_every):
-    def positive_int(value):
-        return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+def _positive_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
 
+
+def _check_batch_options(batch_size, batch_scaling, max_batch_size, num_replicas, random_resize_every):
+    positive_int = _positive_int
     if batch_size is not None and not positive_int(batch_size):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     if not positive_int(num_replicas):

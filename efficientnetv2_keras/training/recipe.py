@@ -96,13 +96,14 @@ def progressive_overrides(config):
     }
 
 
-def schedule_from_config(config, epochs, num_replicas=1):
+def schedule_from_config(config, epochs, num_replicas=1, steps_per_epoch=None):
     """The recipe's progressive-learning stages over `epochs` (None when `progressive.enabled` is off).
 
     With `progressive.batch_scaling` the stages get their own batch (train.batch_size at the last stage,
     ~1/size^2 before it, multiples of `num_replicas`, capped at `progressive.max_batch_size`) and the
-    learning-rate scale of `lr_scaling_rule(config)`. Too few epochs for `progressive.num_stages`: a
-    ConfigError naming the override that fixes it.
+    learning-rate scale of `lr_scaling_rule(config)`; with `steps_per_epoch` (base-batch steps in an
+    epoch of data) also their steps (`ProgressiveSchedule.fit_layout`), shown in the table. Too few
+    epochs for `progressive.num_stages`: a ConfigError naming the override that fixes it.
     """
     if not config.progressive.enabled:
         return None
@@ -119,6 +120,8 @@ def schedule_from_config(config, epochs, num_replicas=1):
         num_stages=config.progressive.num_stages,
         random_resize_every=config.progressive.random_resize_every,
         seed=config.runtime.seed,
+        size_multiple=config.progressive.size_multiple,
+        steps_per_epoch=steps_per_epoch,
         **batching,
         **progressive_overrides(config),
     )
@@ -136,17 +139,17 @@ def lr_scaling_rule(config):
     return "sqrt" if config.train.optimizer in ADAPTIVE_OPTIMIZERS else "linear"
 
 
-def validation_epochs(schedule, validation_freq):
-    """fit's `validation_freq` for batch-scaled stages, whose epochs cover different amounts of data:
-    the epochs (1-based) where the data seen crosses a multiple of `validation_freq` epochs of the
-    base batch, and always the last epoch."""
+def validation_epochs(layout, validation_freq):
+    """fit's `validation_freq` for batch-scaled stages (their `FitLayout`), whose fit epochs cover
+    different amounts of data: the fit epochs (1-based) where the data seen crosses a multiple of
+    `validation_freq` epochs of data, and always the last epoch."""
     epochs, seen = [], 0.0
-    for stage in schedule.stages:
-        for epoch in range(stage.start, stage.end):
-            before, seen = seen, seen + stage.batch_ratio
-            if int(seen / validation_freq + 1e-9) > int(before / validation_freq + 1e-9):
-                epochs.append(epoch + 1)
-    return sorted(set(epochs) | {schedule.total})
+    for epoch in range(1, layout.epochs + 1):
+        before, seen = seen, layout.data_after(epoch * layout.steps_per_epoch)
+        # The last stage may end a few steps short of its data (fit_layout): count a near-miss as crossed.
+        if int(seen / validation_freq + 1e-2) > int(before / validation_freq + 1e-2):
+            epochs.append(epoch)
+    return sorted(set(epochs) | {layout.epochs})
 
 
 def resolve_num_classes(config, source=None):
@@ -389,20 +392,28 @@ class Recipe:
 
     @property
     def batch_scaled(self):
-        """Stages with their own batch: fit runs `fit_epochs` epochs of `steps_per_epoch` steps, each
-        stage reading its data continuously (one-pass epochs would differ in length)."""
+        """Stages with their own batch: fit runs `fit_epochs` epochs of `fit_steps_per_epoch` steps, each
+        stage its layout's steps, reading its data continuously (one-pass epochs would differ in length)."""
         return self.progress is not None
 
     @property
+    def layout(self):
+        """Batch-scaled stages' `FitLayout` (each stage's steps, fit's epochs and their length); else None."""
+        return self.schedule.fit_layout(self.steps_per_epoch) if self.batch_scaled else None
+
+    @property
     def fit_epochs(self):
-        """fit's `epochs`: the schedule's epochs when batch-scaled (fewer: bigger early batches), else `epochs`."""
-        return self.schedule.total if self.batch_scaled else self.epochs
+        """fit's `epochs`: the layout's when batch-scaled (fewer: bigger early batches), else `epochs`."""
+        return self.layout.epochs if self.batch_scaled else self.epochs
 
     @property
     def fit_steps_per_epoch(self):
-        """fit's `steps_per_epoch`: with train.steps_per_epoch, or batch-scaled stages, epochs of that many
-        steps read the training data as one stream; else None (every epoch is one pass)."""
-        return self.steps_per_epoch if self.batch_scaled or self.config.train.steps_per_epoch else None
+        """fit's `steps_per_epoch`: with train.steps_per_epoch, or batch-scaled stages (the layout's, near
+        steps_per_epoch), epochs of that many steps read the training data as one stream; else None
+        (every epoch is one pass)."""
+        if self.batch_scaled:
+            return self.layout.steps_per_epoch
+        return self.steps_per_epoch if self.config.train.steps_per_epoch else None
 
     @property
     def validation_freq(self):
@@ -410,7 +421,7 @@ class Recipe:
         (when batch-scaled: where the data seen crosses a multiple of it, `validation_epochs`) and the last
         epoch. The checkpoint plan prints the same list."""
         freq = self.config.eval.validation_freq
-        return validation_epochs(self.schedule, freq) if self.batch_scaled else plan.validated_epochs(self.epochs, freq)
+        return validation_epochs(self.layout, freq) if self.batch_scaled else plan.validated_epochs(self.epochs, freq)
 
     @property
     def batch_size(self):
@@ -475,9 +486,11 @@ class Recipe:
 
         multi_worker = strategy is not None and _is_multi_worker(strategy)
         if self.schedule is not None:
+            # Batch-scaled stages take the steps of an epoch of data (the callback lays them out).
+            steps = self.steps_per_epoch if self.batch_scaled else self.fit_steps_per_epoch
             progressive = ProgressiveLearning(
                 self.schedule, lambda stage, context=None: self.stage_dataset(stage, context, progressive),
-                steps_per_epoch=self.fit_steps_per_epoch, verbose=verbose,
+                steps_per_epoch=steps, verbose=verbose,
             )
             return (progressive.distribute(strategy) if multi_worker else progressive.dataset), progressive
         fit_epoch = FitEpoch(self.fit_steps_per_epoch)
@@ -536,9 +549,9 @@ def resolve_recipe(config, source=None, num_replicas=1):
     steps_per_epoch, epochs, total_steps = training_steps(config, source.num_examples(train_split))
     train_size, eval_size = image_sizes(config)
     multi_label = is_multi_label(config, source)
-    schedule = schedule_from_config(config, epochs, num_replicas)
-    # Batch-scaled stages: epochs of steps_per_epoch steps (fewer of them), LR and EMA over progress.
-    progress = TrainingProgress.from_schedule(schedule, steps_per_epoch) if schedule and schedule.batch_scaled else None
+    schedule = schedule_from_config(config, epochs, num_replicas, steps_per_epoch)
+    # Batch-scaled stages: each stage's steps (fit_layout) in fewer fit epochs, LR and EMA over progress.
+    progress = TrainingProgress.from_schedule(schedule) if schedule and schedule.batch_scaled else None
     return Recipe(
         config=config, source=source, train_source=train_source, num_classes=int(source.num_classes),
         multi_label=multi_label, train_split=train_split, minival=minival, minival_info=minival_info,

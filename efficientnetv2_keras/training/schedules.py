@@ -176,12 +176,11 @@ class TrainingProgress:
         self.steps, self.ratios, self.lr_scales, self.rule = steps, ratios, lr_scales, rule
 
     @classmethod
-    def from_schedule(cls, schedule, steps_per_epoch):
-        """From a batch-scaled `ProgressiveSchedule` in epochs of `steps_per_epoch` steps (in steps: 1)."""
-        per_unit = steps_per_epoch if schedule.unit == "epoch" else 1
-        stages = schedule.stages
-        return cls([(s.end - s.start) * per_unit for s in stages], [s.batch_ratio for s in stages],
-                   [s.lr_scale for s in stages], rule=schedule.lr_scaling)
+    def from_schedule(cls, schedule, steps_per_epoch=None):
+        """From a batch-scaled `ProgressiveSchedule` whose epoch of data is `steps_per_epoch` steps of the
+        base batch (default: the schedule's): each stage's steps are its `fit_layout`'s."""
+        layout = schedule.fit_layout(steps_per_epoch)
+        return cls(layout.stage_steps, layout.ratios, [s.lr_scale for s in schedule.stages], rule=schedule.lr_scaling)
 
     @property
     def total_steps(self):
