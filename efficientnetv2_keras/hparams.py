@@ -28,8 +28,24 @@ from typing import Optional, Union
 import yaml
 
 from efficientnetv2_keras.files import atomic_write_text
-from efficientnetv2_keras.progressive.schedule import LR_SCALING_RULES, PRESETS
-from efficientnetv2_keras.progressive.schedule import REGULARIZERS as _PAIR_KEYS
+from efficientnetv2_keras.limits import (  # noqa: F401  (OPTIMIZERS ... STRATEGIES: importable from here too)
+    ACTIVATIONS,
+    AUGMENTS,
+    INPUT_NORMALIZATIONS,
+    LABEL_FORMATS,
+    LOSSES,
+    LR_SCALING_RULES,
+    LR_SCHEDULES,
+    MAX_RANDAUG_MAGNITUDE,
+    MIN_MODEL_IMAGE_SIZE,
+    MIN_PIPELINE_IMAGE_SIZE,
+    OPTIMIZERS,
+    PRECISIONS,
+    PRESETS,
+    RANDAUGMENT_OP_NAMES,
+    STRATEGIES,
+)
+from efficientnetv2_keras.limits import REGULARIZERS as _PAIR_KEYS
 
 
 def _recipes_dir():
@@ -41,22 +57,6 @@ def _recipes_dir():
 
 RECIPES_DIR = _recipes_dir()
 BASE_KEY = "base"
-
-# Choice lists shared with the code that consumes them.
-OPTIMIZERS = ("rmsprop", "sgd", "momentum", "adam", "adamw")
-LR_SCHEDULES = ("exponential", "cosine", "linear", "constant")
-LOSSES = ("softmax", "sigmoid")
-LABEL_FORMATS = ("one_hot", "multi_hot_normalized", "multi_hot", "sparse")
-AUGMENTS = ("randaug", "ft", "none")
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-STRATEGIES = ("auto", "tpu", "gpus", "multi_worker", "cpu")
-# The released RandAugment op list, in the released order (autoaugment.py `distort_image_with_randaugment`):
-# data.randaugment's RANDAUGMENT_OPS. Owned here so recipes validate without importing TensorFlow.
-RANDAUGMENT_OP_NAMES = (
-    "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color", "Contrast",
-    "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY", "Cutout", "SolarizeAdd",
-)  # fmt: skip
-ACTIVATIONS = ("silu", "swish", "relu", "relu6", "gelu", "hard_silu", "elu", "selu", "mish")
 
 Pair = Optional[Union[float, list]]  # null | a constant | [min, max]
 
@@ -99,7 +99,7 @@ class ModelConfig:
     skip_head: bool = _key(False, "Keep the new classifier when loading init_checkpoint (transfer learning).")
     input_normalization: Optional[str] = _key(
         None, "What include_preprocessing applies: imagenet (mean/std) or symmetric ((x-128)/128); null = the "
-        "variant's, or that of a converted init_checkpoint's JSON.", choices=("imagenet", "symmetric"))
+        "variant's, or that of a converted init_checkpoint's JSON.", choices=INPUT_NORMALIZATIONS)
 
 
 @dataclasses.dataclass
@@ -127,9 +127,9 @@ class DataConfig:
                                       low=1)
     train_size: Optional[Union[int, str]] = _key(
         None, "Training image size without progressive learning: null = the variant's train size, pixels, or "
-        "'eval' = eval size rounded down to 16 (finetuning, released datasets.py).", low=8)
+        "'eval' = eval size rounded down to 16 (finetuning, released datasets.py).", low=MIN_PIPELINE_IMAGE_SIZE)
     eval_size: Optional[int] = _key(None, "Evaluation image size; null = the variant's (S 384, M/L 480; §3.3).",
-                                    low=8)
+                                    low=MIN_PIPELINE_IMAGE_SIZE)
     label_format: Optional[str] = _key(
         None, "Labels: null = one_hot (multi_hot_normalized for multi-label sources), one_hot, "
         "multi_hot_normalized (21k softmax, §5.2), multi_hot (sigmoid loss), sparse.", choices=LABEL_FORMATS)
@@ -141,7 +141,7 @@ class DataConfig:
         "where ops destroy the label (no Invert/Solarize/Equalize for handwriting).", choices=RANDAUGMENT_OP_NAMES)
     randaug_magnitude: Optional[float] = _key(
         None, "RandAugment magnitude without progressive learning; null = the variant's official one; 0 = off.",
-        low=0.0, high=30.0)
+        low=0.0, high=MAX_RANDAUG_MAGNITUDE)
     mixup_alpha: Optional[float] = _key(None, "Mixup alpha without progressive learning; null = the variant's "
                                               "official one; 0 = off.", low=0.0)
     cutmix_alpha: Optional[float] = _key(None, "CutMix alpha without progressive learning; null = as mixup_alpha "
@@ -203,9 +203,9 @@ class ProgressiveConfig:
     preset: str = _key("paper", "paper (Algorithm 1 + Table 6) or official (the released code).", choices=PRESETS)
     num_stages: int = _key(4, "Stages M (§5.1: 4, about 87 epochs each).", low=1)
     image_size: Pair = _key(None, "[min, max] stage image sizes; null = the preset's (S: 128 -> 300, Table 6).",
-                            low=32)  # the schedule's smallest stage (progressive.schedule.MIN_IMAGE_SIZE)
+                            low=MIN_MODEL_IMAGE_SIZE)
     randaug_magnitude: Pair = _key(None, "[min, max] RandAugment magnitude; null = the preset's; 0 = off.",
-                                   low=0.0, high=30.0)
+                                   low=0.0, high=MAX_RANDAUG_MAGNITUDE)
     mixup_alpha: Pair = _key(None, "[min, max] mixup alpha; null = the preset's; 0 = off.", low=0.0)
     cutmix_alpha: Pair = _key(None, "[min, max] CutMix alpha; null = the preset's; 0 = off.", low=0.0)
     dropout_rate: Pair = _key(None, "[min, max] head dropout; null = the preset's.", low=0.0, high=1.0,

@@ -37,13 +37,11 @@ from efficientnetv2_keras.data.preprocessing import CROP_PADDING, TRAIN_AREA_RAN
 from efficientnetv2_keras.data.randaugment import RANDAUGMENT_OPS, RandAugment, validate_magnitude
 from efficientnetv2_keras.data.sources import Source, get_source
 from efficientnetv2_keras.data.stream import start_reader, training_examples
+from efficientnetv2_keras.limits import LABEL_FORMATS, MIN_PIPELINE_IMAGE_SIZE, MULTI_LABEL_FORMATS, augment_argument
 
 AUTOTUNE = tf.data.AUTOTUNE
-LABEL_FORMATS = ("sparse", "one_hot", "multi_hot_normalized", "multi_hot")
 DATA_FORMATS = ("channels_last", "channels_first")
-AUGMENTS = ("randaug", "ft", None)
 DEFAULT_SHUFFLE_BUFFER = 10_000  # records (encoded bytes / paths), not decoded images
-MIN_IMAGE_SIZE = 8
 
 
 def _is_int(value):
@@ -65,7 +63,7 @@ def _label_format(label_format, source, mixing):
     label_format = default_label_format(source) if label_format is None else label_format
     if label_format not in LABEL_FORMATS:
         raise ValueError(f"label_format must be one of {LABEL_FORMATS} or None, got {label_format!r}.")
-    if source.multi_label and label_format in ("sparse", "one_hot"):
+    if source.multi_label and label_format not in MULTI_LABEL_FORMATS:
         raise ValueError(
             f"{source.name} has multi-label examples; use label_format='multi_hot_normalized' (sums to 1, "
             "for softmax cross-entropy as the official 21k training) or 'multi_hot' (0/1, for sigmoid losses)."
@@ -217,7 +215,7 @@ def build_dataset(
         building once per stage, pass a Source: a name makes a new one each call (a folder is re-scanned);
         to decode and cache once for all stages, pass one `CachedSource` to every call.
       split: split name ("train", "test", "validation"/"val", tfds-style slices such as "train[:90%]").
-      image_size: output side S in pixels (>= 8).
+      image_size: output side S in pixels (>= 8, `limits.MIN_PIPELINE_IMAGE_SIZE`).
       batch_size: global batch size; with `input_context` each worker batches
         `input_context.get_per_replica_batch_size(batch_size)`.
       training: True for the training pipeline (shuffle, augmentation, mixing, drop_remainder).
@@ -261,14 +259,13 @@ def build_dataset(
         pass is position // examples per pass; the examples before it in that pass are skipped, not
         decoded); same kinds as `epoch`. For epochs of a fixed number of steps after a restart.
     """
-    if not _is_int(image_size) or image_size < MIN_IMAGE_SIZE:
-        raise ValueError(f"image_size must be an int >= {MIN_IMAGE_SIZE} (pixels per side), got {image_size!r}.")
+    if not _is_int(image_size) or image_size < MIN_PIPELINE_IMAGE_SIZE:
+        raise ValueError(f"image_size must be an int >= {MIN_PIPELINE_IMAGE_SIZE} (pixels per side), got {image_size!r}.")
     if not _is_int(batch_size) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     if not isinstance(training, bool):
         raise ValueError(f"training must be True or False, got {training!r}.")
-    if augment not in AUGMENTS:
-        raise ValueError(f"augment must be 'randaug', 'ft' or None, got {augment!r}.")
+    augment = augment_argument(augment)
     randaug_magnitude = validate_magnitude(randaug_magnitude)
     if not _is_int(randaug_layers) or randaug_layers < 0:
         raise ValueError(f"randaug_layers must be an int >= 0 (official 2), got {randaug_layers!r}.")

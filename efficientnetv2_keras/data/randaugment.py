@@ -94,10 +94,9 @@ import math
 
 import tensorflow as tf
 
-from efficientnetv2_keras.hparams import RANDAUGMENT_OP_NAMES
+from efficientnetv2_keras.limits import MAX_RANDAUG_MAGNITUDE, RANDAUGMENT_OP_NAMES
 
 MAX_LEVEL = 10.0  # released autoaugment.py `_MAX_LEVEL`: level 10 = each op's nominal maximum.
-MAX_MAGNITUDE = 30.0  # paper uses 5-25 (Table 6); the RandAugment paper's search range ends at 30.
 FILL_VALUE = 128  # released `replace_value = [128] * 3`.
 RELEASED_CONSTANTS_SIZE = 224  # image side at which the released pixel constants below were chosen.
 TRANSLATE_CONST = 100.0  # released RandAugment `translate_const` (pixels at level 10).
@@ -108,24 +107,23 @@ MAX_CUTOUT_FRACTION = 0.25  # half side of the Cutout square, of the side (relea
 MAX_BRIGHTNESS_FACTOR = 1.9  # the released level-10 factor.
 MAX_SOLARIZE_ADD = 128  # the largest addition that keeps pixels below 128 distinct.
 
-# The released op list, in the released order (autoaugment.py `distort_image_with_randaugment`); the recipe
-# schema owns it (hparams validates `data.randaug_ops` against it without importing TensorFlow).
+# The released op list, in the released order (`limits`: the recipe schema validates data.randaug_ops
+# against the same tuple without importing TensorFlow).
 RANDAUGMENT_OPS = RANDAUGMENT_OP_NAMES
-MAGNITUDE_FREE_OPS = ("AutoContrast", "Equalize", "Invert")
 
 
 def validate_magnitude(magnitude) -> float:
     """Returns `magnitude` as a float, or raises a ValueError that says what range is valid."""
     if isinstance(magnitude, bool) or not isinstance(magnitude, (int, float)):
         raise ValueError(
-            f"RandAugment magnitude must be a Python number in [0, {MAX_MAGNITUDE:g}] (the paper uses "
+            f"RandAugment magnitude must be a Python number in [0, {MAX_RANDAUG_MAGNITUDE:g}] (the paper uses "
             f"5-25, Table 6), got {magnitude!r}. The pipeline is rebuilt per progressive stage, so pass "
             "the stage's magnitude as a float."
         )
     magnitude = float(magnitude)
-    if not 0.0 <= magnitude <= MAX_MAGNITUDE or math.isnan(magnitude):
+    if not 0.0 <= magnitude <= MAX_RANDAUG_MAGNITUDE or math.isnan(magnitude):
         raise ValueError(
-            f"RandAugment magnitude must be in [0, {MAX_MAGNITUDE:g}] (the paper uses 5-25, Table 6; "
+            f"RandAugment magnitude must be in [0, {MAX_RANDAUG_MAGNITUDE:g}] (the paper uses 5-25, Table 6; "
             f"10 is the released code's maximum level, above 10 extrapolates), got {magnitude}."
         )
     return magnitude

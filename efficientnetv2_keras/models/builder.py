@@ -25,6 +25,7 @@ import sys
 import keras
 from keras import layers
 
+from efficientnetv2_keras.limits import INPUT_NORMALIZATIONS, MIN_MODEL_IMAGE_SIZE
 from efficientnetv2_keras.models.blocks import (
     DENSE_KERNEL_INITIALIZER,
     BlockSettings,
@@ -48,13 +49,11 @@ from efficientnetv2_keras.models.weights import (
 # ImageNet mean/std for B0-B3 (the V1 legacy pipeline they were trained with; keras.applications too).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_VARIANCE = (0.229**2, 0.224**2, 0.225**2)
-MIN_INPUT_SIZE = 32
 
 # Keras maps (and deserializes) functional graphs recursively: XL, ~1,200 layers deep, exceeds
 # Python's default limit of 1,000 frames. Raised at import, so load_model works too; never lowered.
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
 POOLINGS = (None, "avg", "max")
-INPUT_NORMALIZATIONS = ("imagenet", "symmetric")
 
 
 def block_letters(index):
@@ -107,9 +106,9 @@ def _input_layer(input_tensor, input_shape, channels_first, need_rgb):
                "include_preprocessing=False and weights=None to build a model for other channel counts.")
         )
     for size in spatial:
-        if size is not None and size < MIN_INPUT_SIZE:
+        if size is not None and size < MIN_MODEL_IMAGE_SIZE:
             raise ValueError(
-                f"Input height and width must be at least {MIN_INPUT_SIZE} (the network downsamples "
+                f"Input height and width must be at least {MIN_MODEL_IMAGE_SIZE} (the network downsamples "
                 f"32x), got input_shape={input_shape}, which is {_layout(channels_first)}."
                 + (_transposed_hint(input_shape, channels_first) or
                    " Resize the images or pass None for any size.")
