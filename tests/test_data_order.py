@@ -163,7 +163,7 @@ def _recipe(source, *overrides):
 
     config = load_config("digits_demo", [
         "data.minival=null", "data.cache=false", "data.augment=none", "data.shuffle_buffer=8", "data.train_size=8",
-        "data.eval_size=8", "train.batch_size=16", "train.steps_per_epoch=2", "train.epochs=10", *overrides,
+        "data.eval_size=8", "data.eval_split=null", "train.batch_size=16", "train.steps_per_epoch=2", "train.epochs=10", *overrides,
     ])
     return resolve_recipe(config, source=source)
 
