@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from efficientnetv2_keras.data.randaugment import RandAugment, cutout, random_seed
+from efficientnetv2_keras.data.image_ops import cutout, random_seed
+from efficientnetv2_keras.data.randaugment import RandAugment
 from efficientnetv2_keras.limits import augment_argument
 
 TRAIN_AREA_RANGE = (0.05, 1.0)  # official V2 preprocessing.py sample_distorted_bounding_box area_range

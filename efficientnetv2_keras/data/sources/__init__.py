@@ -15,8 +15,9 @@ Sources: `DigitsSource` (bundled, offline), `TFDSSource` (tensorflow-datasets, n
 class; unreadable files are skipped and counted), `ArraySource` (numpy arrays in memory).
 `get_source(name_or_path)` picks one from a string (`by_name`).
 
-One source kind per module: `digits`, `in_memory` (arrays), `tfds`, `tfrecord`, `folder`; `base` holds
-the `Source` interface and what sources share.
+One source kind per module: `digits`, `in_memory` (arrays), `tfds`, `tfrecord`, `folder`, `cached` (any
+source decoded once and shared by every stage's pipeline); `base` holds the `Source` interface and what
+sources share.
 
 `source.hold_out(split, size)` carves a held-out part (the minival used for model selection) from a
 training split, deterministically: stratified by label for in-memory sources, a tail slice of each
@@ -33,6 +34,7 @@ from efficientnetv2_keras.data.sources.base import (
     stratified_split,
 )
 from efficientnetv2_keras.data.sources.by_name import get_source
+from efficientnetv2_keras.data.sources.cached import CachedSource
 from efficientnetv2_keras.data.sources.digits import DigitsSource
 from efficientnetv2_keras.data.sources.folder import IMAGE_EXTENSIONS, ImageFolderSource, is_image_file
 from efficientnetv2_keras.data.sources.in_memory import ArraySource
@@ -47,6 +49,7 @@ __all__ = [
     "TFDSSource",
     "TFRecordSource",
     "ImageFolderSource",
+    "CachedSource",
     "get_source",
     "stratified_split",
     "held_out_count",
