@@ -2,6 +2,7 @@
 the progressive schedule and the models read the same values from it (and import it, not each other)."""
 
 import ast
+import dataclasses
 import subprocess
 import sys
 
@@ -26,8 +27,9 @@ def test_the_limits_module_imports_nothing():
 
 
 def test_the_recipe_schema_loads_without_keras_tensorflow_or_the_layers_above_it():
-    assert _modules_loaded_by("efficientnetv2_keras.hparams") == {
-        "efficientnetv2_keras", "efficientnetv2_keras.files", "efficientnetv2_keras.limits", "efficientnetv2_keras.hparams"}
+    loaded = _modules_loaded_by("efficientnetv2_keras.hparams")
+    assert {m for m in loaded if not m.startswith("efficientnetv2_keras.hparams")} == {
+        "efficientnetv2_keras", "efficientnetv2_keras.files", "efficientnetv2_keras.limits"}
 
 
 def test_the_data_layer_does_not_import_the_recipe_schema_or_the_layers_above_it():
@@ -41,7 +43,7 @@ def test_schema_and_pipeline_share_one_tuple_of_each_choice():
 
     assert data.LABEL_FORMATS is hparams.LABEL_FORMATS is limits.LABEL_FORMATS
     assert data.RANDAUGMENT_OPS is hparams.RANDAUGMENT_OP_NAMES is limits.RANDAUGMENT_OP_NAMES
-    fields = {section: {f.name: f.metadata for f in hparams.dataclasses.fields(cls)}
+    fields = {section: {f.name: f.metadata for f in dataclasses.fields(cls)}
               for section, cls in hparams.SECTION_TYPES.items()}
     assert fields["data"]["augment"]["choices"] is limits.AUGMENTS
     assert fields["model"]["input_normalization"]["choices"] is limits.INPUT_NORMALIZATIONS
