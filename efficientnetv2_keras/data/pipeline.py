@@ -123,7 +123,8 @@ def _check_number(name, value, low=0.0):
 
 def _check_sizes(image_size, batch_size, training):
     if not _is_int(image_size) or image_size < MIN_PIPELINE_IMAGE_SIZE:
-        raise ValueError(f"image_size must be an int >= {MIN_PIPELINE_IMAGE_SIZE} (pixels per side), got {image_size!r}.")
+        raise ValueError(
+            f"image_size must be an int >= {MIN_PIPELINE_IMAGE_SIZE} (pixels per side), got {image_size!r}.")
     if not _is_int(batch_size) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     if not isinstance(training, bool):

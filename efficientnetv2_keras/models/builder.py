@@ -1,4 +1,4 @@
-"""One functional builder for any `ModelSpec`, the keras.applications-style constructors, and `weights=`.
+"""One functional builder for any `ModelSpec`, and the `weights=` argument of every constructor.
 
 `build_model` makes the stem, then every stage's blocks (`blocks.fused_mbconv_block`,
 `blocks.mbconv_block`, paper Figure 2), then the head. Layer names follow keras.applications
