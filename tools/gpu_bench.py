@@ -117,22 +117,35 @@ def main(argv=None):
     import jax
     import keras
 
-    from efficientnetv2_keras.progressive.schedule import progressive_schedule, scaled_batch_size
-
     keras.mixed_precision.set_global_policy(args.precision)
-    schedule = progressive_schedule(args.model, "paper", total_epochs=args.epochs, num_stages=args.num_stages)
-    if args.sizes:
-        sizes = [int(s) for s in args.sizes.split(",")]
-        epochs = [args.epochs / len(sizes)] * len(sizes)
-    else:
-        sizes = [s.image_size for s in schedule.stages]
-        epochs = [s.end - s.start for s in schedule.stages]
-    largest = max(sizes)
+    sizes, epochs = _stages(args)
     modes, impls = args.modes.split(","), args.impl.split(",")
     device = jax.devices()[0]
     print(f"device: {device.device_kind} ({device.platform}); keras {keras.__version__}, jax {jax.__version__}, "
           f"{args.precision}; model {args.model}; {args.steps} timed steps", flush=True)
+    rows = _measure_rows(args, sizes, modes, impls)
+    _print_table(rows, impls, max(sizes))
+    _print_projection(args, rows, sizes, epochs, modes, impls, device)
+    if "tensorflow" in sys.modules:
+        print("note: tensorflow was imported (is KERAS_BACKEND=jax set?)")
 
+
+def _stages(args):
+    """(stage image sizes, epochs per stage): --sizes over equal shares, else the paper schedule's."""
+    from efficientnetv2_keras.progressive.schedule import progressive_schedule
+
+    schedule = progressive_schedule(args.model, "paper", total_epochs=args.epochs, num_stages=args.num_stages)
+    if args.sizes:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        return sizes, [args.epochs / len(sizes)] * len(sizes)
+    return [s.image_size for s in schedule.stages], [s.end - s.start for s in schedule.stages]
+
+
+def _measure_rows(args, sizes, modes, impls):
+    """A row per (batch mode, size): {impl: (img/s, peak GiB)}; each (impl, size, batch) measured once."""
+    from efficientnetv2_keras.progressive.schedule import scaled_batch_size
+
+    largest = max(sizes)
     batches = {"fixed": {s: args.batch for s in sizes},
                "scaled": {s: scaled_batch_size(args.batch, s, largest, args.max_batch_size) for s in sizes}}
     measured = {}  # (impl, size, batch) -> (img/s, peak GiB)
@@ -151,7 +164,10 @@ def main(argv=None):
                           flush=True)
                 row[impl] = measured[(impl, size, batch)]
             rows.append(row)
+    return rows
 
+
+def _print_table(rows, impls, largest):
     print("\n| stages | size | batch | " + " | ".join(f"{i} img/s" for i in impls)
           + (" | ours / keras" if len(impls) == 2 else "") + " | vs last stage | process peak GiB so far |")
     print("|---|---:|---:|" + "---:|" * len(impls) + ("---:|" if len(impls) == 2 else "") + "---:|---:|")
@@ -164,6 +180,8 @@ def main(argv=None):
         print(f"| {row['mode']} | {row['size']} | {row['batch']} | " + " | ".join(f"{row[i][0]:.0f}" for i in impls)
               + ratio + f" | {speed_up:.2f}x | " + (f"{peak:.2f}" if peak else "-") + " |")
 
+
+def _print_projection(args, rows, sizes, epochs, modes, impls, device):
     print(f"\nProjected training time of the schedule ({args.epochs} epochs x {args.images_per_epoch} images, "
           f"stages {sizes} over {[round(e, 1) for e in epochs]} epochs), train steps only:")
     for mode in modes:
@@ -171,8 +189,6 @@ def main(argv=None):
             seconds = sum(e * args.images_per_epoch / next(r[impl][0] for r in rows if r["mode"] == mode and r["size"] == s)
                           for s, e in zip(sizes, epochs))
             print(f"  {mode:6s} batch, {impl:5s}: {seconds / 3600:8.1f} h on one {device.device_kind}")
-    if "tensorflow" in sys.modules:
-        print("note: tensorflow was imported (is KERAS_BACKEND=jax set?)")
 
 
 if __name__ == "__main__":

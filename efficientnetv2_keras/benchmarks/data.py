@@ -78,8 +78,8 @@ def _best_rates(pipelines, batches, rounds, warmup=3):
     return best
 
 
-def run(flags) -> str:
-    quick = bool(getattr(flags, "quick", False))
+def run(options) -> str:
+    quick = bool(getattr(options, "quick", False))
     # Enough batches that what the prefetch buffers hold after warm-up does not dominate (a smoke run
     # with --quick is not for quoting numbers).
     batches = {128: 4 if quick else 20, 300: 2 if quick else 6}
@@ -116,8 +116,3 @@ def run(flags) -> str:
     ]
     return "\n".join(out)
 
-
-if __name__ == "__main__":
-    from efficientnetv2_keras.cli.benchmark import run as _run
-
-    _run(sections=["data"])

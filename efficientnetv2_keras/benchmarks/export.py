@@ -72,76 +72,89 @@ def _onnx_version():
     return onnxruntime.__version__
 
 
-def run(flags) -> str:
+def run(options) -> str:
     from absl import logging
 
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.WARNING)  # SavedModel writing logs several INFO lines per export
     try:
-        return _run(flags)
+        return _run(bool(getattr(options, "quick", False)))
     finally:
         logging.set_verbosity(verbosity)
 
 
-def _run(flags):
-    import tensorflow as tf
-
+def _run(quick):
     from efficientnetv2_keras import export
 
-    quick = bool(getattr(flags, "quick", False))
     rounds = 2 if quick else 3
-    calls_b1, calls_b32 = (8, 1) if quick else (32, 2)
-    relaxed = {mode: export.NO_LIMITS for mode in ("saved_model", "onnx") + MODES}
-
     model = _model()
     images, _ = export.load_images("digits", SIZE, BATCH, prefer_eval=True)
     folder = tempfile.mkdtemp(prefix="bench_export_")
     try:
-        results, convert_s = {}, {}
-        start = time.perf_counter()
-        results["saved_model"] = export.export_saved_model(
-            model, os.path.join(folder, "b0"), thresholds=relaxed, sample_images=images
-        )
-        convert_s["saved_model"] = time.perf_counter() - start
-        if _onnx_available():
-            start = time.perf_counter()
-            results["onnx"] = export.export_onnx(
-                model, os.path.join(folder, "b0.onnx"), thresholds=relaxed, sample_images=images
-            )
-            convert_s["onnx"] = time.perf_counter() - start
-        for mode in MODES:
-            start = time.perf_counter()
-            results[mode] = export.export_tflite(
-                model, os.path.join(folder, f"b0_{mode}.tflite"), mode, representative_data="digits",
-                num_calibration=32 if quick else 100, sample_images=images, thresholds=relaxed,
-            )  # fmt: skip
-            convert_s[mode] = time.perf_counter() - start
-
-        serving = tf.saved_model.load(results["saved_model"].path).signatures[export.FLOAT_SIGNATURE]
-        batch = tf.constant(images)
-        # predict() has a fixed cost per call (data adapter, iterator): give it 4 batches per call.
-        predict_images = np.concatenate([images] * 4)
-        runners = {
-            "keras": (lambda: model.predict(predict_images, batch_size=BATCH, verbose=0), 4 * BATCH, calls_b32),
-            "saved_model": (lambda: serving(images=batch), BATCH, calls_b32),
-        }
-        for mode in MODES:
-            interpreter = export.make_interpreter(model_path=results[mode].path, num_threads=os.cpu_count())
-            runner = interpreter.get_signature_runner(export.FLOAT_SIGNATURE)
-            one, many = images[:1], images
-
-            runners[f"{mode} b1"] = (lambda r=runner, x=one: r(images=x), 1, calls_b1)
-            runners[f"{mode} b32"] = (lambda r=runner, x=many: r(images=x), BATCH, calls_b32)
-        if "onnx" in results:
-            session = export.make_session(results["onnx"].path, num_threads=os.cpu_count())
-            feeds = {"one": {"images": images[:1]}, "many": {"images": images}}
-            runners["onnx b1"] = (lambda: session.run(None, feeds["one"]), 1, calls_b1)
-            runners["onnx b32"] = (lambda: session.run(None, feeds["many"]), BATCH, calls_b32)
-        measured = _best_rates(runners, rounds)
-        rates = {name: rate for name, (rate, _) in measured.items()}
-        cpu_ms = {name: cpu for name, (_, cpu) in measured.items()}
+        results, convert_s = _export_every_format(model, images, folder, quick)
+        measured = _best_rates(_runners(model, images, results, quick), rounds)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    rates = {name: rate for name, (rate, _) in measured.items()}
+    cpu_ms = {name: cpu for name, (_, cpu) in measured.items()}
+    return _report(results, convert_s, rates, cpu_ms, rounds, quick)
+
+
+def _export_every_format(model, images, folder, quick):
+    """(ExportResult, export seconds) per format: SavedModel, ONNX when installed, each TFLite mode."""
+    from efficientnetv2_keras import export
+
+    relaxed = {mode: export.NO_LIMITS for mode in ("saved_model", "onnx") + MODES}
+    exports = {"saved_model": lambda: export.export_saved_model(
+        model, os.path.join(folder, "b0"), thresholds=relaxed, sample_images=images)}
+    if _onnx_available():
+        exports["onnx"] = lambda: export.export_onnx(
+            model, os.path.join(folder, "b0.onnx"), thresholds=relaxed, sample_images=images)
+    for mode in MODES:
+        exports[mode] = lambda mode=mode: export.export_tflite(
+            model, os.path.join(folder, f"b0_{mode}.tflite"), mode, representative_data="digits",
+            num_calibration=32 if quick else 100, sample_images=images, thresholds=relaxed,
+        )  # fmt: skip
+    results, convert_s = {}, {}
+    for name, write in exports.items():
+        start = time.perf_counter()
+        results[name] = write()
+        convert_s[name] = time.perf_counter() - start
+    return results, convert_s
+
+
+def _runners(model, images, results, quick):
+    """name -> (call, images per call, calls per round): Keras, the SavedModel, each file at batch 1 and 32."""
+    import tensorflow as tf
+
+    from efficientnetv2_keras import export
+
+    calls_b1, calls_b32 = (8, 1) if quick else (32, 2)
+    serving = tf.saved_model.load(results["saved_model"].path).signatures[export.FLOAT_SIGNATURE]
+    batch = tf.constant(images)
+    # predict() has a fixed cost per call (data adapter, iterator): give it 4 batches per call.
+    predict_images = np.concatenate([images] * 4)
+    runners = {
+        "keras": (lambda: model.predict(predict_images, batch_size=BATCH, verbose=0), 4 * BATCH, calls_b32),
+        "saved_model": (lambda: serving(images=batch), BATCH, calls_b32),
+    }
+    for mode in MODES:
+        interpreter = export.make_interpreter(model_path=results[mode].path, num_threads=os.cpu_count())
+        runner = interpreter.get_signature_runner(export.FLOAT_SIGNATURE)
+        one, many = images[:1], images
+
+        runners[f"{mode} b1"] = (lambda r=runner, x=one: r(images=x), 1, calls_b1)
+        runners[f"{mode} b32"] = (lambda r=runner, x=many: r(images=x), BATCH, calls_b32)
+    if "onnx" in results:
+        session = export.make_session(results["onnx"].path, num_threads=os.cpu_count())
+        feeds = {"one": {"images": images[:1]}, "many": {"images": images}}
+        runners["onnx b1"] = (lambda: session.run(None, feeds["one"]), 1, calls_b1)
+        runners["onnx b32"] = (lambda: session.run(None, feeds["many"]), BATCH, calls_b32)
+    return runners
+
+
+def _report(results, convert_s, rates, cpu_ms, rounds, quick):
+    from efficientnetv2_keras import export
 
     keras_rate = rates["keras"]
     names = {"none": "TFLite fp32", "float16": "TFLite float16", "dynamic_int8": "TFLite dynamic int8",
@@ -171,9 +184,3 @@ def _run(flags):
         + ("" if "onnx" in results else " ONNX: not measured (pip install 'efficientnetv2-keras[onnx]').")
     )
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    from efficientnetv2_keras.cli.benchmark import run as _run
-
-    _run(sections=["export"])

@@ -20,18 +20,8 @@ import time
 
 import keras
 import numpy as np
-from absl import flags
 
 import efficientnetv2_keras as ev2
-
-flags.DEFINE_list("models_variants", ["b0", "s"], "Variants compared with keras.applications.")
-flags.DEFINE_list("models_sizes", ["128"], "Image sizes (px).")
-flags.DEFINE_list("models_batches", ["16"], "Batch sizes.")
-flags.DEFINE_integer("models_repeats", 5, "Calls per timed round.")
-flags.DEFINE_integer("models_rounds", 5, "Alternating rounds (the median is reported).")
-flags.DEFINE_enum("models_optimizer", "sgd", ["sgd", "rmsprop"], "The train step's optimizer (module docstring).")
-flags.DEFINE_boolean("models_inference", True, "Also time inference (predict_on_batch).")
-flags.DEFINE_boolean("models_ops", False, "Also count the ops of each traced train step (TensorFlow).")
 
 LEARNING_RATE = 0.01
 
@@ -159,30 +149,30 @@ OPS_HEADER = ["Ops in the traced train step (unknown batch size)",
               "| model | before | after | keras | after/before |", "|---|---:|---:|---:|---:|"]
 
 
-def run(flags_):
-    quick = flags_.quick
-    variants = ["b0"] if quick else flags_.models_variants
-    sizes = [int(s) for s in flags_.models_sizes]
-    batches = [int(b) for b in flags_.models_batches]
-    repeats, rounds = (2, 2) if quick else (flags_.models_repeats, flags_.models_rounds)
+def run(options):
+    quick = options.quick
+    variants = ["b0"] if quick else options.models_variants
+    sizes = [int(s) for s in options.models_sizes]
+    batches = [int(b) for b in options.models_batches]
+    repeats, rounds = (2, 2) if quick else (options.models_repeats, options.models_rounds)
     tables = {"ops": list(OPS_HEADER), "train": list(TRAIN_HEADER), "inference": list(INFERENCE_HEADER)}
     rng = np.random.default_rng(0)
     for variant in variants:
-        if flags_.models_ops:  # the traced step has unknown batch and size: one count per variant
-            tables["ops"].append(_ops_line(variant, comparison_models(variant, sizes[0], flags_.models_optimizer)))
+        if options.models_ops:  # the traced step has unknown batch and size: one count per variant
+            tables["ops"].append(_ops_line(variant, comparison_models(variant, sizes[0], options.models_optimizer)))
             keras.backend.clear_session()
         for size in sizes:
             for batch in batches:
                 images = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
                 labels = rng.integers(0, 1000, batch)
-                models = comparison_models(variant, size, flags_.models_optimizer)
-                if flags_.models_inference:
+                models = comparison_models(variant, size, options.models_optimizer)
+                if options.models_inference:
                     tables["inference"].append(_inference_line(variant, size, batch, models, images, repeats, rounds))
                 tables["train"].append(_train_line(variant, size, batch, models, images, labels, repeats, rounds))
                 print(tables["train"][-1], flush=True)
                 keras.backend.clear_session()
-    header = (f"CPU, float32, no XLA; optimizer {flags_.models_optimizer}; median of {rounds} alternating rounds of "
+    header = (f"CPU, float32, no XLA; optimizer {options.models_optimizer}; median of {rounds} alternating rounds of "
               f"{repeats} calls")
-    shown = [tables["train"]] + ([tables["inference"]] if flags_.models_inference else [])
-    shown += [tables["ops"]] if flags_.models_ops else []
+    shown = [tables["train"]] + ([tables["inference"]] if options.models_inference else [])
+    shown += [tables["ops"]] if options.models_ops else []
     return "\n\n".join([header] + ["\n".join(table) for table in shown])

@@ -26,18 +26,6 @@ import tempfile
 import time
 
 import numpy as np
-from absl import flags
-
-flags.DEFINE_integer("progressive_epochs", 24, "Epochs of data per run (the digits_demo recipe: 24).")
-flags.DEFINE_integer("progressive_seeds", 3, "Seeds per configuration (0: the per-stage step throughput only).")
-flags.DEFINE_list("progressive_runs", ["fixed", "progressive", "batch"], "Which configurations.")
-flags.DEFINE_integer("progressive_validation_freq", 2, "Validate on the minival every N epochs of data (curve points).")
-flags.DEFINE_string("progressive_out", "bench_progressive", "Where the plot and the per-run results go.")
-flags.DEFINE_string("progressive_recipe", "digits_demo", "The recipe every run starts from.")
-flags.DEFINE_multi_string("progressive_overrides", [], "Recipe overrides for every run, as --override of effnetv2-train "
-                          "(e.g. progressive.image_size=[32,64],data.train_size=64).")
-flags.DEFINE_list("progressive_seed_list", None, "Seeds to run (overrides --progressive_seeds; to split the "
-                  "benchmark over processes that write one --progressive_out each).")
 
 RUN_NAMES = ("fixed", "progressive", "batch")
 
@@ -193,38 +181,38 @@ def stage_throughput(sizes=(32, 40, 48), batch=32, steps=5, rounds=2):
     return "\n".join(lines)
 
 
-def run(flags_):
-    quick = flags_.quick
+def run(options):
+    quick = options.quick
     from efficientnetv2_keras.hparams import load_config
 
     from efficientnetv2_keras.training.recipe import schedule_from_config
 
-    base = load_config(flags_.progressive_recipe, overrides=flags_.progressive_overrides)
-    schedule = schedule_from_config(base, flags_.progressive_epochs)
+    base = load_config(options.progressive_recipe, overrides=options.progressive_overrides)
+    schedule = schedule_from_config(base, options.progressive_epochs)
     sizes = sorted({stage.image_size for stage in schedule.stages})
     report = stage_throughput(sizes=tuple(sizes), batch=int(base.train.batch_size), steps=1 if quick else 5,
                               rounds=1 if quick else 2)
     print(report, flush=True)
-    if not flags_.progressive_seeds:
+    if not options.progressive_seeds:
         return report
-    if flags_.progressive_seed_list:
-        seeds = [int(seed) for seed in flags_.progressive_seed_list]
+    if options.progressive_seed_list:
+        seeds = [int(seed) for seed in options.progressive_seed_list]
     else:
-        seeds = list(range(1 if quick else flags_.progressive_seeds))
-    epochs = 4 if quick else flags_.progressive_epochs
-    os.makedirs(flags_.progressive_out, exist_ok=True)
+        seeds = list(range(1 if quick else options.progressive_seeds))
+    epochs = 4 if quick else options.progressive_epochs
+    os.makedirs(options.progressive_out, exist_ok=True)
     results = []
     for seed in seeds:  # seeds outermost: drift of a shared machine hits every configuration alike
-        for name in flags_.progressive_runs:
+        for name in options.progressive_runs:
             if name not in RUN_NAMES:
                 raise ValueError(f"--progressive_runs: unknown run {name!r}; choose from {RUN_NAMES}.")
-            result = _run_one(flags_.progressive_recipe, flags_.progressive_overrides, base, name, seed, epochs,
-                              flags_.progressive_validation_freq, quick)
+            result = _run_one(options.progressive_recipe, options.progressive_overrides, base, name, seed, epochs,
+                              options.progressive_validation_freq, quick)
             results.append(result)
-            _save(results, flags_.progressive_out)  # a partial benchmark is still readable
+            _save(results, options.progressive_out)  # a partial benchmark is still readable
             print(f"  {name} seed {seed}: accuracy {result['accuracy']:.4f}, wall {result['wall']:.0f} s, "
                   f"CPU {result['cpu']:.0f} s", flush=True)
-    return report + "\n\n" + summarize(results, flags_.progressive_runs, epochs, seeds, flags_.progressive_out)
+    return report + "\n\n" + summarize(results, options.progressive_runs, epochs, seeds, options.progressive_out)
 
 
 def _save(results, out):

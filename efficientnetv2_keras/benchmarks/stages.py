@@ -22,15 +22,6 @@ import os
 import time
 
 import numpy as np
-from absl import flags
-
-flags.DEFINE_string("stages_recipe", "digits_demo", "The recipe whose stages are measured.")
-flags.DEFINE_multi_string("stages_overrides", [], "Recipe overrides, as --override of effnetv2-train.")
-flags.DEFINE_integer("stages_batch", None, "Base batch size (train.batch_size) for the synthetic step; default: the recipe's.")
-flags.DEFINE_integer("stages_steps", 8, "Timed train steps (and pipeline batches) per stage and round.")
-flags.DEFINE_integer("stages_rounds", 3, "Alternating rounds over the stages (medians are reported).")
-flags.DEFINE_string("stages_run", None, "A finished run of the same recipe (effnetv2-train --model_dir) for the epoch column.")
-flags.DEFINE_boolean("stages_pipeline", True, "Measure the input pipelines (needs the recipe's data source).")
 
 
 def _now():
@@ -210,20 +201,20 @@ def _stage_table(stages, last_size, base_batch, steps, pipelines, epochs):
     return lines
 
 
-def run(flags_):
-    quick = flags_.quick
-    recipe = load_recipe(flags_.stages_recipe, flags_.stages_overrides, flags_.stages_batch)
+def run(options):
+    quick = options.quick
+    recipe = load_recipe(options.stages_recipe, options.stages_overrides, options.stages_batch)
     stages = stage_list(recipe)
-    steps, rounds = (1, 1) if quick else (flags_.stages_steps, flags_.stages_rounds)
+    steps, rounds = (1, 1) if quick else (options.stages_steps, options.stages_rounds)
     step, first, model = step_costs(recipe, stages, steps, rounds)
-    pipelines = pipeline_costs(recipe, stages, steps, rounds) if flags_.stages_pipeline else None
-    epochs, results = epoch_costs(flags_.stages_run) if flags_.stages_run else (None, None)
+    pipelines = pipeline_costs(recipe, stages, steps, rounds) if options.stages_pipeline else None
+    epochs, results = epoch_costs(options.stages_run) if options.stages_run else (None, None)
     total, kinds = count_step_ops(model, recipe)
     config = recipe.config
-    lines = [f"{config.model.name}, recipe {flags_.stages_recipe}"
-             + (f" ({', '.join(flags_.stages_overrides)})" if flags_.stages_overrides else "")
+    lines = [f"{config.model.name}, recipe {options.stages_recipe}"
+             + (f" ({', '.join(options.stages_overrides)})" if options.stages_overrides else "")
              + f", base batch {recipe.batch_size}; {steps} steps x {rounds} rounds per stage (medians); first step "
-             f"(tracing) {first[1]:.0f} CPU s" + (f"; epochs from {flags_.stages_run}" if flags_.stages_run else "")]
+             f"(tracing) {first[1]:.0f} CPU s" + (f"; epochs from {options.stages_run}" if options.stages_run else "")]
     lines += _stage_table(stages, stages[-1].image_size, recipe.batch_size, step, pipelines, epochs)
     if results is not None:
         costs = results.get("costs", {})

@@ -74,21 +74,7 @@ def _batch_size(value):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if (FLAGS.model is None) == (FLAGS.variant is None):
-        raise app.UsageError("Pass either --model=FILE.keras or --variant=NAME --weights=FILE.")
-    if FLAGS.variant is not None and FLAGS.weights is None:
-        raise app.UsageError(
-            "--variant needs --weights (a weights file, 'imagenet', or 'none' for random weights)."
-        )
-    if FLAGS.format != "tflite" and FLAGS.quantization != "none":
-        raise app.UsageError("--quantization applies to --format=tflite only.")
-
-    from efficientnetv2_keras.export.common import require_tensorflow_backend
-
-    try:  # before any loading: a JAX/PyTorch session cannot write these formats
-        require_tensorflow_backend(cli.program())
-    except RuntimeError as error:  # not a usage error of the flags: one line without the --help hint
-        raise ValueError(str(error)) from None
+    _check_flags()
     batch_size = _batch_size(FLAGS.batch_size)
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TensorFlow logs several INFO lines per SavedModel write
@@ -96,14 +82,6 @@ def main(argv):
     from efficientnetv2_keras.runs import eval_preprocessing
 
     weights = None if (FLAGS.weights or "").lower() == "none" else FLAGS.weights
-    thresholds = None
-    limits = {"max_abs_diff": FLAGS.max_abs_diff, "min_top1_agreement": FLAGS.min_top1_agreement,
-              "max_mean_tv": FLAGS.max_mean_tv}  # fmt: skip
-    if any(value is not None for value in limits.values()):
-        mode = FLAGS.quantization if FLAGS.format == "tflite" else FLAGS.format
-        thresholds = export.PARITY_THRESHOLDS[mode]._replace(
-            **{name: value for name, value in limits.items() if value is not None}
-        )
     try:
         # A checkpoint from a training run is exported at the run's eval size and crop, not the variant's.
         preprocessing = eval_preprocessing(FLAGS.model, FLAGS.image_size, FLAGS.crop_padding)
@@ -124,7 +102,7 @@ def main(argv):
             crop_padding=preprocessing.crop_padding,
             batch_size=batch_size,
             use_ema={"auto": "auto", "true": True, "false": False}[FLAGS.use_ema],
-            thresholds=thresholds,
+            thresholds=_thresholds(export.PARITY_THRESHOLDS),
             overwrite=FLAGS.overwrite,
         )
     except export.ExportParityError as error:
@@ -133,6 +111,35 @@ def main(argv):
     # ValueError (a training op in the graph included), ImportError, FileExistsError, FileNotFoundError: one line, exit status 2 (cli.run).
     print(result)
     return 0
+
+
+def _check_flags():
+    """Usage errors of the flags, and a backend that cannot write these formats, before any loading."""
+    if (FLAGS.model is None) == (FLAGS.variant is None):
+        raise app.UsageError("Pass either --model=FILE.keras or --variant=NAME --weights=FILE.")
+    if FLAGS.variant is not None and FLAGS.weights is None:
+        raise app.UsageError(
+            "--variant needs --weights (a weights file, 'imagenet', or 'none' for random weights)."
+        )
+    if FLAGS.format != "tflite" and FLAGS.quantization != "none":
+        raise app.UsageError("--quantization applies to --format=tflite only.")
+
+    from efficientnetv2_keras.export.common import require_tensorflow_backend
+
+    try:  # a JAX/PyTorch session cannot write these formats
+        require_tensorflow_backend(cli.program())
+    except RuntimeError as error:  # not a usage error of the flags: one line without the --help hint
+        raise ValueError(str(error)) from None
+
+
+def _thresholds(documented):
+    """The mode's documented parity thresholds with the limits given as flags, or None (the documented ones)."""
+    limits = {"max_abs_diff": FLAGS.max_abs_diff, "min_top1_agreement": FLAGS.min_top1_agreement,
+              "max_mean_tv": FLAGS.max_mean_tv}  # fmt: skip
+    if all(value is None for value in limits.values()):
+        return None
+    mode = FLAGS.quantization if FLAGS.format == "tflite" else FLAGS.format
+    return documented[mode]._replace(**{name: value for name, value in limits.items() if value is not None})
 
 
 def run():

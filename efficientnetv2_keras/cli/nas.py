@@ -36,11 +36,11 @@ flags.DEFINE_enum("clock", "auto", ["auto", "process", "wall"], "Step-time clock
 
 def main(argv):
     del argv
-    from efficientnetv2_keras.hparams import _split_overrides
+    from efficientnetv2_keras.hparams import split_overrides
     from efficientnetv2_keras.nas import DEFAULT_PROXY_OVERRIDES, SearchSpace, run_search, scaled_backbone
 
     backbone = scaled_backbone(FLAGS.backbone, width=FLAGS.width or None, depth=FLAGS.depth or None)
-    overrides = _split_overrides(FLAGS.proxy_override) if FLAGS.proxy_override else DEFAULT_PROXY_OVERRIDES
+    overrides = split_overrides(FLAGS.proxy_override) if FLAGS.proxy_override else DEFAULT_PROXY_OVERRIDES
     run_search(
         SearchSpace(backbone, repeats_delta=FLAGS.repeats_delta),
         FLAGS.output_dir,

@@ -6,8 +6,9 @@
 
 Images come out as float32 in [0, 255] (the models rescale inside with `include_preprocessing=True`).
 See `pipeline.build_dataset` for every argument, `stream` for the order of training examples (and
-resumed runs), `randaugment` for the magnitude scale, `sources` for the data sources (`keras_datasets`
-for keras.datasets), `mixing` for mixup/CutMix.
+resumed runs), `preprocessing` for crops and resizing, `randaugment` for the magnitude scale (`image_ops`
+for the ops), `mixing` for mixup/CutMix, `labels` for label encodings, `sources` for the data sources
+(one kind per module; `keras_datasets` for keras.datasets).
 """
 
 from efficientnetv2_keras.data.keras_datasets import (
@@ -17,13 +18,8 @@ from efficientnetv2_keras.data.keras_datasets import (
     load_keras_dataset,
 )
 from efficientnetv2_keras.data.mixing import cutmix, mix_batch, mixup
-from efficientnetv2_keras.data.pipeline import (
-    LABEL_FORMATS,
-    CachedSource,
-    build_dataset,
-    default_label_format,
-    encode_label,
-)
+from efficientnetv2_keras.data.labels import default_label_format, encode_label
+from efficientnetv2_keras.data.pipeline import build_dataset
 from efficientnetv2_keras.data.preprocessing import (
     decode_and_preprocess,
     preprocess_for_eval,
@@ -34,6 +30,7 @@ from efficientnetv2_keras.data.preprocessing import (
 from efficientnetv2_keras.data.randaugment import RANDAUGMENT_OPS, RandAugment, validate_magnitude
 from efficientnetv2_keras.data.sources import (
     IMAGENET21K_CLASSES,
+    CachedSource,
     PAPER_TFDS_DATASETS,
     ArraySource,
     DigitsSource,
@@ -45,6 +42,7 @@ from efficientnetv2_keras.data.sources import (
     stratified_split,
 )
 from efficientnetv2_keras.data.stream import FitEpoch, examples_per_step
+from efficientnetv2_keras.limits import LABEL_FORMATS
 
 __all__ = [
     "build_dataset",

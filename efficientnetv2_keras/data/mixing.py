@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from efficientnetv2_keras.data.randaugment import random_seed
+from efficientnetv2_keras.data.image_ops import random_seed
 
 
 def sample_beta(shape, alpha, seed):

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from efficientnetv2_keras.data.randaugment import RandAugment, cutout, random_seed
+from efficientnetv2_keras.data.image_ops import cutout, random_seed
+from efficientnetv2_keras.data.randaugment import RandAugment
+from efficientnetv2_keras.limits import augment_argument
 
 TRAIN_AREA_RANGE = (0.05, 1.0)  # official V2 preprocessing.py sample_distorted_bounding_box area_range
 ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)  # TF's default, used by the official call
@@ -132,8 +134,9 @@ def preprocess_image(image, image_size, seed=None, *, training, augment="randaug
 
     * "randaug": train = random-area crop + resize + flip + RandAugment; eval = official centre crop rule.
     * "ft": official finetuning; train = resize + flip (+ RandAugment if given) + Cutout; eval = resize.
-    * None: no augmentation; train = resize (+ flip if `flip`); eval = resize.
+    * None (a recipe's "none"): no augmentation; train = resize (+ flip if `flip`); eval = resize.
     """
+    augment = augment_argument(augment)
     if augment == "randaug":
         if training:
             return preprocess_for_train(
@@ -144,8 +147,6 @@ def preprocess_image(image, image_size, seed=None, *, training, augment="randaug
         return preprocess_for_finetune(
             image, image_size, seed, training=training, randaugment=randaugment, flip=flip
         )
-    if augment is None:
-        if training:
-            return preprocess_for_train(image, image_size, seed, flip=flip, crop=False)
-        return preprocess_for_eval(image, image_size, crop_padding=0)
-    raise ValueError(f"augment must be 'randaug', 'ft' or None, got {augment!r}.")
+    if training:
+        return preprocess_for_train(image, image_size, seed, flip=flip, crop=False)
+    return preprocess_for_eval(image, image_size, crop_padding=0)

@@ -17,7 +17,7 @@ import numpy as np
 
 from efficientnetv2_keras.export import parity
 from efficientnetv2_keras.export.precision import float32_rebuild, lower_precision_policy
-from efficientnetv2_keras.models.builder import MIN_INPUT_SIZE
+from efficientnetv2_keras.limits import MIN_MODEL_IMAGE_SIZE
 from efficientnetv2_keras.models.family import get_model_spec
 from efficientnetv2_keras.models.layers import _VariableRateDropout
 
@@ -77,9 +77,9 @@ def resolve_image_size(model, image_size=None):
         )
     height, width = shape[1], shape[2]
     if image_size is not None:
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_INPUT_SIZE:
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_MODEL_IMAGE_SIZE:
             raise ValueError(
-                f"image_size must be an int >= {MIN_INPUT_SIZE} (pixels per side), got {image_size!r}."
+                f"image_size must be an int >= {MIN_MODEL_IMAGE_SIZE} (pixels per side), got {image_size!r}."
             )
     if height is not None or width is not None:
         if height != width:

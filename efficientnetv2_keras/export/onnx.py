@@ -17,7 +17,7 @@ import logging
 
 import numpy as np
 
-from efficientnetv2_keras.export import common, graph_check, parity, samples
+from efficientnetv2_keras.export import common, graph_check, parity, steps
 from efficientnetv2_keras.export.common import INPUT_NAME, OUTPUT_NAME
 from efficientnetv2_keras.files import atomic_output
 
@@ -125,58 +125,23 @@ def export_onnx(
     `InferenceGraphError` when the graph has random, training or non-standard ops.
     """
     common.require_tensorflow_backend()
-    import tensorflow as tf
-
     for module in ("tf2onnx", "onnx", "onnxruntime"):
         _require(module)  # before any work: the parity check needs the runtime too
     import onnx
 
-    path = common.check_target(path, overwrite)
-    image_size = common.resolve_image_size(model, image_size)
-    crop_padding = common.resolve_crop_padding(crop_padding)
-    batch_size = common.check_batch_size(batch_size)
-    served = common.model_to_serve(model, use_ema)  # the model, or the float32 rebuild of a mixed-precision one
-    parity.thresholds_for("onnx", thresholds)  # validates early
-
-    images, sample_source = samples.parity_images(
-        sample_images, None, image_size, num_parity_samples, crop_padding
-    )
-    reference = served.outputs(images)
-    precision_gap = served.precision_gap(images, reference)
-
-    infer = served.inference_function()
-    function = tf.function(
-        lambda images: {OUTPUT_NAME: infer(images)},
-        input_signature=[tf.TensorSpec([batch_size, image_size, image_size, 3], tf.float32, name=INPUT_NAME)],
-    )
-    concrete = function.get_concrete_function()
-    graph_check.check_inference_graph(
-        concrete, common.regularization_rate_variables(served.model), what="traced inference function"
-    )
-    model_proto = convert(concrete, model.name, opset)
+    settings = steps.prepare(model, path, "onnx", image_size=image_size, crop_padding=crop_padding,
+                             batch_size=batch_size, use_ema=use_ema, thresholds=thresholds, overwrite=overwrite)
+    checked = steps.parity_samples(settings, sample_images, None, num_parity_samples)
+    model_proto = convert(steps.traced_inference(settings), model.name, opset)
     onnx.checker.check_model(model_proto)
     op_types = graph_check.check_onnx_ops(model_proto, what="ONNX model")
     content = model_proto.SerializeToString()
 
-    with atomic_output(path, overwrite) as temporary:
+    with atomic_output(settings.path, overwrite) as temporary:
         with open(temporary, "wb") as f:
             f.write(content)
-        outputs = run_onnx(make_session(temporary), images, batch_size)
-        report = parity.compare(reference, outputs, signature="onnx", mode="onnx", thresholds=thresholds)
-        parity.raise_if_failed([report], f"the ONNX export to {path}")
-
-    return common.ExportResult(
-        path=path,
-        format="onnx",
-        quantization="none",
-        image_size=image_size,
-        batch_size=batch_size,
-        size_bytes=len(content),
-        used_ema=served.used_ema,
-        sample_source=sample_source,
-        parity=(report,),
-        op_types=tuple(op_types),
-        crop_padding=crop_padding,
-        source_dtype_policy=served.source_dtype_policy,
-        precision_gap=precision_gap,
-    )
+        outputs = run_onnx(make_session(temporary), checked.images, settings.batch_size)
+        report = parity.compare(checked.reference, outputs, signature="onnx", mode="onnx", thresholds=thresholds)
+        parity.raise_if_failed([report], f"the ONNX export to {settings.path}")
+    return steps.export_result(settings, checked, format="onnx", quantization="none", size_bytes=len(content),
+                               reports=[report], op_types=op_types)

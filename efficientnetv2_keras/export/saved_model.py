@@ -13,7 +13,7 @@ optimizer state, no dropout rates); reload with `tf.saved_model.load` or `keras.
 import numpy as np
 
 from efficientnetv2_keras.data.preprocessing import decode_and_preprocess
-from efficientnetv2_keras.export import common, graph_check, parity, samples
+from efficientnetv2_keras.export import common, graph_check, parity, steps
 from efficientnetv2_keras.export.common import INPUT_NAME, OUTPUT_NAME
 from efficientnetv2_keras.files import atomic_output
 
@@ -81,71 +81,58 @@ def export_saved_model(
     Returns an `ExportResult`.
     """
     common.require_tensorflow_backend()
-    import keras
-    import tensorflow as tf
-
-    path = common.check_target(path, overwrite)
-    image_size = common.resolve_image_size(model, image_size)
-    crop_padding = common.resolve_crop_padding(crop_padding)
-    batch_size = common.check_batch_size(batch_size)
-    served = common.model_to_serve(model, use_ema)  # the model, or the float32 rebuild of a mixed-precision one
-    parity.thresholds_for("saved_model", thresholds)  # validates early
-
-    images, sample_source = samples.parity_images(
-        sample_images, None, image_size, num_parity_samples, crop_padding
-    )
-    encoded = _encode_png(images)
-    served_images = np.stack([decode_and_preprocess(e, image_size, crop_padding).numpy() for e in encoded])
-    reference = served.outputs(images)
-    precision_gap = served.precision_gap(images, reference)
-    reference_bytes = served.outputs(served_images)
-
-    infer = served.inference_function()
-    # Not archive.track(model): that stores every variable a second time (measured: 2x the size)
-    # and adds the rate and seed variables; the endpoints' own variables are all a model needs.
-    archive = keras.export.ExportArchive()
-    traced = []
-    for name, function, spec in _endpoints(infer, image_size, batch_size, crop_padding):
-        function = tf.function(function, input_signature=[spec], autograph=False)
-        traced.append(function.get_concrete_function())
-        archive.add_endpoint(name, function)
-    graph_check.check_inference_graph(
-        traced, common.regularization_rate_variables(served.model), what="traced inference function"
-    )
-
-    with atomic_output(path, overwrite) as temporary:
+    settings = steps.prepare(model, path, "saved_model", image_size=image_size, crop_padding=crop_padding,
+                             batch_size=batch_size, use_ema=use_ema, thresholds=thresholds, overwrite=overwrite)
+    checked = steps.parity_samples(settings, sample_images, None, num_parity_samples)
+    encoded = _encode_png(checked.images)
+    decoded = np.stack([decode_and_preprocess(e, settings.image_size, settings.crop_padding).numpy() for e in encoded])
+    reference_bytes = settings.served.outputs(decoded)
+    archive = _archive(settings)
+    with atomic_output(settings.path, overwrite) as temporary:
         # Custom gradients are saved (TF's default) although serving needs none: without them,
         # the export is ~2x faster but every tf.saved_model.load warns about them.
         archive.write_out(temporary, verbose=False)
-        loaded = tf.saved_model.load(temporary)
-        op_types = graph_check.check_inference_graph(loaded, what="SavedModel")
-        signatures = loaded.signatures
-        outputs = _run(signatures[FLOAT_SIGNATURE], INPUT_NAME, images, batch_size)
-        outputs_bytes = _run(signatures[BYTES_SIGNATURE], BYTES_INPUT_NAME, encoded, batch_size)
+        op_types, outputs, outputs_bytes = _run_written(temporary, checked.images, encoded, settings.batch_size)
         reports = [
-            parity.compare(reference, outputs, signature=f"saved_model {FLOAT_SIGNATURE}",
+            parity.compare(checked.reference, outputs, signature=f"saved_model {FLOAT_SIGNATURE}",
                            mode="saved_model", thresholds=thresholds),  # fmt: skip
             parity.compare(reference_bytes, outputs_bytes, signature=f"saved_model {BYTES_SIGNATURE}",
                            mode="saved_model", thresholds=thresholds),  # fmt: skip
         ]
-        parity.raise_if_failed(reports, f"the SavedModel export to {path}")
+        parity.raise_if_failed(reports, f"the SavedModel export to {settings.path}")
         size = common.path_size(temporary)
+    return steps.export_result(settings, checked, format="saved_model", quantization="none", size_bytes=size,
+                               reports=reports, op_types=op_types)
 
-    return common.ExportResult(
-        path=path,
-        format="saved_model",
-        quantization="none",
-        image_size=image_size,
-        batch_size=batch_size,
-        size_bytes=size,
-        used_ema=served.used_ema,
-        sample_source=sample_source,
-        parity=tuple(reports),
-        op_types=tuple(op_types),
-        crop_padding=crop_padding,
-        source_dtype_policy=served.source_dtype_policy,
-        precision_gap=precision_gap,
-    )
+
+def _archive(settings):
+    """A Keras `ExportArchive` with both signatures, traced and checked for training ops."""
+    import keras
+    import tensorflow as tf
+
+    infer = settings.served.inference_function()
+    # Not archive.track(model): that stores every variable a second time (measured: 2x the size)
+    # and adds the rate and seed variables; the endpoints' own variables are all a model needs.
+    archive = keras.export.ExportArchive()
+    traced = []
+    for name, function, spec in _endpoints(infer, settings.image_size, settings.batch_size, settings.crop_padding):
+        function = tf.function(function, input_signature=[spec], autograph=False)
+        traced.append(function.get_concrete_function())
+        archive.add_endpoint(name, function)
+    steps.check_traced(settings, traced)
+    return archive
+
+
+def _run_written(path, images, encoded, batch_size):
+    """(op types, float signature outputs, bytes signature outputs) of the SavedModel written at `path`."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(path)
+    op_types = graph_check.check_inference_graph(loaded, what="SavedModel")
+    signatures = loaded.signatures
+    outputs = _run(signatures[FLOAT_SIGNATURE], INPUT_NAME, images, batch_size)
+    outputs_bytes = _run(signatures[BYTES_SIGNATURE], BYTES_INPUT_NAME, encoded, batch_size)
+    return op_types, outputs, outputs_bytes
 
 
 def _run(signature, input_name, inputs, batch_size, chunk=32):

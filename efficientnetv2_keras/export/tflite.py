@@ -8,8 +8,7 @@ Only TFLite builtin ops are allowed (no TF-Select/Flex ops): a model that needs 
 on a stock runtime, which is how the official project's training-mode exports failed.
 """
 
-from efficientnetv2_keras.export import common, graph_check, parity, samples
-from efficientnetv2_keras.export.common import INPUT_NAME, OUTPUT_NAME
+from efficientnetv2_keras.export import common, graph_check, parity, samples, steps
 from efficientnetv2_keras.export.interpreter import make_interpreter, run_tflite
 from efficientnetv2_keras.files import atomic_output
 
@@ -102,67 +101,36 @@ def export_tflite(
     `InferenceGraphError` when the graph has random/training/variable ops.
     """
     common.require_tensorflow_backend()
-    import tensorflow as tf
-
     check_quantization(quantization, representative_data)
-    path = common.check_target(path, overwrite)
-    image_size = common.resolve_image_size(model, image_size)
-    crop_padding = common.resolve_crop_padding(crop_padding)
-    batch_size = common.check_batch_size(batch_size)
-    served = common.model_to_serve(model, use_ema)  # the model, or the float32 rebuild of a mixed-precision one
-    parity.thresholds_for(quantization, thresholds)  # validates early
+    settings = steps.prepare(model, path, quantization, image_size=image_size, crop_padding=crop_padding,
+                             batch_size=batch_size, use_ema=use_ema, thresholds=thresholds, overwrite=overwrite)
+    representative_images = _calibration_images(settings, quantization, representative_data, num_calibration)
+    checked = steps.parity_samples(settings, sample_images, representative_data, num_parity_samples)
+    concrete = steps.traced_inference(settings)
+    content = _converter(concrete, quantization, representative_images, settings.batch_size).convert()
 
-    representative_images = None
-    if quantization == "int8":
-        representative_images, _ = samples.load_images(
-            representative_data, image_size, num_calibration, crop_padding=crop_padding
-        )
-        if batch_size and len(representative_images) < batch_size:
-            raise ValueError(
-                f"int8 calibration needs at least batch_size={batch_size} images, "
-                f"got {len(representative_images)}."
-            )
-    images, sample_source = samples.parity_images(
-        sample_images, representative_data, image_size, num_parity_samples, crop_padding
-    )
-    reference = served.outputs(images)
-    precision_gap = served.precision_gap(images, reference)
-
-    infer = served.inference_function()
-    function = tf.function(
-        lambda images: {OUTPUT_NAME: infer(images)},
-        input_signature=[tf.TensorSpec([batch_size, image_size, image_size, 3], tf.float32, name=INPUT_NAME)],
-    )
-    concrete = function.get_concrete_function()
-    graph_check.check_inference_graph(
-        concrete, common.regularization_rate_variables(served.model), what="traced inference function"
-    )
-    content = _converter(concrete, quantization, representative_images, batch_size).convert()
-
-    with atomic_output(path, overwrite) as temporary:
+    with atomic_output(settings.path, overwrite) as temporary:
         with open(temporary, "wb") as f:
             f.write(content)
         op_types = graph_check.check_tflite_ops(content, what=f"TFLite model ({quantization})")
-        interpreter = make_interpreter(model_path=temporary)
-        outputs = run_tflite(interpreter, images, batch_size)
+        outputs = run_tflite(make_interpreter(model_path=temporary), checked.images, settings.batch_size)
         report = parity.compare(
-            reference, outputs, signature=f"tflite {quantization}", mode=quantization, thresholds=thresholds
+            checked.reference, outputs, signature=f"tflite {quantization}", mode=quantization, thresholds=thresholds
         )
-        parity.raise_if_failed([report], f"the TFLite export ({quantization}) to {path}")
+        parity.raise_if_failed([report], f"the TFLite export ({quantization}) to {settings.path}")
+    return steps.export_result(settings, checked, format="tflite", quantization=quantization,
+                               size_bytes=len(content), reports=[report], op_types=op_types)
 
-    return common.ExportResult(
-        path=path,
-        format="tflite",
-        quantization=quantization,
-        image_size=image_size,
-        batch_size=batch_size,
-        size_bytes=len(content),
-        used_ema=served.used_ema,
-        sample_source=sample_source,
-        parity=(report,),
-        op_types=tuple(op_types),
-        crop_padding=crop_padding,
-        source_dtype_policy=served.source_dtype_policy,
-        precision_gap=precision_gap,
+
+def _calibration_images(settings, quantization, representative_data, num_calibration):
+    """The images that calibrate int8 activation ranges (at least one fixed batch); None for other modes."""
+    if quantization != "int8":
+        return None
+    images, _ = samples.load_images(
+        representative_data, settings.image_size, num_calibration, crop_padding=settings.crop_padding
     )
-
+    if settings.batch_size and len(images) < settings.batch_size:
+        raise ValueError(
+            f"int8 calibration needs at least batch_size={settings.batch_size} images, got {len(images)}."
+        )
+    return images

@@ -2,7 +2,7 @@
 
 from efficientnetv2_keras.models.batch_norm import FusedBatchNormalization
 from efficientnetv2_keras.models.blocks import fused_mbconv_block, mbconv_block, squeeze_excite
-from efficientnetv2_keras.models.builder import (
+from efficientnetv2_keras.models.applications import (
     EfficientNetV2B0,
     EfficientNetV2B1,
     EfficientNetV2B2,
@@ -11,10 +11,8 @@ from efficientnetv2_keras.models.builder import (
     EfficientNetV2M,
     EfficientNetV2S,
     EfficientNetV2XL,
-    build_model,
-    load_pretrained,
-    load_weights,
 )
+from efficientnetv2_keras.models.builder import build_model, load_pretrained, load_weights
 from efficientnetv2_keras.models.family import (
     MODEL_SPECS,
     VARIANTS,

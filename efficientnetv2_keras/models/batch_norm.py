@@ -18,6 +18,8 @@ momentum), with the *biased* batch variance (the fused op returns the Bessel-cor
 import keras
 from keras import ops
 
+from efficientnetv2_keras.models.deep_graphs import allow_deep_graphs
+
 # cuDNN's smallest epsilon (CUDNN_BN_MIN_EPSILON is 1e-5; TensorFlow's GPU kernel needs it above that).
 MIN_FUSED_EPSILON = 1.001e-5
 FUSED_INPUT_DTYPES = ("float16", "float32")
@@ -34,6 +36,13 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     def __init__(self, *args, fused=True, **kwargs):
         super().__init__(*args, **kwargs)
         self.fused = bool(fused)
+
+    @classmethod
+    def from_config(cls, config):
+        # Every model of this package has this layer: Keras is about to connect a graph of ours, which
+        # may be deeper than Python's default recursion limit allows (deep_graphs.py).
+        allow_deep_graphs()
+        return super().from_config(config)
 
     def call(self, inputs, training=None, mask=None):
         if training and self.trainable and self._fusable(inputs, mask):

@@ -1,4 +1,4 @@
-"""One functional builder for any `ModelSpec`, the keras.applications-style constructors, and `weights=`.
+"""One functional builder for any `ModelSpec`, and the `weights=` argument of every constructor.
 
 `build_model` makes the stem, then every stage's blocks (`blocks.fused_mbconv_block`,
 `blocks.mbconv_block`, paper Figure 2), then the head. Layer names follow keras.applications
@@ -13,18 +13,17 @@ per-variant rate (0.2-0.4, keras.applications uses 0.2 for all), and every resid
 `StochasticDepth` layer (keras.applications skips the first, whose rate is 0), so the rates can be
 raised later. Inference outputs are identical given the same weights.
 
-The constructors (`EfficientNetV2S`, ...) take keras.applications' arguments plus this package's and
-pass them all (`locals()`) on to `build_model`. `load_weights` (the `weights=` argument) lives here
-because loading our own weights file while keeping a model's head builds a model of the file's shape;
-the transfer by layer name is `weights.py`'s.
+The constructors (`EfficientNetV2S`, ...) are `applications.py`'s. `load_weights` (the `weights=`
+argument) lives here because loading our own weights file while keeping a model's head builds a model
+of the file's shape; the transfer by layer name is `weights.py`'s.
 """
 
 import os
-import sys
 
 import keras
 from keras import layers
 
+from efficientnetv2_keras.limits import INPUT_NORMALIZATIONS, MIN_MODEL_IMAGE_SIZE
 from efficientnetv2_keras.models.blocks import (
     DENSE_KERNEL_INITIALIZER,
     BlockSettings,
@@ -32,6 +31,7 @@ from efficientnetv2_keras.models.blocks import (
     fused_mbconv_block,
     mbconv_block,
 )
+from efficientnetv2_keras.models.deep_graphs import allow_deep_graphs
 from efficientnetv2_keras.models.family import FUSED_MBCONV, get_model_spec
 from efficientnetv2_keras.models.layers import AdjustableDropout
 from efficientnetv2_keras.models.weights import (
@@ -48,13 +48,7 @@ from efficientnetv2_keras.models.weights import (
 # ImageNet mean/std for B0-B3 (the V1 legacy pipeline they were trained with; keras.applications too).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_VARIANCE = (0.229**2, 0.224**2, 0.225**2)
-MIN_INPUT_SIZE = 32
-
-# Keras maps (and deserializes) functional graphs recursively: XL, ~1,200 layers deep, exceeds
-# Python's default limit of 1,000 frames. Raised at import, so load_model works too; never lowered.
-sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
 POOLINGS = (None, "avg", "max")
-INPUT_NORMALIZATIONS = ("imagenet", "symmetric")
 
 
 def block_letters(index):
@@ -107,9 +101,9 @@ def _input_layer(input_tensor, input_shape, channels_first, need_rgb):
                "include_preprocessing=False and weights=None to build a model for other channel counts.")
         )
     for size in spatial:
-        if size is not None and size < MIN_INPUT_SIZE:
+        if size is not None and size < MIN_MODEL_IMAGE_SIZE:
             raise ValueError(
-                f"Input height and width must be at least {MIN_INPUT_SIZE} (the network downsamples "
+                f"Input height and width must be at least {MIN_MODEL_IMAGE_SIZE} (the network downsamples "
                 f"32x), got input_shape={input_shape}, which is {_layout(channels_first)}."
                 + (_transposed_hint(input_shape, channels_first) or
                    " Resize the images or pass None for any size.")
@@ -160,6 +154,29 @@ def build_model(
     the same in both layouts, so weight files load into either.
     """
     spec = get_model_spec(model_name)
+    dropout_rate, input_normalization = _check_arguments(
+        spec, pooling, classes, survival_prob, dropout_rate, input_normalization, weights)
+    allow_deep_graphs()  # XL is deeper than Python's default recursion limit allows Keras to connect
+    # Every layer reads the global image data format when it is made; the model keeps that layout.
+    channels_first = keras.config.image_data_format() == "channels_first"
+    channels_axis = 1 if channels_first else -1  # of the batched tensors, for BN and Normalization
+    img_input, input_shape = _input_layer(
+        input_tensor, input_shape, channels_first, need_rgb=include_preprocessing or weights is not None
+    )
+    settings = BlockSettings(activation, channels_axis, bn_momentum, bn_epsilon)
+    x = _normalize_input(img_input, input_normalization, channels_axis) if include_preprocessing else img_input
+    x = settings.conv_bn_act(x, spec.stem_filters, 3, 2, "stem")
+    x = _stages(x, spec, settings, survival_prob)
+    x = _head(x, spec, settings, include_top, pooling, classes, classifier_activation, dropout_rate)
+    inputs = img_input if input_tensor is None else keras.utils.get_source_inputs(input_tensor)
+    model = keras.Model(inputs, x, name=name or spec.name)
+    if weights is not None:
+        load_weights(model, weights, spec=spec)
+    return model
+
+
+def _check_arguments(spec, pooling, classes, survival_prob, dropout_rate, input_normalization, weights):
+    """Raises on a bad argument; returns (dropout_rate, input_normalization) with the variant's defaults."""
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of None, 'avg', 'max'; got {pooling!r}.")
     if not isinstance(classes, int) or classes < 1:
@@ -179,29 +196,23 @@ def build_model(
         raise ValueError(
             f"weights must be None, 'imagenet' or the path of a weights file, got {weights!r}."
         )
+    return dropout_rate, input_normalization
 
-    # Every layer reads the global image data format when it is made; the model keeps that layout.
-    channels_first = keras.config.image_data_format() == "channels_first"
-    channels_axis = 1 if channels_first else -1  # of the batched tensors, for BN and Normalization
-    img_input, input_shape = _input_layer(
-        input_tensor, input_shape, channels_first, need_rgb=include_preprocessing or weights is not None
-    )
-    settings = BlockSettings(activation, channels_axis, bn_momentum, bn_epsilon)
 
-    x = img_input
-    if include_preprocessing:
-        # Inputs are float pixels in [0, 255]. B0-B3 use ImageNet mean/std (V1 convention) along
-        # the channel axis of either layout; S/M/L/XL map to [-1, 1) like the official (x - 128) / 128.
-        if input_normalization == "imagenet":
-            x = layers.Rescaling(scale=1.0 / 255, name="rescaling")(x)
-            x = layers.Normalization(
-                axis=channels_axis, mean=IMAGENET_MEAN, variance=IMAGENET_VARIANCE, name="normalization"
-            )(x)
-        else:
-            x = layers.Rescaling(scale=1.0 / 128.0, offset=-1, name="rescaling")(x)
+def _normalize_input(x, input_normalization, channels_axis):
+    """Float pixels in [0, 255] -> the network's input range. B0-B3 use ImageNet mean/std (V1 convention)
+    along the channel axis of either layout; S/M/L/XL map to [-1, 1) like the official (x - 128) / 128."""
+    if input_normalization == "imagenet":
+        x = layers.Rescaling(scale=1.0 / 255, name="rescaling")(x)
+        return layers.Normalization(
+            axis=channels_axis, mean=IMAGENET_MEAN, variance=IMAGENET_VARIANCE, name="normalization"
+        )(x)
+    return layers.Rescaling(scale=1.0 / 128.0, offset=-1, name="rescaling")(x)
 
-    x = settings.conv_bn_act(x, spec.stem_filters, 3, 2, "stem")
 
+def _stages(x, spec, settings, survival_prob):
+    """Every stage's blocks (paper Figure 2, Table 4); block i of N drops its residual branch with
+    probability (1 - survival_prob) * i / N (the released code's linear decay)."""
     stages = spec.scaled_stages()
     total_blocks = sum(stage.repeats for stage in stages)
     block_index = 0
@@ -224,18 +235,22 @@ def build_model(
                 block_fraction=block_fraction,
             )
             block_index += 1
+    return x
 
+
+def _head(x, spec, settings, include_top, pooling, classes, classifier_activation, dropout_rate):
+    """1x1 conv to the head width, BatchNorm, activation; then the classifier, or pooling, or nothing."""
     x = conv2d(spec.head_width, 1, 1, "top_conv")(x)
     x = settings.batch_norm("top_bn")(x)
     # Under mixed precision the model's last layer computes in float32, so outputs are float32.
     last_is_activation = not include_top and pooling is None
     x = layers.Activation(
-        activation, name="top_activation", dtype="float32" if last_is_activation else None
+        settings.activation, name="top_activation", dtype="float32" if last_is_activation else None
     )(x)
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = AdjustableDropout(dropout_rate, name="top_dropout")(x)
-        x = layers.Dense(
+        return layers.Dense(
             classes,
             activation=classifier_activation,
             kernel_initializer=DENSE_KERNEL_INITIALIZER,
@@ -243,78 +258,11 @@ def build_model(
             dtype="float32",
             name="predictions",
         )(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool", dtype="float32")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="max_pool", dtype="float32")(x)
-
-    inputs = img_input if input_tensor is None else keras.utils.get_source_inputs(input_tensor)
-    model = keras.Model(inputs, x, name=name or spec.name)
-
-    if weights is not None:
-        load_weights(model, weights, spec=spec)
-    return model
-
-
-# The eight variants, as keras.applications names them. Each passes its arguments on to build_model;
-# `weights` defaults to None (nothing is downloaded unless asked), unlike keras.applications' "imagenet".
-# The default input shape is (None, None, 3), or (3, None, None) under channels_first: any size >= 32 px.
-
-
-def EfficientNetV2B0(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
-                     classifier_activation="softmax", include_preprocessing=True, name=None, dropout_rate=None,
-                     survival_prob=0.8, bn_momentum=0.9, bn_epsilon=1e-3, activation="silu", input_normalization=None):
-    """EfficientNetV2-B0 (official train size 192, eval size 224); the arguments are `build_model`'s."""
-    return build_model("b0", **locals())
-
-
-def EfficientNetV2B1(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
-                     classifier_activation="softmax", include_preprocessing=True, name=None, dropout_rate=None,
-                     survival_prob=0.8, bn_momentum=0.9, bn_epsilon=1e-3, activation="silu", input_normalization=None):
-    """EfficientNetV2-B1 (official train size 192, eval size 240); the arguments are `build_model`'s."""
-    return build_model("b1", **locals())
-
-
-def EfficientNetV2B2(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
-                     classifier_activation="softmax", include_preprocessing=True, name=None, dropout_rate=None,
-                     survival_prob=0.8, bn_momentum=0.9, bn_epsilon=1e-3, activation="silu", input_normalization=None):
-    """EfficientNetV2-B2 (official train size 208, eval size 260); the arguments are `build_model`'s."""
-    return build_model("b2", **locals())
-
-
-def EfficientNetV2B3(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
-                     classifier_activation="softmax", include_preprocessing=True, name=None, dropout_rate=None,
-                     survival_prob=0.8, bn_momentum=0.9, bn_epsilon=1e-3, activation="silu", input_normalization=None):
-    """EfficientNetV2-B3 (official train size 240, eval size 300); the arguments are `build_model`'s."""
-    return build_model("b3", **locals())
-
-
-def EfficientNetV2S(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
-                    classifier_activation="softmax", include_preprocessing=True, name=None, dropout_rate=None,
-                    survival_prob=0.8, bn_momentum=0.9, bn_epsilon=1e-3, activation="silu", input_normalization=None):
-    """EfficientNetV2-S (official train size 300, eval size 384); the arguments are `build_model`'s."""
-    return build_model("s", **locals())
-
-
-def EfficientNetV2M(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
-                    classifier_activation="softmax", include_preprocessing=True, name=None, dropout_rate=None,
-                    survival_prob=0.8, bn_momentum=0.9, bn_epsilon=1e-3, activation="silu", input_normalization=None):
-    """EfficientNetV2-M (official train size 384, eval size 480); the arguments are `build_model`'s."""
-    return build_model("m", **locals())
-
-
-def EfficientNetV2L(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
-                    classifier_activation="softmax", include_preprocessing=True, name=None, dropout_rate=None,
-                    survival_prob=0.8, bn_momentum=0.9, bn_epsilon=1e-3, activation="silu", input_normalization=None):
-    """EfficientNetV2-L (official train size 384, eval size 480); the arguments are `build_model`'s."""
-    return build_model("l", **locals())
-
-
-def EfficientNetV2XL(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
-                     classifier_activation="softmax", include_preprocessing=True, name=None, dropout_rate=None,
-                     survival_prob=0.8, bn_momentum=0.9, bn_epsilon=1e-3, activation="silu", input_normalization=None):
-    """EfficientNetV2-XL (official train size 384, eval size 512); the arguments are `build_model`'s."""
-    return build_model("xl", **locals())
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D(name="avg_pool", dtype="float32")(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(name="max_pool", dtype="float32")(x)
+    return x
 
 
 # ------------------------------------------------------------------------------------------------

@@ -52,6 +52,26 @@ def check_model_file(path):
     (`load_model_file` then checks the CRCs).
     """
     path = os.fspath(path)
+    _check_is_keras_file(path)
+    _check_is_zip_archive(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ModelFileError(
+            f"{path!r} is a damaged zip archive ({error}). Copy it again, or use another checkpoint."
+        ) from None
+    missing = [name for name in REQUIRED_MEMBERS if name not in names]
+    if missing:
+        raise ModelFileError(
+            f"{path!r} is a zip archive but not a Keras model: it lacks {', '.join(missing)} (it holds "
+            f"{', '.join(sorted(names)[:5]) or 'nothing'}). Give a file written by model.save('x.keras')."
+        )
+    return path
+
+
+def _check_is_keras_file(path):
+    """A file (not a folder) named .keras."""
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"No model file at {path!r}. Check the path; a training run writes best.keras and "
@@ -70,6 +90,10 @@ def check_model_file(path):
             else ""
         )
         raise ModelFileError(f"{path!r} is not a .keras file (one written by model.save('x.keras')).{hint}")
+
+
+def _check_is_zip_archive(path):
+    """Not empty and a complete zip archive; an unfinished zip or an HDF5 file each say so."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(8)
@@ -78,37 +102,24 @@ def check_model_file(path):
             f"{path!r} is empty (0 bytes): the save or copy that wrote it did not finish. Use another "
             "checkpoint (best.keras / last.keras) or copy the file again."
         )
-    if not zipfile.is_zipfile(path):
-        if head.startswith(_ZIP_SIGNATURE):
-            raise ModelFileError(
-                f"{path!r} is truncated ({size:,} bytes; the end of its zip archive is missing): the "
-                "save, copy or download that wrote it did not finish. Copy it again, or use another "
-                "checkpoint (best.keras / last.keras)."
-            )
-        if head.startswith(_HDF5_SIGNATURE):
-            raise ModelFileError(
-                f"{path!r} is an HDF5 file, not a .keras zip archive: a weights file (.weights.h5) or "
-                "a legacy .h5 model renamed to .keras? Load weights with build_model(variant, "
-                "weights=PATH) under their own name."
-            )
+    if zipfile.is_zipfile(path):
+        return
+    if head.startswith(_ZIP_SIGNATURE):
         raise ModelFileError(
-            f"{path!r} is not a .keras model archive (not a zip file; it starts with {head[:8]!r}). "
-            "Give a file written by model.save('x.keras')."
+            f"{path!r} is truncated ({size:,} bytes; the end of its zip archive is missing): the "
+            "save, copy or download that wrote it did not finish. Copy it again, or use another "
+            "checkpoint (best.keras / last.keras)."
         )
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-    except (zipfile.BadZipFile, OSError) as error:
+    if head.startswith(_HDF5_SIGNATURE):
         raise ModelFileError(
-            f"{path!r} is a damaged zip archive ({error}). Copy it again, or use another checkpoint."
-        ) from None
-    missing = [name for name in REQUIRED_MEMBERS if name not in names]
-    if missing:
-        raise ModelFileError(
-            f"{path!r} is a zip archive but not a Keras model: it lacks {', '.join(missing)} (it holds "
-            f"{', '.join(sorted(names)[:5]) or 'nothing'}). Give a file written by model.save('x.keras')."
+            f"{path!r} is an HDF5 file, not a .keras zip archive: a weights file (.weights.h5) or "
+            "a legacy .h5 model renamed to .keras? Load weights with build_model(variant, "
+            "weights=PATH) under their own name."
         )
-    return path
+    raise ModelFileError(
+        f"{path!r} is not a .keras model archive (not a zip file; it starts with {head[:8]!r}). "
+        "Give a file written by model.save('x.keras')."
+    )
 
 
 @contextlib.contextmanager

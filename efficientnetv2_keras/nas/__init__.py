@@ -9,20 +9,21 @@ Command line: `effnetv2-nas --output_dir=runs/nas` (`python tools/nas_search.py`
 
 from efficientnetv2_keras.nas.measure import measure_train_step
 from efficientnetv2_keras.nas.reward import PAPER_V, PAPER_W, reward
-from efficientnetv2_keras.nas.search import (
+from efficientnetv2_keras.nas.results import (
     BACKBONE,
-    DEFAULT_PROXY_OVERRIDES,
     SearchError,
-    SearchResult,
-    evaluate_candidate,
     format_ranking,
     operator_preference,
     pareto_front,
-    parameter_count,
-    proxy_config,
     read_results,
-    run_search,
     score_rows,
+)
+from efficientnetv2_keras.nas.search import (
+    DEFAULT_PROXY_OVERRIDES,
+    SearchResult,
+    evaluate_candidate,
+    proxy_config,
+    run_search,
     write_recipe,
 )
 from efficientnetv2_keras.nas.space import SearchSpace, describe_table, sample_specs, scaled_backbone, table_digest
@@ -30,6 +31,6 @@ from efficientnetv2_keras.nas.space import SearchSpace, describe_table, sample_s
 __all__ = [
     "BACKBONE", "DEFAULT_PROXY_OVERRIDES", "PAPER_V", "PAPER_W", "SearchError", "SearchResult", "SearchSpace",
     "describe_table", "evaluate_candidate", "format_ranking", "measure_train_step", "operator_preference",
-    "parameter_count", "pareto_front", "proxy_config", "read_results", "reward", "run_search", "sample_specs",
+    "pareto_front", "proxy_config", "read_results", "reward", "run_search", "sample_specs",
     "scaled_backbone", "score_rows", "table_digest", "write_recipe",
 ]

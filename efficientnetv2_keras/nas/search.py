@@ -22,14 +22,25 @@ measured first, with the same recipe, so it scores exactly its accuracy.
   best_recipe.yaml      the given recipe (full training, not the proxy) with model.name = best_model.yaml
 """
 
-import csv
 import dataclasses
 import json
 import os
 import time
 
 from efficientnetv2_keras.models.family import load_model_spec, save_model_spec, spec_to_dict
-from efficientnetv2_keras.nas.reward import COSTS, PAPER_V, PAPER_W, reward
+from efficientnetv2_keras.nas.results import (
+    BACKBONE,
+    SearchError,
+    append_result,
+    format_operator_preference,
+    format_ranking,
+    operator_preference,
+    plot_pareto,
+    rank_rows,
+    read_results,
+    score_rows,
+)
+from efficientnetv2_keras.nas.reward import COSTS, PAPER_V, PAPER_W
 from efficientnetv2_keras.nas.space import SearchSpace, describe_table, sample_specs, table_digest
 
 # The proxy task on top of the user's recipe (§3.3: "train each model about 10 epochs with reduced
@@ -46,13 +57,6 @@ DEFAULT_PROXY_OVERRIDES = (
     "train.lr_warmup_epochs=0.5",
 )
 DEFAULT_MINIVAL = 0.1
-BACKBONE = "backbone"
-CSV_FIELDS = ("sample", "name", "table", "table_file", "accuracy", "step_time", "step_clock", "params", "flops",
-              "reward", "train_wall_s", "train_cpu_s", "measure_cpu_s", "digest")
-
-
-class SearchError(ValueError):
-    """A search cannot start or resume as asked (e.g. other settings in the same output folder)."""
 
 
 def _fmt_seconds(seconds):
@@ -110,153 +114,6 @@ def evaluate_candidate(table_path, recipe, model_dir, *, overrides=DEFAULT_PROXY
     }
 
 
-def read_results(path):
-    """Rows of results.csv (numbers parsed); [] when it does not exist. A torn last line is dropped."""
-    if not os.path.exists(path):
-        return []
-    rows = []
-    with open(path, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            if None in row or any(row.get(k) in (None, "") for k in ("sample", "accuracy", "step_time", "params")):
-                continue  # a line cut short by a kill
-            for key in ("accuracy", "step_time", "reward", "train_wall_s", "train_cpu_s", "measure_cpu_s"):
-                row[key] = float(row[key]) if row.get(key) not in (None, "") else None
-            for key in ("params", "flops"):
-                row[key] = int(float(row[key])) if row.get(key) not in (None, "") else None
-            rows.append(row)
-    return rows
-
-
-def append_result(path, row):
-    """Appends one row (header first if new) and flushes it to disk: a kill loses at most the model in flight."""
-    new = not os.path.exists(path) or os.path.getsize(path) == 0
-    if not new:  # a kill mid-write can leave a line without its newline: start a fresh one
-        with open(path, "rb") as handle:
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) != b"\n":
-                with open(path, "a", encoding="utf-8") as fix:
-                    fix.write("\n")
-    with open(path, "a", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def score_rows(rows, *, w=PAPER_W, v=PAPER_V, cost="params"):
-    """Adds "reward", "rel_step_time", "rel_size" to each row, normalized to the backbone row."""
-    if cost not in COSTS:
-        raise ValueError(f"cost must be one of {COSTS}, got {cost!r}.")
-    base = next((r for r in rows if r["sample"] == BACKBONE), None)
-    if base is None:
-        raise SearchError("results.csv has no backbone row: the reward is normalized to the backbone.")
-    if cost == "flops" and not base.get("flops"):
-        raise SearchError("cost='flops' needs FLOPs in results.csv: run the search with count_flops=True.")
-    for row in rows:
-        row["rel_step_time"] = row["step_time"] / base["step_time"]
-        row["rel_size"] = row[cost] / base[cost]
-        row["reward"] = reward(row["accuracy"], row["step_time"], row[cost], base_step_time=base["step_time"],
-                               base_size=base[cost], w=w, v=v)
-    return rows
-
-
-def rank_rows(rows):
-    return sorted(rows, key=lambda r: (-r["reward"], r["sample"]))
-
-
-def format_ranking(rows, cost="params"):
-    lines = [f"| rank | sample | reward | accuracy | step time (rel.) | {cost} (rel.) | table |",
-             "|---:|---|---:|---:|---:|---:|---|"]
-    for rank, row in enumerate(rank_rows(rows), 1):
-        lines.append(
-            f"| {rank} | {row['sample']} | {row['reward']:.4f} | {row['accuracy']:.4f} | "
-            f"{row['step_time'] * 1000:.1f} ms ({row['rel_step_time']:.2f}) | {row[cost]:,} ({row['rel_size']:.2f}) | "
-            f"{row['table']} |"
-        )
-    return "\n".join(lines)
-
-
-def operator_preference(rows):
-    """Per stage: mean reward, accuracy and relative step time of the samples with Fused-MBConv there
-    against those with MBConv (the paper found Fused-MBConv preferred in early stages, §3.3)."""
-    from efficientnetv2_keras.models.family import FUSED_MBCONV
-
-    samples = [(r, load_model_spec(r["table_file"])) for r in rows if r["sample"] != BACKBONE]
-    if not samples:
-        return []
-    table = []
-    for index in range(len(samples[0][1].stages)):
-        entry = {"stage": index + 1}
-        for label, fused in (("fused", True), ("mbconv", False)):
-            group = [r for r, spec in samples if (spec.stages[index].block == FUSED_MBCONV) == fused]
-            entry[label] = {
-                "count": len(group),
-                **{key: (sum(r[key] for r in group) / len(group) if group else None)
-                   for key in ("reward", "accuracy", "rel_step_time")},
-            }
-        table.append(entry)
-    return table
-
-
-def format_operator_preference(table):
-    def cell(group, key, digits):
-        return "-" if group[key] is None else f"{group[key]:.{digits}f}"
-
-    lines = ["| stage | Fused-MBConv: n, reward, accuracy, step time | MBConv: n, reward, accuracy, step time |",
-             "|---:|---|---|"]
-    for entry in table:
-        parts = [f"{g['count']}, {cell(g, 'reward', 4)}, {cell(g, 'accuracy', 4)}, {cell(g, 'rel_step_time', 2)}"
-                 for g in (entry["fused"], entry["mbconv"])]
-        lines.append(f"| {entry['stage']} | {parts[0]} | {parts[1]} |")
-    return "\n".join(lines)
-
-
-def pareto_front(rows):
-    """Rows no other row beats on both accuracy (higher) and step time (lower), by step time."""
-    front = [r for r in rows if not any(
-        o is not r and o["accuracy"] >= r["accuracy"] and o["step_time"] <= r["step_time"]
-        and (o["accuracy"] > r["accuracy"] or o["step_time"] < r["step_time"]) for o in rows)]
-    return sorted(front, key=lambda r: r["step_time"])
-
-
-def plot_pareto(rows, path, title="", clock="process"):
-    """Accuracy against normalized step time; marker area ~ parameters; backbone and best marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    largest = max(r["params"] for r in rows)
-    best = rank_rows(rows)[0]
-    figure, axis = plt.subplots(figsize=(7, 5))
-    samples = [r for r in rows if r["sample"] != BACKBONE]
-    if samples:
-        axis.scatter([r["rel_step_time"] for r in samples], [r["accuracy"] for r in samples],
-                     s=[30 + 400 * r["params"] / largest for r in samples], alpha=0.55, label="samples")
-        for r in samples:
-            axis.annotate(r["sample"], (r["rel_step_time"], r["accuracy"]), fontsize=7, xytext=(4, 3),
-                          textcoords="offset points")
-    base = next(r for r in rows if r["sample"] == BACKBONE)
-    axis.scatter([1.0], [base["accuracy"]], s=30 + 400 * base["params"] / largest, marker="*", color="red",
-                 label="backbone", zorder=3)
-    front = pareto_front(rows)
-    axis.plot([r["rel_step_time"] for r in front], [r["accuracy"] for r in front], "--", color="gray",
-              linewidth=1, label="Pareto front")
-    axis.scatter([best["rel_step_time"]], [best["accuracy"]], s=160, facecolors="none", edgecolors="black",
-                 linewidths=1.5, label=f"best reward ({best['sample']})", zorder=4)
-    axis.set_xlabel(f"training step time / backbone's ({clock} time)")
-    axis.set_ylabel("proxy accuracy (held-out part of the training split)")
-    axis.set_title(title or "Training-aware search (marker area ~ parameters)")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
-
-
 @dataclasses.dataclass
 class SearchResult:
     rows: list  # scored rows, ranked by reward (backbone included)
@@ -299,26 +156,81 @@ def run_search(space, output_dir, *, recipe="digits_demo", num_samples=6, seed=0
     if num_samples < 0:
         raise ValueError(f"num_samples must be >= 0, got {num_samples}.")
     count_flops = (cost == "flops") if count_flops is None else count_flops
-    evaluate = evaluate or evaluate_candidate
-    started_wall, started_cpu = time.perf_counter(), time.process_time()
+    run = _SearchRun(output_dir, dict(w=w, v=v, cost=cost), time_budget, verbose, log)
     os.makedirs(os.path.join(output_dir, "samples"), exist_ok=True)
-    settings = _settings(space, recipe, proxy_overrides, seed, minival, timing_steps, warmup_steps, clock, count_flops)
+    _check_settings(output_dir, _settings(space, recipe, proxy_overrides, seed, minival, timing_steps, warmup_steps,
+                                          clock, count_flops))
+    done = {row["sample"]: row for row in read_results(run.csv_path)}
+    backbone_path, jobs = _jobs(space, output_dir, num_samples, seed, done)
+
+    def evaluate_job(table_path, sample_id):
+        return (evaluate or evaluate_candidate)(
+            table_path, recipe, os.path.join(output_dir, "samples", sample_id), overrides=proxy_overrides,
+            minival=minival, timing_steps=timing_steps, warmup_steps=warmup_steps, clock=clock,
+            count_flops=count_flops)
+
+    finished = _train_jobs(run, jobs, done, evaluate_job)
+    rows = [dict(r) for r in read_results(run.csv_path)]
+    files = {"results": run.csv_path, "backbone": backbone_path}
+    if not any(r["sample"] == BACKBONE for r in rows):  # stopped before the backbone finished: nothing to rank
+        wall, cpu = run.seconds()
+        return SearchResult(rows=[], best=None, finished=False, files=files, cpu_seconds=cpu, wall_seconds=wall)
+    ranked, ranking = _write_report(run, rows, recipe, files)
+    wall, cpu = run.seconds()
+    best = ranked[0]
+    run.say("\n" + ranking)
+    run.say(f"\nBest: {best['sample']} ({best['table']}), reward {best['reward']:.4f}"
+            + (" (the backbone itself)" if best["sample"] == BACKBONE else ""))
+    run.say(f"Wrote {', '.join(files.values())}")
+    run.say(f"This call: wall {_fmt_seconds(wall)}, process CPU {_fmt_seconds(cpu)}"
+            + ("" if finished else " (stopped by the time budget)"))
+    return SearchResult(rows=ranked, best=best, finished=finished, files=files, cpu_seconds=cpu, wall_seconds=wall)
+
+
+@dataclasses.dataclass
+class _SearchRun:
+    """One call of `run_search`: where it writes, how it scores, its time budget, how it reports."""
+
+    output_dir: str
+    scoring: dict  # w, v, cost of `score_rows`
+    time_budget: object  # seconds of wall time, or None
+    verbose: int
+    log: object
+    started_wall: float = dataclasses.field(default_factory=time.perf_counter)
+    started_cpu: float = dataclasses.field(default_factory=time.process_time)
+
+    @property
+    def csv_path(self):
+        return os.path.join(self.output_dir, "results.csv")
+
+    def seconds(self):
+        """(wall, process CPU) seconds since the call started."""
+        return time.perf_counter() - self.started_wall, time.process_time() - self.started_cpu
+
+    def say(self, text):
+        if self.verbose:
+            self.log(text)
+
+
+def _check_settings(output_dir, settings):
+    """Writes search.json, or refuses a rerun in the same folder with other settings."""
     settings_path = os.path.join(output_dir, "search.json")
-    if os.path.exists(settings_path):
-        with open(settings_path, encoding="utf-8") as handle:
-            previous = json.load(handle)
-        changed = sorted(k for k in settings if previous.get(k) != settings[k])
-        if changed:
-            raise SearchError(
-                f"{output_dir} holds a search with other settings ({', '.join(changed)} differ; see "
-                f"{settings_path}). Resume it with the same arguments, or use a new output folder."
-            )
-    else:
+    if not os.path.exists(settings_path):
         with open(settings_path, "w", encoding="utf-8") as handle:
             json.dump(settings, handle, indent=2)
+        return
+    with open(settings_path, encoding="utf-8") as handle:
+        previous = json.load(handle)
+    changed = sorted(k for k in settings if previous.get(k) != settings[k])
+    if changed:
+        raise SearchError(
+            f"{output_dir} holds a search with other settings ({', '.join(changed)} differ; see "
+            f"{settings_path}). Resume it with the same arguments, or use a new output folder."
+        )
 
-    csv_path = os.path.join(output_dir, "results.csv")
-    done = {row["sample"]: row for row in read_results(csv_path)}
+
+def _jobs(space, output_dir, num_samples, seed, done):
+    """(the backbone's table file, [(sample id, table file, spec)]): the backbone first, then the samples."""
     backbone_path = save_model_spec(space.backbone, os.path.join(output_dir, "backbone.yaml"))
     jobs = [(BACKBONE, backbone_path, space.backbone)]
     for index, spec in enumerate(sample_specs(space, num_samples, seed)):
@@ -328,86 +240,82 @@ def run_search(space, output_dir, *, recipe="digits_demo", num_samples=6, seed=0
         if sample_id in done and done[sample_id].get("digest") not in (None, "", table_digest(spec)):
             raise SearchError(f"results.csv row {sample_id!r} is another table than this search draws; "
                               "use a new output folder.")
+    return backbone_path, jobs
 
+
+def _train_jobs(run, jobs, done, evaluate_job):
+    """Trains and measures every job not in results.csv yet, appending a row per model; False when the
+    time budget stopped it or a sample failed (a rerun retries)."""
     todo = [job for job in jobs if job[0] not in done]
-    if verbose and done:
-        log(f"Resuming {output_dir}: {len(done)} model(s) already in results.csv, {len(todo)} to go.")
-    durations, failures, finished = [], [], True
+    if done:
+        run.say(f"Resuming {run.output_dir}: {len(done)} model(s) already in results.csv, {len(todo)} to go.")
+    durations, failures = [], []
     for position, (sample_id, table_path, spec) in enumerate(todo):
-        elapsed = time.perf_counter() - started_wall
+        elapsed = run.seconds()[0]
         estimate = sum(durations) / len(durations) if durations else None
-        if time_budget is not None and (elapsed >= time_budget or (estimate and elapsed + estimate > time_budget)):
-            finished = False
-            if verbose:
-                log(f"Time budget of {_fmt_seconds(time_budget)} reached after {_fmt_seconds(elapsed)}: "
+        budget = run.time_budget
+        if budget is not None and (elapsed >= budget or (estimate and elapsed + estimate > budget)):
+            run.say(f"Time budget of {_fmt_seconds(budget)} reached after {_fmt_seconds(elapsed)}: "
                     f"{len(todo) - position} model(s) left; rerun the same command to continue.")
-            break
-        if verbose:
-            k = jobs.index((sample_id, table_path, spec))
-            left = f", about {_fmt_seconds(estimate * (len(todo) - position))} left" if estimate else ""
-            budget = f", budget left {_fmt_seconds(time_budget - elapsed)}" if time_budget is not None else ""
-            what = "backbone" if sample_id == BACKBONE else f"sample {k} of {len(jobs) - 1}"
-            log(f"[{what}] {spec.name}: {describe_table(spec)} (elapsed {_fmt_seconds(elapsed)}{left}{budget})")
-        if sample_id != BACKBONE:
-            save_model_spec(spec, table_path)
+            return False
+        left = f", about {_fmt_seconds(estimate * (len(todo) - position))} left" if estimate else ""
+        budget_left = f", budget left {_fmt_seconds(budget - elapsed)}" if budget is not None else ""
+        number = jobs.index((sample_id, table_path, spec))
+        what = "backbone" if sample_id == BACKBONE else f"sample {number} of {len(jobs) - 1}"
+        run.say(f"[{what}] {spec.name}: {describe_table(spec)} (elapsed {_fmt_seconds(elapsed)}{left}{budget_left})")
         start = time.perf_counter()
-        try:
-            row = evaluate(table_path, recipe, os.path.join(output_dir, "samples", sample_id),
-                           overrides=proxy_overrides, minival=minival, timing_steps=timing_steps,
-                           warmup_steps=warmup_steps, clock=clock, count_flops=count_flops)
-        except Exception as error:  # noqa: BLE001 - one bad sample must not end a long search
-            if sample_id == BACKBONE:
-                raise  # the recipe itself does not run: nothing can be scored
+        row = _train_job(run, sample_id, table_path, spec, evaluate_job)
+        if row is None:
             failures.append(sample_id)
-            with open(os.path.join(output_dir, "failures.log"), "a", encoding="utf-8") as handle:
-                handle.write(f"{sample_id} ({spec.name}): {type(error).__name__}: {error}\n")
-            if verbose:
-                log(f"    failed: {type(error).__name__}: {error} (logged in failures.log; retried on a rerun)")
             continue
-        row = {**row, "sample": sample_id}
         done[sample_id] = row
         if BACKBONE in done:
-            score_rows([done[BACKBONE], row], w=w, v=v, cost=cost)
-        append_result(csv_path, row)
+            score_rows([done[BACKBONE], row], **run.scoring)
+        append_result(run.csv_path, row)
         durations.append(time.perf_counter() - start)
-        if verbose:
-            log(f"    accuracy {row['accuracy']:.4f}, step {row['step_time'] * 1000:.1f} ms ({row['step_clock']}), "
+        run.say(f"    accuracy {row['accuracy']:.4f}, step {row['step_time'] * 1000:.1f} ms ({row['step_clock']}), "
                 f"{row['params']:,} params, reward {row.get('reward', float('nan')):.4f} "
                 f"[{_fmt_seconds(durations[-1])}]")
+    return not failures
 
-    finished = finished and not failures
-    rows = [dict(r) for r in read_results(csv_path)]
-    files = {"results": csv_path, "backbone": backbone_path}
-    if not any(r["sample"] == BACKBONE for r in rows):  # stopped before the backbone finished: nothing to rank
-        wall, cpu = time.perf_counter() - started_wall, time.process_time() - started_cpu
-        return SearchResult(rows=[], best=None, finished=False, files=files, cpu_seconds=cpu, wall_seconds=wall)
-    rows = score_rows(rows, w=w, v=v, cost=cost)
+
+def _train_job(run, sample_id, table_path, spec, evaluate_job):
+    """One model's row, or None when a sample failed (logged in failures.log); the backbone must not fail."""
+    if sample_id != BACKBONE:
+        save_model_spec(spec, table_path)
+    try:
+        row = evaluate_job(table_path, sample_id)
+    except Exception as error:  # noqa: BLE001 - one bad sample must not end a long search
+        if sample_id == BACKBONE:
+            raise  # the recipe itself does not run: nothing can be scored
+        with open(os.path.join(run.output_dir, "failures.log"), "a", encoding="utf-8") as handle:
+            handle.write(f"{sample_id} ({spec.name}): {type(error).__name__}: {error}\n")
+        run.say(f"    failed: {type(error).__name__}: {error} (logged in failures.log; retried on a rerun)")
+        return None
+    return {**row, "sample": sample_id}
+
+
+def _write_report(run, rows, recipe, files):
+    """Scores and ranks every row; writes ranking.md, pareto.png, best_model.yaml and best_recipe.yaml
+    (added to `files`). Returns (the ranked rows, the ranking table)."""
+    cost = run.scoring["cost"]
+    rows = score_rows(rows, **run.scoring)
     ranked = rank_rows(rows)
-    best = ranked[0]
     ranking = format_ranking(ranked, cost)
-    files["ranking"] = os.path.join(output_dir, "ranking.md")
+    files["ranking"] = os.path.join(run.output_dir, "ranking.md")
     clock_name = ranked[0].get("step_clock") or "process"
     with open(files["ranking"], "w", encoding="utf-8") as handle:
-        handle.write(f"# Search ranking (reward = A * S^{w} * {cost[0].upper()}^{v}, normalized to the backbone; "
-                     f"step time = median {clock_name} time per step)\n\n{ranking}\n")
+        handle.write(f"# Search ranking (reward = A * S^{run.scoring['w']} * {cost[0].upper()}^{run.scoring['v']}, "
+                     f"normalized to the backbone; step time = median {clock_name} time per step)\n\n{ranking}\n")
         preference = operator_preference(rows)
         if preference:
             handle.write("\n## Per stage: samples with Fused-MBConv against MBConv (means; step time relative to "
                          "the backbone)\n\n" + format_operator_preference(preference) + "\n")
-    files["pareto"] = plot_pareto(rows, os.path.join(output_dir, "pareto.png"), clock=clock_name)
-    best_spec = load_model_spec(best["table_file"])
-    files["best_model"] = save_model_spec(best_spec, os.path.join(output_dir, "best_model.yaml"))
-    files["best_recipe"] = write_recipe(recipe, files["best_model"], os.path.join(output_dir, "best_recipe.yaml"))
-    wall, cpu = time.perf_counter() - started_wall, time.process_time() - started_cpu
-    if verbose:
-        log("\n" + ranking)
-        log(f"\nBest: {best['sample']} ({best['table']}), reward {best['reward']:.4f}"
-            + (" (the backbone itself)" if best["sample"] == BACKBONE else ""))
-        log(f"Wrote {', '.join(files.values())}")
-        log(f"This call: wall {_fmt_seconds(wall)}, process CPU {_fmt_seconds(cpu)}"
-            + ("" if finished else " (stopped by the time budget)"))
-    return SearchResult(rows=ranked, best=best, finished=finished, files=files, cpu_seconds=cpu, wall_seconds=wall)
-
+    files["pareto"] = plot_pareto(rows, os.path.join(run.output_dir, "pareto.png"), clock=clock_name)
+    best_spec = load_model_spec(ranked[0]["table_file"])
+    files["best_model"] = save_model_spec(best_spec, os.path.join(run.output_dir, "best_model.yaml"))
+    files["best_recipe"] = write_recipe(recipe, files["best_model"], os.path.join(run.output_dir, "best_recipe.yaml"))
+    return ranked, ranking
 
 def write_recipe(recipe, table_path, path):
     """`recipe` with model.name = the table (absolute path), resolved and written as one YAML file."""
@@ -418,21 +326,6 @@ def write_recipe(recipe, table_path, path):
     return path
 
 
-def parameter_count(table_path, num_classes, **build_kwargs):
-    """Parameters of `build_model(table, classes=num_classes)`: what the reward's P is."""
-    import keras
-
-    from efficientnetv2_keras.models import build_model
-
-    model = build_model(table_path, classes=num_classes, **build_kwargs)
-    count = int(model.count_params())
-    del model
-    keras.backend.clear_session()
-    return count
-
-
 __all__ = [
-    "BACKBONE", "DEFAULT_PROXY_OVERRIDES", "SearchError", "SearchResult", "append_result", "evaluate_candidate",
-    "format_operator_preference", "format_ranking", "operator_preference", "parameter_count", "pareto_front",
-    "plot_pareto", "proxy_config", "rank_rows", "read_results", "run_search", "score_rows", "write_recipe",
+    "DEFAULT_PROXY_OVERRIDES", "SearchResult", "evaluate_candidate", "proxy_config", "run_search", "write_recipe",
 ]

@@ -63,9 +63,16 @@ from typing import Optional
 
 import numpy as np
 
+from efficientnetv2_keras.limits import (
+    BATCH_MULTIPLE,
+    LR_SCALING_RULES,
+    MAX_RANDAUG_MAGNITUDE,
+    MIN_MODEL_IMAGE_SIZE,
+    PRESETS,
+    REGULARIZERS,
+)
 from efficientnetv2_keras.models.family import get_model_spec
 
-PRESETS = ("paper", "official")
 # Paper Table 6: (min, max) per model. Image size, RandAugment magnitude, mixup alpha, dropout rate.
 PAPER_TABLE_6 = {
     "efficientnetv2-s": {"image_size": (128, 300), "randaug_magnitude": (5, 15), "mixup_alpha": (0, 0), "dropout_rate": (0.1, 0.3)},
@@ -74,10 +81,6 @@ PAPER_TABLE_6 = {
 }
 PAPER_TABLE_6["efficientnetv2-xl"] = PAPER_TABLE_6["efficientnetv2-l"]
 OFFICIAL_BASE_SIZE = 128  # `ibase` of the released code: the smallest progressive image size
-REGULARIZERS = ("image_size", "randaug_magnitude", "mixup_alpha", "cutmix_alpha", "dropout_rate", "survival_prob")
-MAX_RANDAUG_MAGNITUDE = 30.0
-MIN_IMAGE_SIZE = 32
-BATCH_MULTIPLE = 8  # stage batch sizes are multiples of this (and of the replica count)
 # Stage sizes below SIZE_ROUNDING_BELOW are rounded to multiples of SIZE_MULTIPLE (module docstring:
 # B0's train step and MACs per pixel, measured with `effnetv2-benchmark --sections=stages`).
 SIZE_MULTIPLE = 16
@@ -85,7 +88,6 @@ SIZE_ROUNDING_BELOW = 128
 # Batch-scaled stages in one fit (`fit_layout`): fit's epoch length may leave the last stage this
 # share of its steps over or under, so that epochs stay near one epoch of data in steps.
 LAST_STAGE_SLACK = 0.005
-LR_SCALING_RULES = ("linear", "sqrt")  # batch_scaling's learning-rate rules (module docstring)
 # The square-root rule's floor for a scaled moment decay 1 - k (1 - beta): 0.5 averages over about
 # 1 / (1 - 0.5) = 2 steps; the rule itself has no value once k (1 - beta) >= 1
 # (`training.schedules.TrainingProgress.square_root_rule_decay`).
@@ -367,9 +369,9 @@ def _validate(schedule):
                 "and be non-empty."
             )
         expected_start = stage.end
-        if not isinstance(stage.image_size, (int, np.integer)) or stage.image_size < MIN_IMAGE_SIZE:
+        if not isinstance(stage.image_size, (int, np.integer)) or stage.image_size < MIN_MODEL_IMAGE_SIZE:
             raise ValueError(
-                f"Stage {index}: image_size must be an integer >= {MIN_IMAGE_SIZE}, got {stage.image_size!r}."
+                f"Stage {index}: image_size must be an integer >= {MIN_MODEL_IMAGE_SIZE}, got {stage.image_size!r}."
             )
         if not 0 <= stage.randaug_magnitude <= MAX_RANDAUG_MAGNITUDE:
             raise ValueError(

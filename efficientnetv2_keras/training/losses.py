@@ -16,9 +16,7 @@ training on logits, and saved models output probabilities like keras.application
 import keras
 from keras import ops
 
-from efficientnetv2_keras.hparams import LOSSES
-
-MULTI_LABEL_FORMATS = ("multi_hot", "multi_hot_normalized")
+from efficientnetv2_keras.limits import LOSSES, MULTI_LABEL_FORMATS
 
 
 @keras.saving.register_keras_serializable(package="efficientnetv2_keras")

@@ -30,7 +30,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from efficientnetv2_keras.hparams import OPTIMIZERS
+from efficientnetv2_keras.limits import OPTIMIZERS
 from efficientnetv2_keras.training import fused_updates
 from efficientnetv2_keras.training.ema import EMAWarmupMixin, batch_norm_statistics
 from efficientnetv2_keras.training.schedules import training_progress

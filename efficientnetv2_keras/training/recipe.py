@@ -25,6 +25,7 @@ import sys
 from typing import Any, Optional
 
 from efficientnetv2_keras import hparams
+from efficientnetv2_keras.limits import augment_argument
 from efficientnetv2_keras.models import WeightsDownloadError, build_model, load_pretrained
 from efficientnetv2_keras.models.family import get_model_spec
 from efficientnetv2_keras.progressive.schedule import REGULARIZERS, progressive_schedule
@@ -76,7 +77,7 @@ def dataset_options(config):
         "randaug_layers": data.randaug_layers,
         "randaug_ops": data.randaug_ops,
         "label_format": data.label_format,
-        "augment": None if data.augment == "none" else data.augment,
+        "augment": augment_argument(data.augment),
         "crop_area_range": (data.crop_area_min, 1.0),
         "flip": data.flip,
         "eval_crop_padding": data.eval_crop_padding,

@@ -21,8 +21,8 @@ import math
 import keras
 from keras import ops
 
-from efficientnetv2_keras.hparams import LR_SCHEDULES
-from efficientnetv2_keras.progressive.schedule import LR_SCALING_RULES, MIN_SCALED_DECAY
+from efficientnetv2_keras.limits import LR_SCALING_RULES, LR_SCHEDULES
+from efficientnetv2_keras.progressive.schedule import MIN_SCALED_DECAY
 
 LR_BASE_BATCH = 256  # §5.1: "0.016 * batch / 256" (0.256 at batch 4096)
 

@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from efficientnetv2_keras.hparams import PRECISIONS, STRATEGIES
+from efficientnetv2_keras.limits import PRECISIONS, STRATEGIES
 from efficientnetv2_keras.training.ema import batch_norm_layers
 
 # Cheap signs that a TPU may be reachable; without any, "auto" never asks the TPU resolver (which

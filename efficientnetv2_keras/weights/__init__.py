@@ -16,24 +16,16 @@ Nothing here imports torch or timm until a conversion needs them.
 
 from efficientnetv2_keras.models.weights import weights_info_path
 from efficientnetv2_keras.weights.catalog import (
-    TAGS,
     TIMM_CHECKPOINTS,
     TimmCheckpoint,
     find_timm_checkpoint,
     timm_architecture,
 )
 from efficientnetv2_keras.weights.info import apply_weights_info, read_weights_info
-from efficientnetv2_keras.weights.timm_convert import (
-    ConversionError,
-    compare_with_timm,
-    convert_timm,
-    infer_variant,
-    read_timm_checkpoint,
-    timm_to_keras,
-)
+from efficientnetv2_keras.weights.timm_checkpoint import ConversionError, read_timm_checkpoint
+from efficientnetv2_keras.weights.timm_convert import compare_with_timm, convert_timm, infer_variant, timm_to_keras
 
 __all__ = [
-    "TAGS",
     "TIMM_CHECKPOINTS",
     "TimmCheckpoint",
     "find_timm_checkpoint",

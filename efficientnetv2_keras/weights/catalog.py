@@ -13,7 +13,6 @@ from typing import Optional
 
 from efficientnetv2_keras.models.family import get_model_spec
 
-TAGS = ("in1k", "in21k", "in21k_ft_in1k")
 TAG_MEANINGS = {
     "in1k": "trained on ImageNet-1k",
     "in21k": "pretrained on ImageNet-21k (21,843 classes)",

@@ -21,7 +21,7 @@ to float32 rounding; `convert_timm` checks that on a random batch whenever timm 
 
 PyTorch and timm are optional (`pip install efficientnetv2-keras[timm]`): a `.safetensors` file
 converts with the `safetensors` package alone; `.pth` files need torch; timm model names and the
-numeric check need timm.
+numeric check need timm. Reading the checkpoint is `timm_checkpoint`'s.
 """
 
 import datetime
@@ -46,118 +46,17 @@ from efficientnetv2_keras.weights.catalog import (
     timm_architecture,
 )
 from efficientnetv2_keras.weights.info import INFO_FORMAT
+from efficientnetv2_keras.weights.timm_checkpoint import (
+    ConversionError,
+    import_timm,
+    name_from_text,
+    read_timm_checkpoint,
+)
 
 # Logits of the converted model may differ from timm's by this much (float32), relative to
 # max(1, largest |logit|): real checkpoints have logits of ~10.
 DEFAULT_TOLERANCE = 1e-3
 _BN = ("weight", "bias", "running_mean", "running_var")
-# A file name or timm name -> (variant, tag); old timm file names spelled the tags differently.
-_NAME_PATTERN = re.compile(
-    r"tf_efficientnetv2_(b0|b1|b2|b3|s|m|l|xl)(?:[._-]?(in21k_ft_in1k|in21ft1k|21ft1k|in21k|21k|in1k))?(?![a-z0-9])"
-)
-_LEGACY_TAGS = {"in21ft1k": "in21k_ft_in1k", "21ft1k": "in21k_ft_in1k", "21k": "in21k", "in21k": "in21k"}
-
-
-class ConversionError(ValueError):
-    """The checkpoint cannot be converted (another architecture, missing tensors, failed check)."""
-
-
-def import_timm():
-    """(timm, torch), or ImportError saying how to install them."""
-    try:
-        import timm
-        import torch
-    except Exception as error:  # also RuntimeError: a torchvision built for another torch
-        raise ImportError(
-            f"timm and torch are needed for this but could not be imported ({type(error).__name__}: "
-            f"{error}). Install them with `pip install 'efficientnetv2-keras[timm]'` (torch, timm and "
-            "torchvision builds must match), or convert a downloaded .safetensors file, which needs "
-            "only the safetensors package."
-        ) from error
-    return timm, torch
-
-
-# ------------------------------------------------------------------------------------------------
-# Reading a checkpoint.
-# ------------------------------------------------------------------------------------------------
-
-
-def _numpy(tensor):
-    if isinstance(tensor, np.ndarray):
-        return tensor
-    return tensor.detach().cpu().float().numpy() if tensor.is_floating_point() else tensor.cpu().numpy()
-
-
-def _unwrap(state, where):
-    """A bare state dict from a torch.load result: timm training checkpoints nest it."""
-    if isinstance(state, dict) and "conv_stem.weight" not in state:
-        for key in ("state_dict_ema", "state_dict", "model"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict):
-        raise ConversionError(f"{where} holds a {type(state).__name__}, not a state dict.")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def read_timm_checkpoint(source):
-    """(state dict of numpy arrays, description, name or None) for a checkpoint `source`.
-
-    `source`: a `.safetensors` file, a `.pth`/`.pt`/`.bin` file (torch), a timm model instance, a
-    state dict, or a timm model name such as "tf_efficientnetv2_s.in21k" (downloaded by timm).
-    """
-    if isinstance(source, dict):
-        return {k: _numpy(v) for k, v in _unwrap(source, "the state dict").items()}, "a state dict", None
-    if hasattr(source, "state_dict") and hasattr(source, "pretrained_cfg"):  # a timm model
-        architecture = (source.pretrained_cfg or {}).get("architecture")
-        state = {k: _numpy(v) for k, v in source.state_dict().items()}
-        return state, f"timm model {architecture}", architecture
-    path = os.fspath(source)
-    if os.path.isfile(path):
-        if path.endswith(".safetensors"):
-            try:
-                from safetensors.numpy import load_file
-            except ImportError as error:
-                raise ImportError(
-                    "Reading .safetensors needs the safetensors package: pip install 'efficientnetv2-keras[timm]'."
-                ) from error
-            state = load_file(path)
-        elif path.endswith((".pth", ".pt", ".bin")):
-            try:
-                import torch
-            except ImportError as error:
-                raise ImportError(f"Reading {path!r} needs torch: pip install 'efficientnetv2-keras[timm]'.") from error
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            raise ConversionError(f"{path!r}: expected a .safetensors, .pth, .pt or .bin file.")
-        state = {k: _numpy(v) for k, v in _unwrap(state, repr(path)).items()}
-        return state, os.path.abspath(path), None
-    if os.sep in path or path.endswith((".safetensors", ".pth", ".pt", ".bin")):
-        raise FileNotFoundError(f"Checkpoint file not found: {path!r}.")
-    if find_timm_checkpoint(path) is None:  # also a clear error for names that are not released checkpoints
-        tags = [n for n in TIMM_CHECKPOINTS if n.startswith(path + ".")]
-        raise ConversionError(f"Name the checkpoint with its tag: one of {', '.join(tags)}.")
-    timm, _ = import_timm()
-    try:
-        model = timm.create_model(path, pretrained=True)
-    except Exception as error:  # no network, hub errors: say how to do it by hand
-        raise ConversionError(
-            f"timm could not download {path} ({type(error).__name__}: {error}). Download model.safetensors "
-            f"from https://huggingface.co/timm/{path} and pass that file (with name={path!r})."
-        ) from error
-    return {k: _numpy(v) for k, v in model.state_dict().items()}, f"timm {path}", path
-
-
-def name_from_text(text):
-    """The timm name (with tag, if any) a file name or path spells, or None."""
-    match = _NAME_PATTERN.search(str(text).lower())
-    if not match:
-        return None
-    variant, tag = match.groups()
-    name = TIMM_PREFIX + variant
-    if tag:
-        name += "." + _LEGACY_TAGS.get(tag, tag)
-    return name
 
 
 # ------------------------------------------------------------------------------------------------
@@ -400,57 +299,15 @@ def convert_timm(source, output, *, name=None, variant=None, verify="auto", tole
     """
     if verify not in (True, False, "auto"):
         raise ValueError(f"verify must be True, False or 'auto', got {verify!r}.")
-    state, description, source_name = read_timm_checkpoint(source)
-    name = name or source_name or name_from_text(description)
-    if name:
-        find_timm_checkpoint(name)
-    inferred = infer_variant(state)
-    if variant is None:
-        if inferred is None:
-            raise ConversionError(
-                f"{description} is not an EfficientNetV2 checkpoint of timm's tf_efficientnetv2_* "
-                "models (its stem, blocks per stage and head match none of B0-B3/S/M/L/XL); timm's "
-                "efficientnetv2_rw_* models are other architectures."
-            )
-        variant = inferred
-    spec = get_model_spec(variant)
-    if name and get_model_spec(name.split(".")[0][len(TIMM_PREFIX):]).name != spec.name:
-        raise ConversionError(f"name={name!r} is not a {spec.name} checkpoint.")
+    state, description, spec, name = _read_checkpoint(source, name, variant)
     arrays = timm_to_keras(state, spec)
     classes = int(arrays["predictions"][0].shape[1])
     info = _metadata(spec, name, classes)
-
-    path = os.fspath(output)
-    if os.path.isdir(path) or not path.endswith(".weights.h5"):
-        if not os.path.isdir(path) and os.path.splitext(path)[1]:
-            raise ValueError(f"output must end in .weights.h5 or be a folder, got {path!r}.")
-        os.makedirs(path, exist_ok=True)
-        path = os.path.join(path, default_output_name(info["timm_name"]))
-    json_path = weights_info_path(path)
-    for existing in (path, json_path):
-        if os.path.exists(existing) and not overwrite:
-            raise FileExistsError(f"{existing!r} exists: remove it or pass overwrite=True (--overwrite).")
-
+    path, json_path = _output_paths(output, info["timm_name"], overwrite)
     model = build_model(spec, include_top=True, classes=classes, classifier_activation=None,
                         include_preprocessing=False)
     assign(model, arrays)
-    check = {"verified": False}
-    if verify:
-        try:
-            timm_module, torch = import_timm()
-        except ImportError:
-            if verify is True:
-                raise
-            check["reason"] = "timm could not be imported"
-        else:
-            difference, scale = compare_with_timm(state, spec, model, image_size=verify_size)
-            check = {"verified": True, "max_abs_logit_difference": difference, "max_abs_logit": scale,
-                     "image_size": verify_size, "timm": timm_module.__version__, "torch": torch.__version__}
-            if difference > tolerance * max(1.0, scale):
-                raise ConversionError(
-                    f"The converted {spec.name} differs from timm's by {difference:.3g} (largest logit "
-                    f"{scale:.3g}, tolerance {tolerance:g} relative): nothing was written."
-                )
+    check = _verify(state, spec, model, verify, tolerance, verify_size)
     info = {
         "format": INFO_FORMAT,
         "variant": spec.name,
@@ -469,3 +326,62 @@ def convert_timm(source, output, *, name=None, variant=None, verify="auto", tole
             f.write("\n")
     info["weights_path"] = os.path.abspath(path)
     return info
+
+
+def _read_checkpoint(source, name, variant):
+    """(state dict, description, our variant's spec, timm name or None); the variant is inferred from
+    the tensors when not given, and must agree with the name."""
+    state, description, source_name = read_timm_checkpoint(source)
+    name = name or source_name or name_from_text(description)
+    if name:
+        find_timm_checkpoint(name)
+    inferred = infer_variant(state)
+    if variant is None:
+        if inferred is None:
+            raise ConversionError(
+                f"{description} is not an EfficientNetV2 checkpoint of timm's tf_efficientnetv2_* "
+                "models (its stem, blocks per stage and head match none of B0-B3/S/M/L/XL); timm's "
+                "efficientnetv2_rw_* models are other architectures."
+            )
+        variant = inferred
+    spec = get_model_spec(variant)
+    if name and get_model_spec(name.split(".")[0][len(TIMM_PREFIX):]).name != spec.name:
+        raise ConversionError(f"name={name!r} is not a {spec.name} checkpoint.")
+    return state, description, spec, name
+
+
+def _output_paths(output, timm_name, overwrite):
+    """(the .weights.h5 path, its JSON path): `output`, or a file named after the checkpoint in the
+    folder `output`; existing files only with `overwrite`."""
+    path = os.fspath(output)
+    if os.path.isdir(path) or not path.endswith(".weights.h5"):
+        if not os.path.isdir(path) and os.path.splitext(path)[1]:
+            raise ValueError(f"output must end in .weights.h5 or be a folder, got {path!r}.")
+        os.makedirs(path, exist_ok=True)
+        path = os.path.join(path, default_output_name(timm_name))
+    json_path = weights_info_path(path)
+    for existing in (path, json_path):
+        if os.path.exists(existing) and not overwrite:
+            raise FileExistsError(f"{existing!r} exists: remove it or pass overwrite=True (--overwrite).")
+    return path, json_path
+
+
+def _verify(state, spec, model, verify, tolerance, verify_size):
+    """The JSON's "check": our logits against timm's on a random batch (when asked, or "auto" and timm
+    imports); a difference beyond `tolerance` is an error and nothing is written."""
+    if not verify:
+        return {"verified": False}
+    try:
+        timm_module, torch = import_timm()
+    except ImportError:
+        if verify is True:
+            raise
+        return {"verified": False, "reason": "timm could not be imported"}
+    difference, scale = compare_with_timm(state, spec, model, image_size=verify_size)
+    if difference > tolerance * max(1.0, scale):
+        raise ConversionError(
+            f"The converted {spec.name} differs from timm's by {difference:.3g} (largest logit "
+            f"{scale:.3g}, tolerance {tolerance:g} relative): nothing was written."
+        )
+    return {"verified": True, "max_abs_logit_difference": difference, "max_abs_logit": scale,
+            "image_size": verify_size, "timm": timm_module.__version__, "torch": torch.__version__}
