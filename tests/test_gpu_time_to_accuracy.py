@@ -147,3 +147,41 @@ def test_tiny_end_to_end_run_on_jax_writes_the_table_and_the_plot(tmp_path):
     assert progressive["warmup_s"] > 0 and progressive["device"] == "cpu" and progressive["backend"] == "jax"
     fixed = json.loads((out / "fixed.json").read_text())
     assert len(fixed["records"]) == 4 and 0.0 <= fixed["test_accuracy"] <= 1.0
+
+
+def test_the_clock_stops_the_run_once_the_budget_is_spent():
+    class Model:
+        trainable_variables = [np.zeros(3, np.float32)]
+        stop_training = False
+
+    stream = tool.Stream(np.zeros((8, 28, 28), np.uint8), np.zeros(8, np.int32), [(32, 4), (48, 2)], 2, seed=0)
+    clock = tool.EpochClock(Model(), lambda model: 0.5, stream, budget_s=3600)
+    clock.start(0)
+    clock.stop(0, {"loss": 2.0})
+    assert not clock.model.stop_training
+    clock.budget_s = 0.0
+    clock.start(1)
+    clock.stop(1, {"loss": 1.0})
+    assert clock.model.stop_training  # no further epoch starts
+    assert [(r["epoch"], r["image_size"], r["batch_size"], r["minival_accuracy"]) for r in clock.records] == [
+        (1, 32, 4, 0.5), (2, 48, 2, 0.5)]
+    assert 0 <= clock.records[0]["train_s"] <= clock.records[1]["train_s"] == clock.train_seconds
+
+
+def test_the_warm_up_compiles_every_stage_shape_and_puts_the_initial_state_back(tiny_spec):
+    import keras
+
+    images, labels = np.random.default_rng(0).integers(0, 255, (16, 28, 28), dtype=np.uint8), np.arange(16) % 10
+    stream = tool.Stream(images, labels.astype(np.int32), [(32, 8), (40, 4)], 2, seed=0)
+    model = tool.build_classifier(tiny_spec, 1e-2, seed=0)
+    variables = list(model.variables) + list(model.optimizer.variables)
+    before = [keras.ops.convert_to_numpy(v).copy() for v in variables]
+    shapes_seen = []
+    original_batch = stream.batch
+    stream.batch = lambda step: shapes_seen.append(stream.shapes[step]) or original_batch(step)
+    evaluated = []
+    tool.warm_up(model, stream, evaluated.append)
+    assert sorted(set(shapes_seen)) == [(32, 8), (40, 4)] and evaluated == [model]
+    for variable, value in zip(variables, before):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), value, err_msg=variable.path)
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 0

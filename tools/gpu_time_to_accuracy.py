@@ -6,19 +6,18 @@ upsampled to paper-like sizes, twice: "fixed" at 224 px, batch 128; "progressive
 (each stage's batch keeps the last stage's activation memory) and Adam's square-root scaling rule. Both
 train on as many images, in mixed bfloat16, Adam with warmup and cosine decay over the images seen. The
 minival (held out of the training split, fixed seed) is evaluated after every epoch at the last size, the
-test split at the end. Writes to --out: <run>.json per run, table.md (run | image sizes | epochs | wall s to
-the fixed run's final minival accuracy | total wall s | test accuracy) and time_to_accuracy.png (minival
-accuracy against training wall time), both over every run found in --out.
+test split at the end. Writes <run>.json per run to --out, then table.md and time_to_accuracy.png over
+every run there (tools/time_to_accuracy_report.py).
 
     KERAS_BACKEND=jax python tools/gpu_time_to_accuracy.py --data_dir=fmnist --out=runs/gpu_tta
     KERAS_BACKEND=jax python tools/gpu_time_to_accuracy.py --data_dir=fmnist --dry_run   # the plans only
     KERAS_BACKEND=jax python tools/gpu_time_to_accuracy.py --tiny --out=/tmp/tta       # CPU smoke run
 
 Wall time counts the training steps, until the device has finished each epoch; compilation and evaluation
-are timed apart. Keras compiles the train step once per input shape and each stage has one (image size,
-batch) (no partial batches), the evaluation one (its last batch is padded). --warmup (default) runs every
-such shape once before the clock starts, then restores the initial weights and optimizer state;
---compile_cache=DIR (JAX) keeps compiled programs on disk for a later command.
+are timed apart. Keras compiles the train step once per input shape; each stage has one (image size, batch)
+(no partial batches), the evaluation one (its last batch padded). --warmup (default) runs each shape once
+before the clock starts, then restores the initial weights and optimizer state; --compile_cache=DIR (JAX)
+keeps compiled programs on disk for a later command.
 
 No TensorFlow on the path (JAX or PyTorch, Keras, NumPy, matplotlib). `ProgressiveLearning` builds tf.data
 pipelines, so the stages are laid out here as it lays them out with steps_per_epoch=N: fit runs epochs of
@@ -371,6 +370,7 @@ def main(argv=None, model=None):
     splits = load_splits(args)
     import keras
 
+    from efficientnetv2_keras.files import atomic_write_text
     from efficientnetv2_keras.models.family import get_model_spec
 
     spec = model or get_model_spec(args.model)
@@ -390,12 +390,10 @@ def main(argv=None, model=None):
     keras.mixed_precision.set_global_policy(args.precision)
     os.makedirs(args.out, exist_ok=True)
     for run in args.runs:
-        with open(os.path.join(args.out, f"{run}.json"), "w") as handle:
-            json.dump(train_run(run, args, splits, spec), handle, indent=1)
+        result = train_run(run, args, splits, spec)  # an earlier <run>.json stays until this one is complete
+        atomic_write_text(os.path.join(args.out, f"{run}.json"), json.dumps(result, indent=1))
         keras.backend.clear_session()
     report(args.out)
-    if "tensorflow" in sys.modules:
-        print("note: tensorflow was imported (is KERAS_BACKEND=jax set?)")
 
 
 if __name__ == "__main__":

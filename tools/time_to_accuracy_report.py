@@ -76,6 +76,9 @@ def report(out):
         if os.path.exists(os.path.join(out, f"{run}.json")):
             with open(os.path.join(out, f"{run}.json")) as handle:
                 results[run] = json.load(handle)
+    if not results:
+        raise SystemExit(f"No fixed.json or progressive.json in {out}: run tools/gpu_time_to_accuracy.py "
+                         f"--out={out} first.")
     text = table(results)
     with open(os.path.join(out, "table.md"), "w") as handle:
         handle.write(text)
