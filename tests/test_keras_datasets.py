@@ -6,16 +6,16 @@ tools/train.py. Keras reads KERAS_HOME once, when it is imported, so the `keras_
 variable (for subprocesses) and Keras' imported value (for this process).
 """
 
-import gzip
 import json
 import os
 import socket
-import struct
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+from conftest import tiny_fashion_mnist
 
 from efficientnetv2_keras import data
 from efficientnetv2_keras.data import keras_datasets
@@ -25,29 +25,6 @@ from efficientnetv2_keras.training import recipe
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNNER = os.path.join(ROOT, "tests", "train_runner.py")
 TRAIN_EXAMPLES, TEST_EXAMPLES = 40, 20
-
-
-def write_idx(path, array):
-    """The idx format (gzip'd, as Zalando and Debian ship it): magic 0, 0, 0x08 (uint8), ndim; the sizes
-    as big-endian uint32; the bytes."""
-    header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + array.astype(np.uint8).tobytes())
-
-
-def tiny_fashion_mnist(folder, seed=0):
-    """Writes a tiny Fashion-MNIST (every class in each split) into `folder`; returns its arrays."""
-    rng = np.random.default_rng(seed)
-    os.makedirs(folder, exist_ok=True)
-    arrays = {}
-    for prefix, count in (("train", TRAIN_EXAMPLES), ("t10k", TEST_EXAMPLES)):
-        labels = np.arange(count) % 10
-        images = rng.integers(0, 256, (count, 28, 28))
-        images[:, :4, :4] = labels[:, None, None] * 25  # a corner that tells the class
-        write_idx(os.path.join(folder, f"{prefix}-labels-idx1-ubyte.gz"), labels)
-        write_idx(os.path.join(folder, f"{prefix}-images-idx3-ubyte.gz"), images)
-        arrays[prefix] = (images.astype(np.uint8), labels)
-    return arrays
 
 
 @pytest.fixture
@@ -85,7 +62,7 @@ def test_the_cache_folder_is_the_keras_home_keras_read_at_import(keras_home):
 
 
 def test_fashion_mnist_reads_the_idx_files_in_the_keras_cache(keras_home):
-    arrays = tiny_fashion_mnist(keras_home / "datasets" / "fashion-mnist")
+    arrays = tiny_fashion_mnist(keras_home / "datasets" / "fashion-mnist", TRAIN_EXAMPLES, TEST_EXAMPLES)
     source = data.get_source("keras:fashion_mnist")
     assert isinstance(source, data.ArraySource) and source.name == "keras:fashion_mnist"
     assert source.num_classes == 10 and source.split_sizes == {"train": TRAIN_EXAMPLES, "test": TEST_EXAMPLES}
@@ -101,7 +78,7 @@ def test_fashion_mnist_reads_the_idx_files_in_the_keras_cache(keras_home):
 def test_the_arrays_are_loaded_once_per_process_and_folder(keras_home, monkeypatch):
     import keras
 
-    tiny_fashion_mnist(keras_home / "datasets" / "fashion-mnist")
+    tiny_fashion_mnist(keras_home / "datasets" / "fashion-mnist", TRAIN_EXAMPLES, TEST_EXAMPLES)
     calls = []
     load_data = keras.datasets.fashion_mnist.load_data
     monkeypatch.setattr(keras.datasets.fashion_mnist, "load_data", lambda: calls.append(1) or load_data())
@@ -110,7 +87,7 @@ def test_the_arrays_are_loaded_once_per_process_and_folder(keras_home, monkeypat
     assert np.shares_memory(first._split_arrays("train")[0], second._split_arrays("train")[0])
     # Another Keras home is another dataset.
     other = keras_home / "other"
-    tiny_fashion_mnist(other / "datasets" / "fashion-mnist", seed=1)
+    tiny_fashion_mnist(other / "datasets" / "fashion-mnist", TRAIN_EXAMPLES, TEST_EXAMPLES, seed=1)
     from keras.src.backend import config
 
     monkeypatch.setattr(config, "_KERAS_DIR", str(other))
@@ -120,7 +97,7 @@ def test_the_arrays_are_loaded_once_per_process_and_folder(keras_home, monkeypat
 
 
 def test_the_pipeline_and_a_minival_read_the_source(keras_home):
-    tiny_fashion_mnist(keras_home / "datasets" / "fashion-mnist")
+    tiny_fashion_mnist(keras_home / "datasets" / "fashion-mnist", TRAIN_EXAMPLES, TEST_EXAMPLES)
     train = data.build_dataset("keras:fashion_mnist", "train", 32, 8, training=True, randaug_magnitude=3,
                                randaug_ops=["Rotate", "TranslateX"], seed=0)
     images, labels = next(iter(train))
@@ -206,7 +183,7 @@ def test_the_fashion_mnist_recipe(keras_home):
 
 
 def test_tools_train_runs_the_recipe_on_a_tiny_fashion_mnist(keras_home, tmp_path):
-    tiny_fashion_mnist(keras_home / "datasets" / "fashion-mnist")
+    tiny_fashion_mnist(keras_home / "datasets" / "fashion-mnist", TRAIN_EXAMPLES, TEST_EXAMPLES)
     overrides = ",".join([
         "train.epochs=2", "train.steps_per_epoch=1", "train.batch_size=8", "progressive.num_stages=2",
         "progressive.image_size=[32,40]", "data.eval_size=40", "data.minival=10", "eval.batch_size=10",
