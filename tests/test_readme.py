@@ -58,6 +58,8 @@ COMMANDS = {
     "effnetv2-train --hparams=finetune_cifar10": ("skip", "needs CIFAR-10 prepared (tfds build cifar10); the quick "
                                                           "start runs the same command on the digits"),
     "effnetv2-train --hparams=my_recipe.yaml": ("skip", "a recipe file of the reader's own"),
+    "effnetv2-train --hparams=finetune_folder": ("skip", "the reader's own image folder; the same command on a "
+                                                        "generated folder runs in tests/test_finetune_folder.py"),
     "effnetv2-evaluate --model_dir=runs/s": ("skip", "the run of the ImageNet recipe above"),
     "effnetv2-predict --model_dir=runs/s": ("skip", "the run of the ImageNet recipe above"),
     "effnetv2-convert-weights --list": (SLOW, {}),
