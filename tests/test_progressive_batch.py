@@ -241,7 +241,8 @@ def test_recipes_pick_the_lr_rule_by_optimizer_unless_told():
     from efficientnetv2_keras.training.recipe import lr_scaling_rule, schedule_from_config
 
     def rule(*overrides):
-        config = load_config("digits_demo", overrides=["progressive.batch_scaling=true", *overrides])
+        config = load_config("digits_demo", overrides=["progressive.batch_scaling=true", "progressive.size_multiple=16",
+                                                        *overrides])
         schedule = schedule_from_config(config, config.train.epochs)
         assert schedule.lr_scaling == lr_scaling_rule(config)
         return schedule.lr_scaling, [round(s.lr_scale, 4) for s in schedule.stages]

@@ -65,8 +65,9 @@ def test_recipe_key_carries_the_rule():
     from efficientnetv2_keras.hparams import ConfigError, load_config
     from efficientnetv2_keras.training.recipe import schedule_from_config
 
-    config = load_config("digits_demo")
-    assert config.progressive.size_multiple == 16
+    assert load_config("fashion_mnist_b0").progressive.size_multiple == 16  # the schema's default
+    assert load_config("digits_demo").progressive.size_multiple is None  # the demo keeps 40 px (its comments)
+    config = load_config("digits_demo", overrides=["progressive.size_multiple=16"])
     assert _sizes(schedule_from_config(config, config.train.epochs)) == [32, 32, 48]
     off = load_config("digits_demo", overrides=["progressive.size_multiple=null"])
     assert _sizes(schedule_from_config(off, off.train.epochs)) == [32, 40, 48]
