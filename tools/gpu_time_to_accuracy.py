@@ -245,10 +245,8 @@ def plan_run(run, args, spec, splits):
         # Warmup and decay over images seen, in steps of the base batch (as the recipes' ProgressLR).
         base = cosine_decay_with_warmup(args.lr, max(1, round(progress.total_base_steps)), steps_per_epoch)
         learning_rate = ProgressLR(base, progress.steps, progress.ratios, progress.lr_scales, rule=progress.rule)
-        # Whole fit epochs per stage (a stage's data / its batch ratio, at least one): this script's stream
-        # has one shape per epoch, so a stage cannot start inside an epoch as ProgressiveLearning's can.
         shapes = [(stage.image_size, stage.batch_size) for stage in stages.stages
-                  for _ in range(max(1, round((stage.end - stage.start) / stage.batch_ratio)))]
+                  for _ in range(max(1, round((stage.end - stage.start) / stage.batch_ratio)))]  # one shape per epoch
     return Stream(*splits["train"], shapes, steps_per_epoch, args.seed), learning_rate, stages
 
 
