@@ -62,8 +62,9 @@ def checkpoint_plan(model_dir, validated, monitor=None, selected_on=None, resumi
     backup_interval_s, stages: when last.keras and backup/ are written (`backup_text`).
     """
     lines = [f"Checkpoints in {model_dir}: last.keras (+ last.json) and backup/ "
-             f"{backup_text(backup_interval_s, stages)}; a rerun of the same command (same train.epochs) resumes from backup/, which is kept after the run (a "
-             "rerun then reports it finished). A kill loses at most the training since the last backup."]
+             f"{backup_text(backup_interval_s, stages)}; a rerun of the same command (same train.epochs) resumes "
+             "from backup/, which is kept after the run (a rerun then reports it finished). A kill loses at most "
+             "the training since the last backup."]
     if monitor is None:
         lines.append("No best.keras: this run does not validate (mode=train, or data.minival=null).")
         return lines

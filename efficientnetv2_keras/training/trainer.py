@@ -192,7 +192,8 @@ def _earlier_run(recipe, run, own, layout, mode, overwrite):
     if finished is None or finished.get("mode") != mode:
         return None
     say(f"{run.path} holds a finished run ({recipe.epochs} of {recipe.epochs} epochs, "
-        f"{os.path.basename(run.results)}): nothing to train. Pass --overwrite (overwrite=True) to train it again from scratch.")
+        f"{os.path.basename(run.results)}): nothing to train. Pass --overwrite (overwrite=True) to train it again "
+        "from scratch.")
     return finished
 
 
