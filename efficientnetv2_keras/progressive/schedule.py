@@ -312,7 +312,7 @@ class FitLayout:
         data = (f"an epoch of data is {self.base_steps} steps of batch {batch_size}" if self.unit == "epoch"
                 else f"{self.unit}s of batch {batch_size}")
         return (f"One fit: {self.epochs} epochs of {self.steps_per_epoch} steps ({self.total_steps} steps; {data}); "
-                "each stage starts at its own step, inside a fit epoch where it falls there.")
+                "stages start at their own step, also inside a fit epoch.")
 
 
 def layout_stage_steps(stages, steps_per_epoch, unit="epoch"):
