@@ -16,3 +16,13 @@ def test_the_fixed_run_is_the_last_stage_and_the_batch_run_names_its_lr_rule():
     assert labels["batch"] == "progressive + batch scaling (LR sqrt)"  # Adam: the square-root rule
     sgd = load_config("digits_demo", ["train.optimizer=sgd"])
     assert run_labels(sgd)["batch"] == "progressive + batch scaling (LR linear)"
+
+
+def test_the_report_names_the_recipe_s_data_and_model():
+    from efficientnetv2_keras.benchmarks.progressive import describe_runs
+
+    fashion = load_config("fashion_mnist_b0", ["data.train_split=train[:7000]", "data.minival=1000"])
+    text = describe_runs(fashion)
+    assert "keras:fashion_mnist" in text and "train[:7000]" in text and "minival 1000" in text
+    assert "digits" not in text and "EfficientNetV2-B0" in text
+    assert "digits" in describe_runs(load_config("digits_demo"))

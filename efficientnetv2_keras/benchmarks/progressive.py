@@ -57,6 +57,15 @@ def run_labels(config):
             "batch": f"progressive + batch scaling (LR {lr_scaling_rule(config)})"}
 
 
+def describe_runs(config):
+    """What every run trains on, for the report's heading and the plot's title (from the recipe)."""
+    data, model = config.data, config.model
+    name = "EfficientNetV2-" + model.name.rsplit("-", 1)[-1].upper()
+    start = "from scratch" if not model.weights else f"from {model.weights}"
+    return (f"{name} {start} on {data.source} ({data.train_split}, minival {data.minival}, "
+            f"test split {data.eval_split!r})")
+
+
 def _run_one(recipe, overrides, base, name, seed, epochs, validation_freq, quick):
     """One training run of configuration `name`; `base` is `recipe` with `overrides`, loaded."""
     import keras
@@ -80,7 +89,7 @@ def _run_one(recipe, overrides, base, name, seed, epochs, validation_freq, quick
             "costs": results["costs"], "stages": results["stages"], "epoch_times": results["epoch_times"],
             "val_accuracy": [row.get("val_accuracy") for row in log], "log": log,
             "steps_per_epoch": results.get("steps_per_epoch"), "labels": run_labels(base),
-            "base_batch": int(base.train.batch_size), "last_size": int(_last(base.progressive.image_size))}
+            "base_batch": int(base.train.batch_size), "data": describe_runs(base), "last_size": int(_last(base.progressive.image_size))}
 
 
 def _read_log(path):
@@ -127,8 +136,8 @@ def _plot(results, path):
         axis.plot(*zip(*points), "o-", color=colors[result["run"]], alpha=0.7, markersize=3, label=label)
     axis.set_xlabel("training CPU seconds (user + system; validation and checkpoints excluded)")
     axis.set_ylabel("minival accuracy (EMA weights)")
-    axis.set_title("EfficientNetV2-B0 on digits: time to accuracy (one curve per seed)")
-    axis.set_ylim(0.5, 1.0)
+    axis.set_title(f"{results[0]['data']}:\ntime to accuracy (one curve per seed)", fontsize=9)
+    axis.set_ylim(top=1.0)
     axis.grid(alpha=0.3)
     axis.legend(loc="lower right")
     figure.tight_layout()
@@ -226,7 +235,7 @@ def summarize(results, names, epochs, seeds, out):
 
     labels = results[0]["labels"]
     lines = [
-        f"digits (1,293 train / 144 minival / 360 test), EfficientNetV2-B0 from scratch, {epochs} epochs of data, "
+        f"{results[0]['data']}, {epochs} epochs of data, "
         f"batch {results[0]['base_batch']} at {results[0]['last_size']} px, seeds {seeds}; "
         "CPU = process user + system seconds",
         "| run | test acc mean | spread (std; min-max) | wall s | CPU s | CPU vs fixed | train-step CPU s "
