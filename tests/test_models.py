@@ -80,6 +80,19 @@ def test_same_shaped_layers_start_with_different_weights():
     assert first.kernel.numpy().std() == pytest.approx(np.sqrt(2.0 / first.kernel.shape[-1]), rel=0.05)
 
 
+def test_the_classifier_starts_as_the_released_code_s_unless_asked_for_zeros():
+    # The released code's dense init draws from +-1/sqrt(classes): with 10 classes the first logits spread
+    # over several units and a model trained from scratch starts far above chance loss (ln 10).
+    released = ev2.EfficientNetV2B0(weights=None, input_shape=(32, 32, 3), classes=10).get_layer("predictions")
+    assert np.abs(released.kernel.numpy()).max() == pytest.approx(1 / np.sqrt(10), rel=0.05)
+    zeros = ev2.EfficientNetV2B0(weights=None, input_shape=(32, 32, 3), classes=10, classifier_initializer="zeros")
+    assert not zeros.get_layer("predictions").kernel.numpy().any()
+    probabilities = zeros(_images(size=32))
+    np.testing.assert_allclose(probabilities, 0.1, rtol=1e-6)  # chance: the loss starts at ln 10
+    with pytest.raises(ValueError, match="classifier_initializer"):
+        ev2.EfficientNetV2B0(weights=None, classifier_initializer="no such initializer")
+
+
 def test_block_letters_continue_past_z():
     assert [family_letter for family_letter in map(ev2.models.builder.block_letters, (0, 25, 26, 27, 31))] == [
         "a", "z", "aa", "ab", "af"

@@ -69,6 +69,10 @@ class ModelConfig:
     input_normalization: Optional[str] = _key(
         None, "What include_preprocessing applies: imagenet (mean/std) or symmetric ((x-128)/128); null = the "
         "variant's, or that of a converted init_checkpoint's JSON.", choices=INPUT_NORMALIZATIONS)
+    classifier_initializer: Optional[str] = _key(
+        None, "Initializer of the classifier kernel; null = the released code's uniform +-1/sqrt(classes), zeros = "
+        "every class at chance (short from-scratch runs with few classes start far above chance loss otherwise).",
+        choices=("zeros",))
 
 
 @dataclasses.dataclass

@@ -50,6 +50,9 @@ Args:
     input_normalization: what `include_preprocessing` applies: `"imagenet"` (ImageNet mean/std) or
         `"symmetric"` ((x - 128) / 128); `None` = `"{input_normalization}"`, the one {name}'s released
         weights were trained with. Weights trained with the other one need it changed.
+    classifier_initializer: the classifier kernel's initializer; `None` = the released code's uniform
+        +-1/sqrt(classes). `"zeros"` starts every class at chance, which short from-scratch runs with few
+        classes train faster from. Defaults to `None`.
 
 Returns:
     A `keras.Model`.
@@ -61,13 +64,14 @@ def _constructor(variant, function_name):
 
     def constructor(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
                     classifier_activation="softmax", include_preprocessing=True, name=None, dropout_rate=None,
-                    survival_prob=0.8, bn_momentum=0.9, bn_epsilon=1e-3, activation="silu", input_normalization=None):
+                    survival_prob=0.8, bn_momentum=0.9, bn_epsilon=1e-3, activation="silu", input_normalization=None,
+                    classifier_initializer=None):
         return build_model(
             variant, include_top=include_top, weights=weights, input_tensor=input_tensor, input_shape=input_shape,
             pooling=pooling, classes=classes, classifier_activation=classifier_activation,
             include_preprocessing=include_preprocessing, name=name, dropout_rate=dropout_rate,
             survival_prob=survival_prob, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, activation=activation,
-            input_normalization=input_normalization,
+            input_normalization=input_normalization, classifier_initializer=classifier_initializer,
         )
 
     spec = get_model_spec(variant)

@@ -132,6 +132,7 @@ def build_model(
     bn_epsilon=1e-3,
     activation="silu",
     input_normalization=None,
+    classifier_initializer=None,
 ):
     """Builds any EfficientNetV2 variant (a name or a `ModelSpec`) as a Keras functional model.
 
@@ -143,11 +144,10 @@ def build_model(
       bn_epsilon, activation: as in the released code (1e-3, SiLU).
       input_normalization: what `include_preprocessing` applies to [0, 255] pixels: "imagenet"
         (ImageNet mean/std) or "symmetric" ((x - 128) / 128); None = the variant's (B0-B3
-        "imagenet", S/M/L/XL "symmetric"). Weights trained with the other one need it changed, e.g.
-        timm's B3 ImageNet-21k checkpoints ("symmetric").
-    `weights`: None, "imagenet" (keras.applications' ImageNet weights, downloaded by Keras), or the
-    path of a weights file (ours, or a keras.applications one: .h5, .weights.h5 or .keras).
-    Dropout and stochastic-depth rates can be changed later with `set_regularization`.
+        "imagenet", S/M/L/XL "symmetric"); e.g. timm's B3 ImageNet-21k weights need "symmetric".
+      classifier_initializer: the `predictions` kernel's; None = the released code's ("zeros": chance).
+    `weights`: None, "imagenet" (keras.applications', downloaded by Keras), or the path of a weights file
+    (ours, or keras.applications' .h5, .weights.h5 or .keras). Rates change later: `set_regularization`.
     The layout is `keras.config.image_data_format()` at build time, as in keras.applications:
     channels_last models take [batch, height, width, 3] and `input_shape=(height, width, 3)`,
     channels_first ones [batch, 3, height, width] and `input_shape=(3, height, width)`. Weights are
@@ -156,6 +156,7 @@ def build_model(
     spec = get_model_spec(model_name)
     dropout_rate, input_normalization = _check_arguments(
         spec, pooling, classes, survival_prob, dropout_rate, input_normalization, weights)
+    classifier_initializer = _classifier_initializer(classifier_initializer)
     allow_deep_graphs()  # XL is deeper than Python's default recursion limit allows Keras to connect
     # Every layer reads the global image data format when it is made; the model keeps that layout.
     channels_first = keras.config.image_data_format() == "channels_first"
@@ -167,7 +168,8 @@ def build_model(
     x = _normalize_input(img_input, input_normalization, channels_axis) if include_preprocessing else img_input
     x = settings.conv_bn_act(x, spec.stem_filters, 3, 2, "stem")
     x = _stages(x, spec, settings, survival_prob)
-    x = _head(x, spec, settings, include_top, pooling, classes, classifier_activation, dropout_rate)
+    x = _head(x, spec, settings, include_top, pooling, classes, classifier_activation, dropout_rate,
+              classifier_initializer)
     inputs = img_input if input_tensor is None else keras.utils.get_source_inputs(input_tensor)
     model = keras.Model(inputs, x, name=name or spec.name)
     if weights is not None:
@@ -238,7 +240,21 @@ def _stages(x, spec, settings, survival_prob):
     return x
 
 
-def _head(x, spec, settings, include_top, pooling, classes, classifier_activation, dropout_rate):
+def _classifier_initializer(identifier):
+    """None: the released code's uniform +-1/sqrt(classes). With few classes its first logits spread over
+    several units and the first loss lies far above ln(classes) (B0, 10 classes: ~6 against 2.3), which a
+    short run from scratch spends its first epochs undoing; "zeros" starts every class at chance."""
+    if identifier is None:
+        return DENSE_KERNEL_INITIALIZER
+    try:
+        return keras.initializers.get(identifier)
+    except ValueError as error:
+        raise ValueError(f"classifier_initializer: {identifier!r} is not a Keras initializer ({error}); use None "
+                         "(the released code's), 'zeros' or a keras.initializers object.") from None
+
+
+def _head(x, spec, settings, include_top, pooling, classes, classifier_activation, dropout_rate,
+          classifier_initializer=DENSE_KERNEL_INITIALIZER):
     """1x1 conv to the head width, BatchNorm, activation; then the classifier, or pooling, or nothing."""
     x = conv2d(spec.head_width, 1, 1, "top_conv")(x)
     x = settings.batch_norm("top_bn")(x)
@@ -253,7 +269,7 @@ def _head(x, spec, settings, include_top, pooling, classes, classifier_activatio
         return layers.Dense(
             classes,
             activation=classifier_activation,
-            kernel_initializer=DENSE_KERNEL_INITIALIZER,
+            kernel_initializer=classifier_initializer,
             bias_initializer="zeros",
             dtype="float32",
             name="predictions",

@@ -239,6 +239,7 @@ def build_model_from_config(config, num_classes=None, input_shape=None, load_che
         bn_epsilon=model_config.bn_epsilon,
         activation=model_config.activation,
         input_normalization=model_config.input_normalization,
+        classifier_initializer=model_config.classifier_initializer,
     )
     if load_checkpoint and model_config.init_checkpoint:
         try:
