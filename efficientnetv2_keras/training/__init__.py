@@ -30,9 +30,6 @@ from efficientnetv2_keras.training.losses import (
     MultiLabelSoftmaxCrossEntropy,
     PrecisionAtK,
     RecallAtK,
-    build_loss,
-    build_metrics,
-    default_monitor,
 )
 from efficientnetv2_keras.training.optimizers import (
     SGD,
@@ -41,15 +38,19 @@ from efficientnetv2_keras.training.optimizers import (
     L2WeightDecayMixin,
     LogL2Loss,
     RMSprop,
-    build_optimizer,
     is_decayed,
     split_weight_decay_variables,
     weight_decay_loss,
 )
-from efficientnetv2_keras.training.recipe import (
+from efficientnetv2_keras.training.recipe import (  # a whole recipe in: the resolver's
     Recipe,
+    build_loss,
+    build_lr_schedule,
+    build_metrics,
     build_model_from_config,
+    build_optimizer,
     compile_from_config,
+    default_monitor,
     epochs_for_min_steps,
     is_multi_label,
     resolve_num_classes,
@@ -58,7 +59,6 @@ from efficientnetv2_keras.training.recipe import (
 )
 from efficientnetv2_keras.training.schedules import (
     LinearWarmup,
-    build_lr_schedule,
     constant_with_warmup,
     cosine_decay_with_warmup,
     exponential_decay_with_warmup,

@@ -16,6 +16,7 @@ Keras optimizers call the schedule with `optimizer.iterations` before incrementi
 update uses lr(0) = 0 during warmup, as the released code does.
 """
 
+import dataclasses
 import math
 
 import keras
@@ -112,11 +113,24 @@ def constant_with_warmup(peak_lr, warmup_steps, min_learning_rate=0.0):
     return LinearWarmup(float(peak_lr), warmup_steps, peak_lr, min_learning_rate)
 
 
-def build_lr_schedule(config, steps_per_epoch, total_steps, progress=None):
-    """The schedule of a recipe (`config.train`): peak and floor scaled by batch_size / 256.
+@dataclasses.dataclass(frozen=True)
+class LRSettings:
+    """A recipe's learning-rate schedule in plain values (its `train.lr_*` keys and batch size, read by the
+    recipe resolver, `training.recipe`)."""
+
+    kind: str  # exponential, cosine, linear or constant
+    lr_base: float  # per 256 images
+    lr_min: float  # per 256 images
+    batch_size: int
+    warmup_epochs: float
+    decay_factor: float
+    decay_epochs: float
+
+
+def make_lr_schedule(settings, steps_per_epoch, total_steps, progress=None):
+    """The schedule of `settings` (an `LRSettings`): peak and floor scaled by batch_size / 256.
 
     Args:
-      config: a `hparams.Config`.
       steps_per_epoch: optimizer steps per epoch (warmup and exponential decay are in epochs).
       total_steps: steps of the whole run (cosine and linear decay reach their end there).
       progress: a `TrainingProgress` when stages have their own batch size (progressive
@@ -124,20 +138,19 @@ def build_lr_schedule(config, steps_per_epoch, total_steps, progress=None):
         (`total_steps` is ignored for `progress.total_base_steps`) times each stage's batch ratio.
     """
     if progress is not None:
-        base = build_lr_schedule(config, steps_per_epoch, max(1, int(round(progress.total_base_steps))))
+        base = make_lr_schedule(settings, steps_per_epoch, max(1, int(round(progress.total_base_steps))))
         return ProgressLR(base, progress.steps, progress.ratios, progress.lr_scales, rule=progress.rule)
-    train = config.train
     if steps_per_epoch <= 0 or total_steps <= 0:
         raise ValueError(
             f"steps_per_epoch and total_steps must be positive, got {steps_per_epoch} and {total_steps}."
         )
-    peak = scaled_learning_rate(train.lr_base, train.batch_size)
-    floor = scaled_learning_rate(train.lr_min, train.batch_size)
-    warmup_steps = int(train.lr_warmup_epochs * steps_per_epoch)
-    kind = train.lr_schedule
+    peak = scaled_learning_rate(settings.lr_base, settings.batch_size)
+    floor = scaled_learning_rate(settings.lr_min, settings.batch_size)
+    warmup_steps = int(settings.warmup_epochs * steps_per_epoch)
+    kind = settings.kind
     if kind == "exponential":
         return exponential_decay_with_warmup(
-            peak, steps_per_epoch, train.lr_warmup_epochs, train.lr_decay_factor, train.lr_decay_epochs, floor
+            peak, steps_per_epoch, settings.warmup_epochs, settings.decay_factor, settings.decay_epochs, floor
         )
     if kind == "cosine":
         return cosine_decay_with_warmup(peak, total_steps, warmup_steps, floor)
@@ -287,7 +300,17 @@ class ProgressLR(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def training_progress(optimizer):
-    """An optimizer's `TrainingProgress`: its `progress` attribute (set by `build_optimizer`), else its
+    """An optimizer's `TrainingProgress`: its `progress` attribute (set by `make_optimizer`), else its
     learning-rate schedule's (a `ProgressLR`, so a deserialized optimizer keeps it), else None."""
     progress = getattr(optimizer, "progress", None)
     return progress if progress is not None else getattr(optimizer._learning_rate, "progress", None)
+
+
+def __getattr__(name):
+    # `build_lr_schedule(config, ...)`, the form that takes a whole recipe, belongs to the recipe resolver
+    # (the one reader of the recipe schema); it is still importable from here.
+    if name == "build_lr_schedule":
+        from efficientnetv2_keras.training.recipe_settings import build_lr_schedule
+
+        return build_lr_schedule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

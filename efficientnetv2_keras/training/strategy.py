@@ -224,21 +224,21 @@ def distribution_scope(strategy):
     return strategy.scope() if isinstance(strategy, KerasDistribution) else contextlib.nullcontext()
 
 
-def check_even_batches(strategy, config, source, minival=None, evaluate=True):
+def check_batches_divide(strategy, batch_size, eval_batch_size, eval_splits=(), num_examples=None):
     """Under `KerasDistribution` over several devices every batch, the last batch of an evaluation split
     included, is split evenly over the devices (JAX refuses an uneven split). Raises a ValueError
-    naming the batch size to change, before anything is trained. Checks the training batch, and with
-    `evaluate` the test split (data.eval_split) and `minival`. No-op otherwise (tf.distribute handles
-    uneven last batches)."""
+    naming the batch size to change, before anything is trained. Checks the training `batch_size`, and
+    each of `eval_splits` (None entries skipped) of `num_examples(split)` examples at `eval_batch_size`.
+    No-op otherwise (tf.distribute handles uneven last batches)."""
     if not isinstance(strategy, KerasDistribution) or strategy.num_replicas_in_sync == 1:
         return
     devices = strategy.num_replicas_in_sync
-    if config.train.batch_size % devices:
-        raise ValueError(f"train.batch_size={config.train.batch_size} does not divide over {devices} devices; use a "
+    if batch_size % devices:
+        raise ValueError(f"train.batch_size={batch_size} does not divide over {devices} devices; use a "
                          f"multiple of {devices}.")
-    batch = config.eval.batch_size
-    for split in dict.fromkeys(s for s in (config.data.eval_split, minival) if s and evaluate):
-        examples = source.num_examples(split)
+    batch = eval_batch_size
+    for split in dict.fromkeys(s for s in eval_splits if s):
+        examples = num_examples(split)
         last = examples % batch
         if batch % devices or last % devices:
             raise ValueError(
@@ -499,3 +499,13 @@ def fit_multi_worker(model, strategy):
     tf_trainer.reduce_per_replica = reduce_per_replica
     _PATCHED_REDUCE.append(original)
     return model
+
+
+def __getattr__(name):
+    # `check_even_batches(strategy, config, ...)` reads the recipe, so it is the resolver's
+    # (training.recipe_data); still importable from here.
+    if name == "check_even_batches":
+        from efficientnetv2_keras.training.recipe_data import check_even_batches
+
+        return check_even_batches
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
