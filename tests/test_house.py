@@ -13,8 +13,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "efficientnetv2_keras")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60  # docstrings count
-# training/ and progressive/ (and runs.py) are being split elsewhere (issue 26): they join the size check then.
-NOT_YET_SPLIT = ("training", "progressive", "runs.py")
 # Each subpackage (or top-level module) by layer: a module imports its own subpackage or a lower layer, never
 # a sibling of its layer or a higher one. `limits` and `files` are at the bottom; the commands at the top.
 LAYERS = {
@@ -35,15 +33,9 @@ def _python_files(*folders):
             yield from (os.path.join(directory, f) for f in sorted(files) if f.endswith(".py"))
 
 
-def _own_files():
-    for path in _python_files(PACKAGE, os.path.join(ROOT, "tools")):
-        if os.path.relpath(path, PACKAGE).split(os.sep)[0] not in NOT_YET_SPLIT:
-            yield path
-
-
 def test_modules_stay_under_400_lines_and_functions_under_60():
     too_long = []
-    for path in _own_files():
+    for path in _python_files(PACKAGE, os.path.join(ROOT, "tools")):
         source = open(path, encoding="utf-8").read()
         where = os.path.relpath(path, ROOT)
         if len(source.splitlines()) > MAX_MODULE_LINES:
