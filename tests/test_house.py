@@ -16,7 +16,7 @@ MAX_FUNCTION_LINES = 60  # docstrings count
 # Each subpackage (or top-level module) by layer: a module imports its own subpackage or a lower layer, never
 # a sibling of its layer or a higher one. `limits` and `files` are at the bottom; the commands at the top.
 LAYERS = {
-    "limits": 0, "files": 0,
+    "limits": 0, "files": 0, "messages": 0,
     "models": 1,
     "data": 2, "hparams": 2,  # the input pipeline does not read the recipe schema, nor the schema the pipeline
     "weights": 3, "progressive": 3,

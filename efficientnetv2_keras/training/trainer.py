@@ -126,7 +126,7 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
     model = _build_model(recipe, strategy)
     # The callback tells the pipelines the epoch (ProgressiveLearning, or FitEpoch without stages): a resumed
     # run reads the data the uninterrupted run would have read.
-    train, steering = recipe.train_dataset(strategy)
+    train, steering = recipe.train_dataset(strategy, verbose=verbose)
     progressive = steering if recipe.schedule is not None else None
     _write_run_files(recipe, own, mode, results, verbose)
     with_validation = mode == "traineval" and recipe.minival is not None
