@@ -74,11 +74,7 @@ def test_each_layer_imports_only_the_layers_below_it():
                 other = _layer(name)
                 if other in LAYERS and other != own and LAYERS[other] >= LAYERS[own]:
                     upward.append(f"{os.path.relpath(path, ROOT)}:{line} ({own}) imports {name} ({other})")
-    # Known, to be moved in issue 26's training-side pass: the run folder (runs.RunDir) belongs below training,
-    # and progressive/learning_rate.py wraps training's optimizers and schedules.
-    known = ("efficientnetv2_keras.runs", "efficientnetv2_keras.training.optimizers",
-             "efficientnetv2_keras.training.schedules")
-    assert sorted(u for u in set(upward) if not u.split(" imports ")[1].split(" ")[0].startswith(known)) == []
+    assert sorted(set(upward)) == []
 
 
 def test_the_constructors_document_every_argument_as_keras_applications_does():

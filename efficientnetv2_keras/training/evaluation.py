@@ -6,7 +6,7 @@
 
 import os
 
-from efficientnetv2_keras.runs import RunDir
+from efficientnetv2_keras.training.run_folder import RunDir
 from efficientnetv2_keras.training.callbacks import describe_checkpoint, read_record
 from efficientnetv2_keras.training.compiling import compile_model
 from efficientnetv2_keras.training.optimizers import weight_decay_loss

@@ -127,6 +127,7 @@ class StepUpdateMixin:
     """
 
     ADAPTIVE = False  # whether the square-root rule scales moment decays and epsilon
+    SCALES_PER_STAGE = True  # applies batch-scaled stages' rule itself (read by progressive.learning_rate)
 
     def __init__(self, *args, fused=True, **kwargs):
         super().__init__(*args, **kwargs)

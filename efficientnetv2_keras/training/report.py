@@ -5,7 +5,7 @@ import json
 
 from efficientnetv2_keras.files import atomic_write_text
 from efficientnetv2_keras.messages import say  # noqa: F401  (the trainer's messages, importable from here)
-from efficientnetv2_keras.runs import RunDir
+from efficientnetv2_keras.training.run_folder import RunDir
 
 
 def plot_training_curves(epoch_logs, path, title=""):

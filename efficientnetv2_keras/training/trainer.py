@@ -9,7 +9,7 @@ Three splits, as in the paper's released code: `data.minival` is carved from `da
 the choice of `best.keras`); `data.eval_split` is the test split, evaluated once after training, for
 the final model (`last.keras`) and the selected one (`best.keras`), each labelled as such.
 
-One `model.fit` runs every progressive-learning stage. `model_dir` receives (its layout: `runs.RunDir`):
+One `model.fit` runs every progressive-learning stage. `model_dir` receives (its layout: `run_folder.RunDir`):
   config.yaml            the resolved recipe
   schedule.txt/.png      the progressive-learning stages
   labels.txt             class names, one per line (for tools/predict.py)
@@ -40,7 +40,7 @@ import keras
 
 from efficientnetv2_keras import hparams
 from efficientnetv2_keras.files import atomic_write_text
-from efficientnetv2_keras.runs import RunDir
+from efficientnetv2_keras.training.run_folder import RunDir
 from efficientnetv2_keras.training import plan, resume, workers
 from efficientnetv2_keras.training.backup import BackupCadence, RunBackup
 from efficientnetv2_keras.training.callbacks import BestAndLastCheckpoint, read_record
