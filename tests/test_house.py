@@ -13,12 +13,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "efficientnetv2_keras")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60  # docstrings count
-# training/ and progressive/ (and runs.py) are being split elsewhere (issue 26): they join the size check then.
-NOT_YET_SPLIT = ("training", "progressive", "runs.py")
 # Each subpackage (or top-level module) by layer: a module imports its own subpackage or a lower layer, never
 # a sibling of its layer or a higher one. `limits` and `files` are at the bottom; the commands at the top.
 LAYERS = {
-    "limits": 0, "files": 0,
+    "limits": 0, "files": 0, "messages": 0,
     "models": 1,
     "data": 2, "hparams": 2,  # the input pipeline does not read the recipe schema, nor the schema the pipeline
     "weights": 3, "progressive": 3,
@@ -35,15 +33,9 @@ def _python_files(*folders):
             yield from (os.path.join(directory, f) for f in sorted(files) if f.endswith(".py"))
 
 
-def _own_files():
-    for path in _python_files(PACKAGE, os.path.join(ROOT, "tools")):
-        if os.path.relpath(path, PACKAGE).split(os.sep)[0] not in NOT_YET_SPLIT:
-            yield path
-
-
 def test_modules_stay_under_400_lines_and_functions_under_60():
     too_long = []
-    for path in _own_files():
+    for path in _python_files(PACKAGE, os.path.join(ROOT, "tools")):
         source = open(path, encoding="utf-8").read()
         where = os.path.relpath(path, ROOT)
         if len(source.splitlines()) > MAX_MODULE_LINES:
@@ -82,11 +74,7 @@ def test_each_layer_imports_only_the_layers_below_it():
                 other = _layer(name)
                 if other in LAYERS and other != own and LAYERS[other] >= LAYERS[own]:
                     upward.append(f"{os.path.relpath(path, ROOT)}:{line} ({own}) imports {name} ({other})")
-    # Known, to be moved in issue 26's training-side pass: the run folder (runs.RunDir) belongs below training,
-    # and progressive/learning_rate.py wraps training's optimizers and schedules.
-    known = ("efficientnetv2_keras.runs", "efficientnetv2_keras.training.optimizers",
-             "efficientnetv2_keras.training.schedules")
-    assert sorted(u for u in set(upward) if not u.split(" imports ")[1].split(" ")[0].startswith(known)) == []
+    assert sorted(set(upward)) == []
 
 
 def test_the_constructors_document_every_argument_as_keras_applications_does():
@@ -148,3 +136,115 @@ def test_models_deeper_than_the_default_recursion_limit_build_and_load(default_r
 def test_benchmark_sections_are_a_library_without_the_command(module):
     source = open(os.path.join(ROOT, *module.split(".")) + ".py", encoding="utf-8").read()
     assert "efficientnetv2_keras.cli" not in source and "absl import flags" not in source
+
+
+# ------------------------------------------------------------------------------------------------
+# The recipe read in one place: following `config` from the trainer's entry point.
+# ------------------------------------------------------------------------------------------------
+
+MAX_CONFIG_STOPS = 15  # functions that receive the whole recipe, train_and_evaluate included
+MAX_STOPS_PER_FILE = 3  # a file is entered once and returned to at most twice
+
+
+def _package_index(package):
+    """{module: (path, {function name: FunctionDef}, {local name: imported "module" or "module.name"})}."""
+    index = {}
+    for path in _python_files(package):
+        module = os.path.relpath(path[:-3], os.path.dirname(package)).replace(os.sep, ".").removesuffix(".__init__")
+        tree = ast.parse(open(path, encoding="utf-8").read())
+        functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+        imported = {}
+        for node in ast.walk(tree):  # lazy imports inside functions included
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.update({alias.asname or alias.name: f"{node.module}.{alias.name}" for alias in node.names})
+            elif isinstance(node, ast.Import):
+                imported.update({alias.asname or alias.name: alias.name for alias in node.names})
+        index[module] = (path, functions, imported)
+    return index
+
+
+def _resolve(index, module, call):
+    """(module, FunctionDef) of a package function that `call` calls by name or as `module_alias.name`."""
+    if isinstance(call.func, ast.Name):
+        name, target = call.func.id, None
+        if name in index[module][1]:
+            return module, index[module][1][name]
+        target = index[module][2].get(name)
+    elif isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Name):
+        imported = index[module][2].get(call.func.value.id)
+        target = f"{imported}.{call.func.attr}" if imported else None
+    else:
+        return None
+    for _ in range(5):  # through re-exports (a package's __init__, a module that imports the name)
+        if target is None or "." not in target:
+            return None
+        owner, name = target.rsplit(".", 1)
+        if owner not in index:
+            return None
+        if name in index[owner][1]:
+            return owner, index[owner][1][name]
+        target = index[owner][2].get(name)
+    return None
+
+
+def _receivers(call, function, tracked):
+    """The parameters of `function` that `call` binds to a tracked name (the recipe)."""
+    parameters = [a.arg for a in function.args.posonlyargs + function.args.args]
+    keywords = parameters + [a.arg for a in function.args.kwonlyargs]
+    bound = {parameters[i] for i, arg in enumerate(call.args)
+             if i < len(parameters) and isinstance(arg, ast.Name) and arg.id in tracked}
+    return bound | {k.arg for k in call.keywords if k.arg in keywords and isinstance(k.value, ast.Name)
+                    and k.value.id in tracked}
+
+
+def follow_the_recipe(package, start=("efficientnetv2_keras.training.trainer", "train_and_evaluate")):
+    """Every package function the recipe (`config`) is passed to from `start`, depth first: [(module,
+    function name)], and the calls that climb to a higher layer."""
+    index = _package_index(package)
+    stops, climbs, seen = [], [], set()
+
+    def visit(module, function, tracked):
+        if (module, function.name) in seen:
+            return
+        seen.add((module, function.name))
+        stops.append((module, function.name))
+        for call in (node for node in ast.walk(function) if isinstance(node, ast.Call)):
+            found = _resolve(index, module, call)
+            receivers = found and _receivers(call, found[1], tracked)
+            if receivers:
+                if LAYERS.get(_layer(found[0]), 0) > LAYERS.get(_layer(module), 0):
+                    climbs.append(f"{module}.{function.name} -> {found[0]}.{found[1].name}")
+                visit(found[0], found[1], receivers)
+
+    visit(start[0], index[start[0]][1][start[1]], {"config"})
+    return stops, climbs
+
+
+def test_the_recipe_is_read_in_one_place():
+    stops, climbs = follow_the_recipe(PACKAGE)
+    per_file = {}
+    for module, _ in stops:
+        per_file[module] = per_file.get(module, 0) + 1
+    path = " -> ".join(f"{module.split('.', 1)[1]}.{name}" for module, name in stops)
+    assert len(stops) <= MAX_CONFIG_STOPS, path
+    assert {m: n for m, n in per_file.items() if n > MAX_STOPS_PER_FILE} == {}, path
+    assert climbs == []
+
+
+RESOLVER = ("efficientnetv2_keras.training.recipe", "efficientnetv2_keras.training.recipe_settings",
+            "efficientnetv2_keras.training.recipe_data")
+ENTRY_POINTS = ("efficientnetv2_keras.training.trainer.train_and_evaluate",
+                "efficientnetv2_keras.training.trainer._train_and_evaluate")
+
+
+def test_below_the_resolver_functions_take_values_not_the_recipe():
+    takers = []
+    for path in _python_files(os.path.join(PACKAGE, "training"), os.path.join(PACKAGE, "progressive")):
+        module = os.path.relpath(path[:-3], ROOT).replace(os.sep, ".").removesuffix(".__init__")
+        if module in RESOLVER:
+            continue
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            if isinstance(node, ast.FunctionDef) and node.name != "from_config" and "config" in [
+                    a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]:
+                takers.append(f"{module}.{node.name}")
+    assert [t for t in takers if t not in ENTRY_POINTS] == []

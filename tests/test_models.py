@@ -371,3 +371,14 @@ def test_jax_backend_forward_and_train_step():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "JAX OK" in result.stdout
+
+
+def test_a_recipe_s_classifier_initializer_reaches_the_model():
+    from efficientnetv2_keras.hparams import load_config
+    from efficientnetv2_keras.training.recipe_model import make_model
+    from efficientnetv2_keras.training.recipe_settings import model_settings
+
+    config = load_config("digits_demo")
+    assert config.model.classifier_initializer == "zeros"
+    model = make_model(model_settings(config.model, config.train.loss), 10, input_shape=(32, 32, 3))
+    assert not model.get_layer("predictions").kernel.numpy().any()

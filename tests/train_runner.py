@@ -19,14 +19,14 @@ from conftest import TINY_SPEC  # noqa: E402
 
 from efficientnetv2_keras import files  # noqa: E402
 from efficientnetv2_keras.models import build_model  # noqa: E402
-from efficientnetv2_keras.training import recipe  # noqa: E402
+from efficientnetv2_keras.training import recipe_model  # noqa: E402
 
 
 def tiny_build_model(name, **kwargs):
     return build_model(TINY_SPEC, **kwargs)
 
 
-recipe.build_model = tiny_build_model
+recipe_model.build_model = tiny_build_model
 
 kill_on_rename = os.environ.get("RUNNER_KILL_ON_RENAME")
 if kill_on_rename:

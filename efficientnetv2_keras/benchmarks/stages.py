@@ -210,8 +210,7 @@ def run(options):
     pipelines = pipeline_costs(recipe, stages, steps, rounds) if options.stages_pipeline else None
     epochs, results = epoch_costs(options.stages_run) if options.stages_run else (None, None)
     total, kinds = count_step_ops(model, recipe)
-    config = recipe.config
-    lines = [f"{config.model.name}, recipe {options.stages_recipe}"
+    lines = [f"{recipe.model_name}, recipe {options.stages_recipe}"
              + (f" ({', '.join(options.stages_overrides)})" if options.stages_overrides else "")
              + f", base batch {recipe.batch_size}; {steps} steps x {rounds} rounds per stage (medians); first step "
              f"(tracing) {first[1]:.0f} CPU s" + (f"; epochs from {options.stages_run}" if options.stages_run else "")]

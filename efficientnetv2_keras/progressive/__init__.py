@@ -1,8 +1,13 @@
 """Progressive learning with adaptive regularization (paper Section 4, Algorithm 1).
 
-The schedule (`progressive.schedule`) is pure Python: the recipe schema imports it without
-TensorFlow or Keras (and so does tools/gpu_bench.py on a JAX-only machine). The callback and
-`make_adjustable` (Keras) are imported on first use.
+* `schedule`: the stages (`progressive_schedule`, `ProgressiveSchedule`, `Stage`; built in `algorithm`,
+  held in `stages`, laid out in steps for batch-scaled stages in `fit_layout`). Pure Python and keras'
+  model table only: no TensorFlow (tools/gpu_bench.py reads it on a JAX-only machine).
+* `callback`: `ProgressiveLearning`, the stages inside one `model.fit`; its dataset side is
+  `stage_datasets.StageDatasets` (tf.data).
+* `progress`, `learning_rate`: training progress and the learning rate of batch-scaled stages.
+* `adjust`: `make_adjustable`, dropout and stochastic depth a stage can set.
+The callback and `make_adjustable` are imported on first use.
 """
 
 import importlib

@@ -4,7 +4,7 @@ A stage of k-times the base batch trains with its `Stage.lr_scale` (k under the 
 under the square-root rule: `progressive.schedule`), and the learning-rate schedule runs over training
 progress (the data seen, in steps of the base batch) rather than over optimizer steps, so its warmup
 and decay cover the same images as without batch scaling. The recipes compile that schedule
-themselves (`training.schedules.ProgressLR`); for a model compiled by its user, `scale_learning_rate`
+themselves (`progressive.progress.ProgressLR`); for a model compiled by its user, `scale_learning_rate`
 puts the optimizer's own learning rate under the same rule when `fit` starts:
 
 * a float (Keras keeps it in a variable) becomes a constant base rate, x the stage's lr_scale;
@@ -20,7 +20,7 @@ variable (as assigning a schedule to `optimizer.learning_rate` does); callbacks 
 to the learning rate (ReduceLROnPlateau, LearningRateScheduler) then fail with Keras' own error.
 
 The square-root rule's per-stage moment decays and epsilon (`training.optimizers.StepUpdateMixin`)
-and the EMA over training progress are this package's optimizers' (`training.optimizers.Adam`,
+and the EMA over training progress (`progressive.progress`) are this package's optimizers' (`training.optimizers.Adam`,
 `RMSprop`, `AdamW`, `SGD`): they read the stages from the wrapped learning rate. Keras' own adaptive
 optimizers take the learning-rate part only; a warning says so.
 """
@@ -29,8 +29,7 @@ import warnings
 
 import keras
 
-from efficientnetv2_keras.training.optimizers import StepUpdateMixin
-from efficientnetv2_keras.training.schedules import LinearWarmup, ProgressLR
+from efficientnetv2_keras.progressive.progress import ProgressLR
 
 # Keras' optimizers whose moment averages the square-root rule also scales (Malladi et al. 2022).
 KERAS_ADAPTIVE_OPTIMIZERS = (keras.optimizers.Adam, keras.optimizers.AdamW, keras.optimizers.RMSprop)
@@ -52,7 +51,8 @@ def scale_learning_rate(optimizer, schedule, layout):
         )
     if isinstance(current, keras.Variable):
         value = float(keras.ops.convert_to_numpy(current))
-        base = LinearWarmup(value, 0, value)  # a constant: no warmup, the rate itself after it
+        # A constant schedule from Keras' own (x 1.0 per step): no warmup, the rate itself throughout.
+        base = keras.optimizers.schedules.ExponentialDecay(value, decay_steps=1, decay_rate=1.0)
     elif isinstance(current, keras.optimizers.schedules.LearningRateSchedule):
         base = current
     else:
@@ -73,7 +73,9 @@ def _same_stages(progress, layout, scales, rule):
 
 
 def _warn_if_partial(optimizer, schedule):
-    if isinstance(optimizer, StepUpdateMixin):
+    # This package's optimizers (training.optimizers.StepUpdateMixin) apply every part of the rule
+    # themselves; they say so with a class attribute, so that this layer needs no import of training.
+    if getattr(optimizer, "SCALES_PER_STAGE", False):
         return
     missing = []
     if schedule.lr_scaling == "sqrt" and isinstance(optimizer, KERAS_ADAPTIVE_OPTIMIZERS):

@@ -1,17 +1,21 @@
 """The paper's training recipe as Keras pieces (paper §5; the released code's `main.py`, `utils.py` and configs).
 
+* `recipe` (with `recipe_settings`, `recipe_data`): the resolver, the one reader of the recipe schema;
+  `resolve_recipe` turns a validated config once into a `Recipe` (`resolved`): sizes, steps with
+  `min_steps`, the progressive schedule, the splits, and frozen settings for the model (`recipe_model`)
+  and its compilation (`compiling`). The `build_*(config, ...)` and `*_from_config` forms are its too.
 * `schedules`: warmup + exponential staircase decay (ImageNet), warmup + cosine (21k, finetuning),
-  warmup + constant/linear; `scaled_learning_rate` (lr_base * batch / 256); `build_lr_schedule`.
+  warmup + constant/linear; `scaled_learning_rate` (lr_base * batch / 256); `make_lr_schedule`.
 * `optimizers`: RMSProp(0.9, 0.9, 1e-3) and friends with EMA; L2 weight decay on kernels only, in the
-  gradient (the reported loss is the cross-entropy; `LogL2Loss` logs the L2 term).
+  gradient (the reported loss is the cross-entropy; `LogL2Loss` logs the L2 term); `make_optimizer`.
 * `ema`: EMA-decay ramp, averaged BatchNorm statistics, swapping EMA weights in for evaluation and
   checkpoints (`EMACallback`).
 * `losses`: label-smoothed softmax CE, 21k multi-label softmax/sigmoid CE, precision@k / recall@k.
-* `strategy`: `get_strategy`, mixed-precision policy per device, per-replica batch sizes.
-* `recipe`: a validated config resolved once into what training needs (`resolve_recipe`): sizes,
-  steps with `min_steps`, the progressive schedule, the stage datasets, the model and its compilation.
-* `trainer` (the fit loop), `callbacks` (best/last checkpoints, stage timing), `evaluation` (the test
-  split per checkpoint), `report` (plots, results tables).
+* `strategy` (a package): `get_strategy`, TPU, multi-worker, the JAX adapter, mixed precision,
+  per-replica batch sizes.
+* `trainer` (the fit loop), `run_folder` (a run's files), `callbacks` (best/last checkpoints),
+  `backup`, `resume`, `run_log`, `divergence`, `evaluation` (the test split per checkpoint), `report`
+  (plots, results tables).
 """
 
 from efficientnetv2_keras.training.ema import (
@@ -30,9 +34,6 @@ from efficientnetv2_keras.training.losses import (
     MultiLabelSoftmaxCrossEntropy,
     PrecisionAtK,
     RecallAtK,
-    build_loss,
-    build_metrics,
-    default_monitor,
 )
 from efficientnetv2_keras.training.optimizers import (
     SGD,
@@ -41,15 +42,19 @@ from efficientnetv2_keras.training.optimizers import (
     L2WeightDecayMixin,
     LogL2Loss,
     RMSprop,
-    build_optimizer,
     is_decayed,
     split_weight_decay_variables,
     weight_decay_loss,
 )
-from efficientnetv2_keras.training.recipe import (
+from efficientnetv2_keras.training.recipe import (  # a whole recipe in: the resolver's
     Recipe,
+    build_loss,
+    build_lr_schedule,
+    build_metrics,
     build_model_from_config,
+    build_optimizer,
     compile_from_config,
+    default_monitor,
     epochs_for_min_steps,
     is_multi_label,
     resolve_num_classes,
@@ -58,7 +63,6 @@ from efficientnetv2_keras.training.recipe import (
 )
 from efficientnetv2_keras.training.schedules import (
     LinearWarmup,
-    build_lr_schedule,
     constant_with_warmup,
     cosine_decay_with_warmup,
     exponential_decay_with_warmup,

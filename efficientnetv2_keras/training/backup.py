@@ -25,7 +25,7 @@ import h5py
 import keras
 
 from efficientnetv2_keras.files import atomic_write, remove_path
-from efficientnetv2_keras.runs import backup_epochs, backup_path
+from efficientnetv2_keras.training.run_folder import backup_epochs, backup_path
 from efficientnetv2_keras.training.report import say
 
 SEED_GENERATORS = "seed_generators"  # the group of a backup holding the seed generators' states

@@ -9,7 +9,7 @@ import os
 import keras
 
 from efficientnetv2_keras.files import atomic_write, atomic_write_text
-from efficientnetv2_keras.runs import RunDir, record_path
+from efficientnetv2_keras.training.run_folder import RunDir, record_path
 
 
 def read_record(checkpoint_path):

@@ -24,8 +24,11 @@ def current_learning_rate(optimizer):
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Raises `TrainingDiverged` at the first batch whose loss is NaN or infinite.
 
-    Raising (instead of `stop_training`, as `keras.callbacks.TerminateOnNaN` does) ends `fit` before the
+    Raising (instead of `stop_training`, `keras.callbacks.TerminateOnNaN`'s default) ends `fit` before the
     epoch ends, so no checkpoint or backup of the diverged weights is written: the last good ones stay.
+    `TerminateOnNaN(raise_error=True)` raises too, but a bare RuntimeError naming only the batch; this one
+    names the epoch, the optimizer step and learning rate, what was kept and the recipe keys that fix it,
+    and its own class lets the command line tell a divergence (exit status 3) from a crash.
     kept: what to name as kept in the message (e.g. "last.keras and the backup after epoch 3").
     """
 

@@ -293,6 +293,13 @@ class EMACallback(keras.callbacks.Callback):
       evaluate: swap the EMA weights in for evaluation/prediction run by `fit` or with this callback
         (validation metrics, hence "best" checkpoints, are the EMA model's).
     Without EMA in the optimizer it does nothing but call the wrapped callbacks.
+
+    Not `keras.callbacks.SwapEMAWeights` (Keras 3.15): that swaps the optimizer's averages of the
+    trainable variables only, so the averaged BatchNorm statistics (`average_statistics`, the released
+    code's) would stay the raw model's; and its `swap_on_epoch=True` swaps for every callback from
+    epoch end to epoch begin, so a backup written then (`RunBackup`, `BackupAndRestore`) would hold the
+    EMA values as raw weights and the raw ones as averages. Here only the wrapped callbacks see the EMA
+    weights, and only when one of them saves.
     """
 
     def __init__(self, callbacks=(), evaluate=True):

@@ -6,16 +6,12 @@
 
 import os
 
-from efficientnetv2_keras.runs import RunDir
+from efficientnetv2_keras.training.run_folder import RunDir
 from efficientnetv2_keras.training.callbacks import describe_checkpoint, read_record
+from efficientnetv2_keras.training.compiling import compile_model
 from efficientnetv2_keras.training.optimizers import weight_decay_loss
-from efficientnetv2_keras.training.recipe import (
-    compile_from_config,
-    eval_dataset,
-    image_sizes,
-    source_from_config,
-    test_split,
-)
+from efficientnetv2_keras.training.recipe import compiling_of, resolve_evaluation
+from efficientnetv2_keras.training.resolved import Recipe
 
 
 def find_checkpoint(model_dir):
@@ -29,29 +25,44 @@ def nothing_to_evaluate(reason):
     return ValueError(f"Nothing to evaluate: no test split ({reason}). Name one with data.eval_split=SPLIT.")
 
 
-def evaluate_model(model, config, source=None, checkpoint_name="", role=None):
+def _evaluation(recipe, source=None):
+    """The `Evaluation` of a resolved `Recipe`, or of a recipe `hparams.Config` (resolved here for it)."""
+    return recipe.evaluation if isinstance(recipe, Recipe) else resolve_evaluation(recipe, source)
+
+
+def _compiling(recipe):
+    """(CompileSettings, multi_label) of a resolved `Recipe`, or of a recipe `hparams.Config`."""
+    if isinstance(recipe, Recipe):
+        return recipe.compile_settings, recipe.multi_label
+    return compiling_of(recipe)
+
+
+def evaluate_model(model, recipe, source=None, checkpoint_name="", role=None):
     """Evaluates a compiled model on the test split (data.eval_split) at the eval size; returns the metrics.
 
+    recipe: a resolved `Recipe`, or a recipe (`hparams.Config`) with its `source` (None: the recipe's).
     checkpoint_name: a label, or the checkpoint's path (then labelled with `describe_checkpoint`).
     role: "final" or "best", for the results table. `loss` is the cross-entropy; `l2_loss` (when the
     recipe has a coupled weight decay) the L2 term of these weights, which is not part of it.
     """
-    source = source or source_from_config(config)
-    split, no_test_split = test_split(config, source)
-    if split is None:
-        raise nothing_to_evaluate(no_test_split)
-    metrics = model.evaluate(eval_dataset(config, source), verbose=0, return_dict=True)
+    evaluation = _evaluation(recipe, source)
+    if evaluation.split is None:
+        raise nothing_to_evaluate(evaluation.no_test_split)
+    metrics = model.evaluate(evaluation.dataset(), verbose=0, return_dict=True)
     if checkpoint_name and os.path.exists(checkpoint_name):
         checkpoint_name = describe_checkpoint(checkpoint_name)
-    result = {"role": role, "checkpoint": checkpoint_name, "eval_split": config.data.eval_split,
-              "eval_size": image_sizes(config)[1], **{k: float(v) for k, v in metrics.items()}}
-    if config.train.weight_decay > 0 and config.train.optimizer != "adamw":
-        result["l2_loss"] = weight_decay_loss(model, config.train.weight_decay)
+    result = {"role": role, "checkpoint": checkpoint_name, "eval_split": evaluation.split,
+              "eval_size": evaluation.image_size, **{k: float(v) for k, v in metrics.items()}}
+    l2_weight_decay = _compiling(recipe)[0].optimizer.l2_weight_decay
+    if l2_weight_decay > 0:
+        result["l2_loss"] = weight_decay_loss(model, l2_weight_decay)
     return result
 
 
-def load_for_evaluation(config, checkpoint_path):
-    """A saved model (`.keras`), compiled with the recipe's loss and metrics, ready to evaluate."""
+def load_for_evaluation(recipe, checkpoint_path):
+    """A saved model (`.keras`), compiled with the recipe's loss and metrics, ready to evaluate.
+
+    recipe: a resolved `Recipe` or a recipe (`hparams.Config`)."""
     if not os.path.exists(checkpoint_path):
         raise FileNotFoundError(
             f"No checkpoint at {checkpoint_path!r}: train first (tools/train.py --mode=train) or pass "
@@ -60,13 +71,16 @@ def load_for_evaluation(config, checkpoint_path):
     from efficientnetv2_keras.models.io import load_model_file  # names a truncated or foreign file
 
     model = load_model_file(checkpoint_path, compile=False)
-    compile_from_config(model, config, steps_per_epoch=1, total_steps=1, num_classes=model.output_shape[-1])
+    settings, multi_label = _compiling(recipe)
+    compile_model(model, settings, steps_per_epoch=1, total_steps=1, multi_label=multi_label,
+                  num_classes=model.output_shape[-1])
     return model
 
 
-def evaluate_checkpoints(config, model_dir, strategy, source, final=None):
+def evaluate_checkpoints(recipe, model_dir, strategy, source=None, final=None):
     """The test split for last.keras (role "final") and best.keras (role "best"), each evaluated once.
 
+    recipe: a resolved `Recipe`, or a recipe (`hparams.Config`) with its `source`.
     final: the final model's metrics when it was evaluated in memory. best.keras is not evaluated again
     when it holds the same epoch as last.keras.
     """
@@ -75,9 +89,9 @@ def evaluate_checkpoints(config, model_dir, strategy, source, final=None):
         from efficientnetv2_keras.training.strategy import fit_multi_worker
 
         with strategy.scope():
-            model = load_for_evaluation(config, path)
+            model = load_for_evaluation(recipe, path)
         fit_multi_worker(model, strategy)  # Keras' evaluate needs the same two fixes as fit there
-        return evaluate_model(model, config, source, path, role=role)
+        return evaluate_model(model, recipe, source, path, role=role)
 
     evaluations = []
     run = RunDir(model_dir)

@@ -16,7 +16,7 @@ training on logits, and saved models output probabilities like keras.application
 import keras
 from keras import ops
 
-from efficientnetv2_keras.limits import LOSSES, MULTI_LABEL_FORMATS
+from efficientnetv2_keras.limits import LOSSES
 
 
 @keras.saving.register_keras_serializable(package="efficientnetv2_keras")
@@ -113,40 +113,33 @@ class RecallAtK(_TopKLabelMetric):
         return ops.sum(y_true, axis=-1)
 
 
-def _multi_label(config, multi_label):
-    label_format = config.data.label_format
-    if label_format is None:
-        return bool(multi_label)
-    return label_format in MULTI_LABEL_FORMATS
-
-
-def build_loss(config, multi_label=False, from_logits=False):
-    """The recipe's loss (`train.loss`, `train.label_smoothing`, `data.label_format`).
+def make_loss(loss, label_smoothing=0.0, label_format=None, multi_label=False, from_logits=False):
+    """The loss of a recipe's `train.loss`, `train.label_smoothing` and labels.
 
     Args:
-      multi_label: whether the source is multi-label, for `data.label_format: null`.
+      loss: "softmax" or "sigmoid".
+      label_format: the labels' format ("sparse" gets sparse cross-entropy); None: one-hot or multi-hot.
+      multi_label: whether the labels are multi-hot (the recipe resolver's `is_multi_label`).
       from_logits: whether the model outputs logits (this package's models output probabilities).
     """
-    train = config.train
-    smoothing = train.label_smoothing
-    if train.loss == "sigmoid":
-        return keras.losses.BinaryCrossentropy(from_logits=from_logits, label_smoothing=smoothing)
-    if train.loss != "softmax":
-        raise ValueError(f"Unknown train.loss {train.loss!r}; choose one of {LOSSES}.")
-    if config.data.label_format == "sparse":
+    if loss == "sigmoid":
+        return keras.losses.BinaryCrossentropy(from_logits=from_logits, label_smoothing=label_smoothing)
+    if loss != "softmax":
+        raise ValueError(f"Unknown train.loss {loss!r}; choose one of {LOSSES}.")
+    if label_format == "sparse":
         return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
-    if _multi_label(config, multi_label):
-        return MultiLabelSoftmaxCrossEntropy(from_logits=from_logits, label_smoothing=smoothing)
-    return keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=smoothing)
+    if multi_label:
+        return MultiLabelSoftmaxCrossEntropy(from_logits=from_logits, label_smoothing=label_smoothing)
+    return keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=label_smoothing)
 
 
-def build_metrics(config, num_classes=None, multi_label=False):
+def make_metrics(num_classes=None, label_format=None, multi_label=False):
     """Top-1/top-5 accuracy; for multi-label data also precision@1/@5 and recall@1/@5.
 
     Names: "accuracy", "top5_accuracy", "precision_at_1", ... (validation: "val_accuracy", ...).
     """
     top5 = 5 if num_classes is None else min(5, int(num_classes))
-    if config.data.label_format == "sparse":
+    if label_format == "sparse":
         return [
             keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
             keras.metrics.SparseTopKCategoricalAccuracy(k=top5, name=f"top{top5}_accuracy"),
@@ -155,11 +148,11 @@ def build_metrics(config, num_classes=None, multi_label=False):
         keras.metrics.CategoricalAccuracy(name="accuracy"),  # against the argmax label
         keras.metrics.TopKCategoricalAccuracy(k=top5, name=f"top{top5}_accuracy"),
     ]
-    if _multi_label(config, multi_label):
+    if multi_label:
         metrics += [PrecisionAtK(1), PrecisionAtK(top5), RecallAtK(1), RecallAtK(top5)]
     return metrics
 
 
-def default_monitor(config, multi_label=False):
+def monitor_for(multi_label):
     """The validation metric that picks the "best" checkpoint (higher is better)."""
-    return "val_precision_at_1" if _multi_label(config, multi_label) else "val_accuracy"
+    return "val_precision_at_1" if multi_label else "val_accuracy"

@@ -24,6 +24,7 @@ applies to the data gradient (`train.gradient_clip_norm`, 0 in every recipe). `o
 Keras' decoupled decay instead, with the same exclusions (give it AdamW-sized values such as 0.05).
 """
 
+import dataclasses
 import math
 
 import keras
@@ -126,6 +127,7 @@ class StepUpdateMixin:
     """
 
     ADAPTIVE = False  # whether the square-root rule scales moment decays and epsilon
+    SCALES_PER_STAGE = True  # applies batch-scaled stages' rule itself (read by progressive.learning_rate)
 
     def __init__(self, *args, fused=True, **kwargs):
         super().__init__(*args, **kwargs)
@@ -307,48 +309,66 @@ class LogL2Loss(keras.callbacks.Callback):
             logs["l2_loss"] = weight_decay_loss(self.model, weight_decay)
 
 
-def build_optimizer(config, lr_schedule, model=None):
-    """The recipe's optimizer (`config.train`), with EMA and weight decay.
+@dataclasses.dataclass(frozen=True)
+class OptimizerSettings:
+    """A recipe's optimizer in plain values (its `train.*` keys, read by the recipe resolver, `training.recipe`)."""
+
+    name: str  # rmsprop, sgd, momentum, adam or adamw
+    weight_decay: float  # the coupled L2 term's wd (adamw: its decoupled decay)
+    ema_decay: float  # 0: no EMA
+    ema_warmup: bool
+    ema_bn_statistics: bool
+    gradient_clip_norm: float  # 0: no clipping
+    rmsprop_rho: float
+    momentum: float
+    epsilon: float
+
+    @property
+    def l2_weight_decay(self):
+        """The coupled L2 term's wd (0 for adamw, whose decay is decoupled and no loss term)."""
+        return self.weight_decay if self.name != "adamw" else 0.0
+
+
+def make_optimizer(settings, lr_schedule, model=None):
+    """The optimizer of `settings` (an `OptimizerSettings`), with EMA and weight decay.
 
     Args:
-      config: a `hparams.Config`.
-      lr_schedule: a `LearningRateSchedule` (see `schedules.build_lr_schedule`) or a float.
-      model: the model to train. Needed to average its BatchNorm statistics (train.ema_bn_statistics)
+      lr_schedule: a `LearningRateSchedule` (see `schedules.make_lr_schedule`) or a float.
+      model: the model to train. Needed to average its BatchNorm statistics (ema_bn_statistics)
         and for adamw, which excludes BN/bias variables from its decoupled decay. rmsprop/sgd/momentum/
-        adam get `l2_weight_decay=train.weight_decay` (the coupled L2 term, see the module docstring).
+        adam get `l2_weight_decay=weight_decay` (the coupled L2 term, see the module docstring).
     Returns:
-      A Keras optimizer (`use_ema` when train.ema_decay > 0). Under the "mixed_float16" policy
+      A Keras optimizer (`use_ema` when ema_decay > 0). Under the "mixed_float16" policy
       `model.compile` wraps it in a `keras.optimizers.LossScaleOptimizer` (dynamic loss scaling).
     """
-    train = config.train
-    name = train.optimizer
+    name = settings.name
     common = {
         "learning_rate": lr_schedule,
-        "use_ema": train.ema_decay > 0,
-        "ema_momentum": train.ema_decay if train.ema_decay > 0 else 0.99,
-        "ema_warmup": train.ema_warmup,
-        "global_clipnorm": train.gradient_clip_norm or None,
+        "use_ema": settings.ema_decay > 0,
+        "ema_momentum": settings.ema_decay if settings.ema_decay > 0 else 0.99,
+        "ema_warmup": settings.ema_warmup,
+        "global_clipnorm": settings.gradient_clip_norm or None,
     }
-    average_statistics = train.ema_decay > 0 and train.ema_bn_statistics
+    average_statistics = settings.ema_decay > 0 and settings.ema_bn_statistics
     if average_statistics and model is None:
         raise ValueError("build_optimizer needs the model to average its BatchNorm statistics "
                          "(train.ema_bn_statistics=true), or set train.ema_bn_statistics=false.")
-    if name == "adamw" and train.weight_decay > 0 and model is None:
+    if name == "adamw" and settings.weight_decay > 0 and model is None:
         raise ValueError("build_optimizer needs the model to exclude BatchNorm and bias variables from "
                          "adamw's weight decay (or set train.weight_decay=0).")
-    l2 = {"l2_weight_decay": train.weight_decay}
+    l2 = {"l2_weight_decay": settings.weight_decay}
 
     if name == "rmsprop":
-        optimizer = RMSprop(rho=train.rmsprop_rho, momentum=train.momentum, epsilon=train.optimizer_epsilon,
+        optimizer = RMSprop(rho=settings.rmsprop_rho, momentum=settings.momentum, epsilon=settings.epsilon,
                             **l2, **common)
     elif name == "sgd":
         optimizer = SGD(**l2, **common)
     elif name == "momentum":
-        optimizer = SGD(momentum=train.momentum, **l2, **common)
+        optimizer = SGD(momentum=settings.momentum, **l2, **common)
     elif name == "adam":
-        optimizer = Adam(epsilon=train.optimizer_epsilon, **l2, **common)
+        optimizer = Adam(epsilon=settings.epsilon, **l2, **common)
     elif name == "adamw":
-        optimizer = AdamW(weight_decay=train.weight_decay, epsilon=train.optimizer_epsilon, **common)
+        optimizer = AdamW(weight_decay=settings.weight_decay, epsilon=settings.epsilon, **common)
         if model is not None:
             _, excluded = split_weight_decay_variables(model)
             optimizer.exclude_from_weight_decay(var_list=excluded)
@@ -360,3 +380,13 @@ def build_optimizer(config, lr_schedule, model=None):
     # under the square-root rule the adaptive optimizers' betas and epsilon follow the stages.
     optimizer.progress = getattr(lr_schedule, "progress", None)
     return optimizer
+
+
+def __getattr__(name):
+    # `build_optimizer(config, ...)`, the form that takes a whole recipe, belongs to the recipe resolver
+    # (the one reader of the recipe schema); it is still importable from here.
+    if name == "build_optimizer":
+        from efficientnetv2_keras.training.recipe_settings import build_optimizer
+
+        return build_optimizer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """What a training run will do, said before it starts.
 
 Short trial runs (`--override train.epochs=2`) meet a recipe rule that makes sense for long runs: every
-progressive stage needs at least one epoch (`check_stages` names the fix). Validation (which selects
+progressive stage needs at least one epoch (the resolver's
+`training.recipe.check_stages` names the fix). Validation (which selects
 `best.keras`) runs every `eval.validation_freq` epochs and always after the last one, so a validating run
 always has a best.keras; `checkpoint_plan` prints the epochs fit validates, from the same list fit gets.
 
@@ -15,23 +16,6 @@ and the two ways out: --overwrite (train again from scratch in that folder), or 
 `model.init_checkpoint=<old run>/best.keras` (finetune from it). Continuing would lay the stages out
 again, back to the first stage's size and a high learning rate (training/resume.py).
 """
-
-from efficientnetv2_keras.hparams import ConfigError
-
-
-def check_stages(config, epochs):
-    """Raises ConfigError naming the fix when `epochs` cannot hold `progressive.num_stages` stages."""
-    progressive = config.progressive
-    if not progressive.enabled or epochs >= progressive.num_stages:
-        return
-    why = f"train.epochs={config.train.epochs}"
-    if epochs != config.train.epochs:
-        why += f" (train.min_steps={config.train.min_steps} makes it {epochs} epochs)"
-    raise ConfigError(
-        f"{why} is fewer epochs than progressive.num_stages={progressive.num_stages}, and every progressive "
-        f"stage needs at least one epoch. For a short run add --override=progressive.num_stages={epochs} "
-        "(or progressive.enabled=false for no stages), or train for more epochs."
-    )
 
 
 def validated_epochs(epochs, validation_freq):
@@ -74,3 +58,13 @@ def checkpoint_plan(model_dir, validated, monitor=None, selected_on=None, resumi
         + (" (a resumed run keeps the best value so far)." if resuming else ".")
     )
     return lines
+
+
+def __getattr__(name):
+    # `check_stages(config, epochs)` reads the recipe, so it is the resolver's (training.recipe); still
+    # importable from here.
+    if name == "check_stages":
+        from efficientnetv2_keras.training.recipe import check_stages
+
+        return check_stages
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,22 +2,10 @@
 results.json."""
 
 import json
-import logging as python_logging
-import sys
-
-from absl import logging
 
 from efficientnetv2_keras.files import atomic_write_text
-from efficientnetv2_keras.runs import RunDir
-
-
-def say(text):
-    """Printed for the person at the terminal, and logged (absl) for the job's log unless that log is the
-    terminal too (absl's handler writing to stderr, its default under absl.app.run): said once there."""
-    print(text, flush=True)
-    handler = logging.get_absl_handler()
-    if handler not in python_logging.getLogger().handlers or handler.python_handler.stream is not sys.stderr:
-        logging.info(text)
+from efficientnetv2_keras.messages import say  # noqa: F401  (the trainer's messages, importable from here)
+from efficientnetv2_keras.training.run_folder import RunDir
 
 
 def plot_training_curves(epoch_logs, path, title=""):

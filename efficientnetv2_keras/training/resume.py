@@ -2,7 +2,7 @@
 
 Rerunning the command of an interrupted run resumes it from its newest readable backup
 (training/backup.py) and says where ("resuming runs/x at epoch 9 of 24 (stage 2 of 3, image size 40) from
-the backup after epoch 8"); a finished run is reported, not trained again (`runs.RunDir.finished`).
+the backup after epoch 8"); a finished run is reported, not trained again (`run_folder.RunDir.finished`).
 
 A run continues only with the schedule it was trained with: every backup records its `training_layout`
 (fit's epochs, each stage's epochs and image size), and a restart under another `train.epochs` or stage
@@ -13,7 +13,7 @@ the run would go back to its first stage's size and regularization, and a cosine
 """
 
 from efficientnetv2_keras.hparams import ConfigError
-from efficientnetv2_keras.runs import RunDir
+from efficientnetv2_keras.training.run_folder import RunDir
 from efficientnetv2_keras.training.backup import backup_layout
 
 

@@ -9,7 +9,7 @@ Three splits, as in the paper's released code: `data.minival` is carved from `da
 the choice of `best.keras`); `data.eval_split` is the test split, evaluated once after training, for
 the final model (`last.keras`) and the selected one (`best.keras`), each labelled as such.
 
-One `model.fit` runs every progressive-learning stage. `model_dir` receives (its layout: `runs.RunDir`):
+One `model.fit` runs every progressive-learning stage. `model_dir` receives (its layout: `run_folder.RunDir`):
   config.yaml            the resolved recipe
   schedule.txt/.png      the progressive-learning stages
   labels.txt             class names, one per line (for tools/predict.py)
@@ -40,7 +40,7 @@ import keras
 
 from efficientnetv2_keras import hparams
 from efficientnetv2_keras.files import atomic_write_text
-from efficientnetv2_keras.runs import RunDir
+from efficientnetv2_keras.training.run_folder import RunDir
 from efficientnetv2_keras.training import plan, resume, workers
 from efficientnetv2_keras.training.backup import BackupCadence, RunBackup
 from efficientnetv2_keras.training.callbacks import BestAndLastCheckpoint, read_record
@@ -66,7 +66,7 @@ from efficientnetv2_keras.training.report import (  # noqa: F401
 )
 from efficientnetv2_keras.training.run_log import RunLog, stage_rows
 from efficientnetv2_keras.training.strategy import (
-    check_even_batches,
+    check_batches_divide,
     configure_mixed_precision,
     distribution_scope,
     fit_multi_worker,
@@ -112,8 +112,7 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
     keras.utils.set_random_seed(config.runtime.seed)
     policy = configure_mixed_precision(resolve_mixed_precision(config.train.mixed_precision, strategy))
     recipe = resolve_recipe(config, num_replicas=strategy.num_replicas_in_sync)
-    config = recipe.config  # with a converted init_checkpoint's inputs
-    results = {"model": config.model.name, "mode": mode, "backend": keras.backend.backend(), "precision": policy,
+    results = {"model": recipe.model_name, "mode": mode, "backend": keras.backend.backend(), "precision": policy,
                "replicas": strategy.num_replicas_in_sync}
     if mode == "eval":
         return _evaluate_run(recipe, run, own, strategy, results, verbose)
@@ -123,11 +122,11 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
         if verbose:
             print("\n" + format_results(finished))
         return finished
-    check_even_batches(strategy, config, recipe.source, recipe.minival, evaluate=mode == "traineval")  # JAX
+    _check_even_batches(recipe, strategy, [recipe.evaluation.split, recipe.minival] if mode == "traineval" else [])
     model = _build_model(recipe, strategy)
     # The callback tells the pipelines the epoch (ProgressiveLearning, or FitEpoch without stages): a resumed
     # run reads the data the uninterrupted run would have read.
-    train, steering = recipe.train_dataset(strategy)
+    train, steering = recipe.train_dataset(strategy, verbose=verbose)
     progressive = steering if recipe.schedule is not None else None
     _write_run_files(recipe, own, mode, results, verbose)
     with_validation = mode == "traineval" and recipe.minival is not None
@@ -154,7 +153,7 @@ def _train_and_evaluate(config, model_dir, mode, strategy, verbose, overwrite=Fa
                    costs=costs.costs, epoch_times=costs.epochs,
                    stages=stage_rows(run_log.rows, recipe.steps_per_epoch * recipe.batch_size,
                                      recipe.fit_steps_per_epoch))
-    plot_training_curves(run_log.rows, own.curves_plot, title=f"{config.model.name} on {config.data.source}")
+    plot_training_curves(run_log.rows, own.curves_plot, title=f"{recipe.model_name} on {recipe.data_source}")
     if mode == "traineval":
         _evaluate_after_fit(recipe, own, model, strategy, results)
     results["total_seconds"] = round(time.perf_counter() - started, 1)
@@ -168,10 +167,10 @@ def _evaluate_run(recipe, run, own, strategy, results, verbose):
         raise FileNotFoundError(f"No run directory {run.path!r}: train into it first (mode=train or traineval).")
     if recipe.no_test_split:
         raise nothing_to_evaluate(recipe.no_test_split)
-    check_even_batches(strategy, recipe.config, recipe.source)  # JAX DataParallel: batches split over the devices
+    _check_even_batches(recipe, strategy, [recipe.evaluation.split])
     if not run.has_checkpoint():
-        load_for_evaluation(recipe.config, run.checkpoint())  # raises its "train first" error
-    results["evaluations"] = evaluate_checkpoints(recipe.config, run.path, strategy, recipe.source)
+        load_for_evaluation(recipe, run.checkpoint())  # raises its "train first" error
+    results["evaluations"] = evaluate_checkpoints(recipe, run.path, strategy)
     write_results(results, own.path, verbose)
     return results
 
@@ -205,7 +204,7 @@ def _build_model(recipe, strategy):
         # Optimizer variables (slots, EMA averages) made now, not inside the first trace of the train
         # step: TensorFlow traces a step that creates variables a second time (measured: 2 -> 1 trace).
         model.optimizer.build(model.trainable_variables)
-    if wants_synchronized_batch_norm(strategy, recipe.config.model.sync_batch_norm):
+    if wants_synchronized_batch_norm(strategy, recipe.sync_batch_norm):
         synchronize_batch_norm(model)
     fit_multi_worker(model, strategy)  # two narrow Keras 3 fixes under MultiWorkerMirroredStrategy
     return model
@@ -240,7 +239,7 @@ def _restore(recipe, run, own, model, strategy, layout, progressive, with_valida
     what the run writes and where it resumes. Multi-worker: the workers agree on the epoch to resume
     after, and on each epoch that is backed up."""
     meeting = workers.WorkerMeeting(strategy) if is_multi_worker(strategy) else None
-    interval = recipe.config.train.backup_interval_s
+    interval = recipe.backup_interval_s
     cadence = BackupCadence(interval, always=_stage_ends(recipe, progressive), agree=meeting.any if meeting else None)
     backup = RunBackup(run.backup, own.backup, verbose=verbose, layout=layout, cadence=cadence, meeting=meeting)
     with strategy.scope():
@@ -266,7 +265,7 @@ def _callbacks(recipe, own, model, steering, costs, run_log, backup, with_valida
     after the stage switch (which adds the stage to the logs), before checkpointing and the loggers. The
     backup last: once it is written, everything else of the epoch (checkpoints, log.csv) is too.
     """
-    record = {"weights": "EMA" if recipe.config.train.ema_decay > 0 else "model",  # statistics: not averaged on JAX
+    record = {"weights": "EMA" if recipe.compile_settings.optimizer.ema_decay > 0 else "model",  # statistics: not averaged on JAX
               "ema_bn_statistics": bool(getattr(ema_optimizer(model), "ema_statistics", None))}
     if with_validation:
         record["selected_on"] = minival_text(recipe.minival_info, short=True)
@@ -290,10 +289,16 @@ def _evaluate_after_fit(recipe, own, model, strategy, results):
         return
     # fit() has copied the EMA weights (and averaged BN statistics) into the model: the final model.
     evaluation_start = time.perf_counter(), time.process_time()
-    final = evaluate_model(model, recipe.config, recipe.source, role="final")
-    results["evaluations"] = evaluate_checkpoints(recipe.config, own.path, strategy, recipe.source, final=final)
+    final = evaluate_model(model, recipe, role="final")
+    results["evaluations"] = evaluate_checkpoints(recipe, own.path, strategy, final=final)
     results["costs"]["test_evaluation"] = {"wall": round(time.perf_counter() - evaluation_start[0], 2),
                                            "cpu": round(time.process_time() - evaluation_start[1], 2)}
+
+
+def _check_even_batches(recipe, strategy, eval_splits):
+    """JAX DataParallel: the training batch and the evaluated splits' batches split over the devices."""
+    check_batches_divide(strategy, recipe.batch_size, recipe.evaluation.batch_size, eval_splits,
+                         recipe.source.num_examples)
 
 
 def _training_layout(recipe):

@@ -33,7 +33,7 @@ from efficientnetv2_keras.data.sources.base import (
     held_out_count,
     stratified_split,
 )
-from efficientnetv2_keras.data.sources.by_name import get_source
+from efficientnetv2_keras.data.sources.by_name import get_source, known_num_classes, names_multi_label
 from efficientnetv2_keras.data.sources.cached import CachedSource
 from efficientnetv2_keras.data.sources.digits import DigitsSource
 from efficientnetv2_keras.data.sources.folder import IMAGE_EXTENSIONS, ImageFolderSource, is_image_file
@@ -51,6 +51,8 @@ __all__ = [
     "ImageFolderSource",
     "CachedSource",
     "get_source",
+    "known_num_classes",
+    "names_multi_label",
     "stratified_split",
     "held_out_count",
     "MINIVAL",

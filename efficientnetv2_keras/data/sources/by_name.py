@@ -56,7 +56,7 @@ def _get_source(name_or_path, name, kind, rest, data_dir, kwargs):
 
         return KerasDatasetSource(rest, **kwargs)
     if kind in ("tfrecord", "tfrecord21k") and (rest or data_dir):
-        if kind == "tfrecord21k":
+        if names_multi_label(name):
             kwargs = {"num_classes": IMAGENET21K_CLASSES, "multi_label": True, **kwargs}
         return TFRecordSource(rest or data_dir, **kwargs)
     if os.path.isdir(name):
@@ -67,3 +67,26 @@ def _get_source(name_or_path, name, kind, rest, data_dir, kwargs):
         "'tfrecord:<dir>' (ImageNet TFRecords); 'tfrecord21k:<dir>' (ImageNet-21k TFRecords); "
         "'keras:<name>' (keras.datasets: fashion_mnist, mnist, cifar10, cifar100)."
     )
+
+
+def known_num_classes(name, options=None):
+    """The class count of the source `name` when it is known without reading data (the paper's tfds
+    datasets, the TFRecord kinds, keras.datasets); None: ask `get_source(name).num_classes`."""
+    options = options or {}
+    kind, _, rest = name.partition(":")
+    if name in PAPER_TFDS_DATASETS:
+        return PAPER_TFDS_DATASETS[name][0]
+    if kind == "tfrecord21k":
+        return int(options.get("num_classes", IMAGENET21K_CLASSES))
+    if kind == "tfrecord":
+        return int(options.get("num_classes", 1000))  # TFRecordSource's default: ImageNet
+    if kind == "keras":
+        from efficientnetv2_keras.data.keras_datasets import KERAS_DATASETS  # it imports this package
+
+        return KERAS_DATASETS[rest].num_classes if rest in KERAS_DATASETS else None
+    return None
+
+
+def names_multi_label(name):
+    """Whether the source `name` has multi-hot labels, from its name alone (ImageNet-21k's TFRecords)."""
+    return name.partition(":")[0] == "tfrecord21k"
