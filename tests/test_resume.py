@@ -221,6 +221,9 @@ def test_a_diverging_run_stops_at_the_first_nan_and_keeps_the_last_good_checkpoi
         "data.train_size=32", "data.source_options.image_size=32", "data.eval_size=32", "data.cache=false",
         "train.optimizer=momentum", "train.lr_base=1e20", "train.lr_warmup_epochs=0", "train.lr_schedule=constant",
         "train.backup_interval_s=0",  # a backup (and last.keras) after every epoch
+        # The released classifier init: from digits_demo's zeros the first update leaves epoch 2's loss finite
+        # (~1e18), and NaN comes an epoch later.
+        "model.classifier_initializer=null",
     ])
     result = train(model_dir, overrides=overrides)
     assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-3000:]
@@ -315,3 +318,24 @@ def test_a_resumed_run_trains_on_the_same_data_as_an_uninterrupted_one(tiny_spec
     # The same examples, crops, RandAugment and dropout masks in every epoch: the same losses.
     np.testing.assert_allclose(resumed, uninterrupted, rtol=1e-5)
     assert len(set(uninterrupted)) == len(uninterrupted)
+
+
+def test_weights_too_large_for_float32_do_not_crash_the_epoch_end_logging(tiny_spec, tmp_path):
+    # A run diverging with a still-finite loss: its L2 term passes float32's range. TensorBoard converts
+    # every logged value to float32; the term must reach it as inf, not stop the run with a conversion
+    # error.
+    from efficientnetv2_keras.training.optimizers import SGD, LogL2Loss
+
+    model = _tiny_model(tiny_spec)
+    model.compile(optimizer=SGD(0.0, l2_weight_decay=1e-5), loss="categorical_crossentropy")
+    for variable in model.trainable_variables:
+        if "kernel" in variable.path:
+            variable.assign(np.full(variable.shape, 1e30, "float32"))
+    logs = {"loss": 1.0}
+    callback = LogL2Loss()
+    callback.set_model(model)
+    callback.on_epoch_end(0, logs)
+    assert logs["l2_loss"] == float("inf")
+    board = keras.callbacks.TensorBoard(str(tmp_path / "tb"))
+    board.set_model(model)
+    board.on_epoch_end(0, logs)

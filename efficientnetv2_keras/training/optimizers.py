@@ -306,7 +306,10 @@ class LogL2Loss(keras.callbacks.Callback):
         optimizer = getattr(optimizer, "inner_optimizer", optimizer)
         weight_decay = getattr(optimizer, "l2_weight_decay", 0.0)
         if logs is not None and weight_decay:
-            logs["l2_loss"] = weight_decay_loss(self.model, weight_decay)
+            value = weight_decay_loss(self.model, weight_decay)
+            # The loggers hold float32 (TensorBoard converts to it): a diverging run's term past its range
+            # is logged as inf rather than stopping the run with a conversion error.
+            logs["l2_loss"] = value if value <= float(np.finfo(np.float32).max) else math.inf
 
 
 @dataclasses.dataclass(frozen=True)
