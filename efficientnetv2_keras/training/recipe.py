@@ -202,8 +202,17 @@ def _splits(data, source):
 
     try:
         source.num_examples(data.train_split)  # first: what a recipe made for other data gets wrong first
-        # The test split now, not when it is read after training (and before the minival adds its splits).
-        eval_split, no_test_split = test_split_of(data, source)
+        # The test split now, not when it is read after training (and before the minival adds its splits,
+        # so that an error lists the source's own).
+        try:
+            eval_split, no_test_split = test_split_of(data, source)
+        except hparams.ConfigError:
+            # It may be the part the minival holds out of the training split: the architecture search
+            # scores its candidates there, never on the test split.
+            minival = minival_of(data, source)
+            if minival[1] is None or minival[1] != data.eval_split:
+                raise
+            return (*minival, data.eval_split, None)
         return (*minival_of(data, source), eval_split, no_test_split)
     except UnknownSplitError as error:
         raise split_error_of(error, data) from None
